@@ -1,0 +1,30 @@
+"""Error types with one-line messages that name the offending value.
+
+Every user-facing check raises :class:`ConfigError` (a ``ValueError``) so the CLI can
+print it as a single line and exit with status 2; numerical failures during training
+raise or report :class:`DivergenceError`.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad input: the message names the value and what would be accepted."""
+
+
+class DivergenceError(RuntimeError):
+    """Training produced NaN/inf or blew up; the message gives the step and a likely cause."""
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def choice(name: str, value, accepted) -> None:
+    """Check that ``value`` is one of ``accepted``; the error lists what is accepted."""
+    if value not in accepted:
+        raise ConfigError(
+            f"unknown {name} {value!r}; accepted: {', '.join(map(repr, sorted(accepted)))}"
+        )
