@@ -1,0 +1,533 @@
+"""A batched engine for K independent two-layer networks trained in lockstep.
+
+Each member is the paper's network f(x) = (1/sqrt p) sum_r beta_r psi(w_r . x) with its
+own seed, data (or shared data), rule, step size and weight decay. Tensors carry a
+leading ensemble axis K; one full-batch gradient-descent step is a handful of batched
+matrix products with the update equations written out (no autograd, no per-member loop):
+
+    Z    = W X^T                        pre-activations, (K, p, n)
+    u    = beta^T psi(Z) / sqrt p       outputs, (K, n);   e = u - y
+    beta <- beta - lr (c/sqrt p) psi(Z) e - lr lam(t) beta
+    W    <- (1 - lr wd) W - lr (c/sqrt p) [fb * psi'(Z) * e] X
+
+with c the loss factor (2/n for the authors' mean squared error) and fb = b for feedback
+alignment, fb = beta for backprop. Both layers are updated from the same e(t).
+
+The first layer is held by a *path* object. :class:`ExplicitPath` stores W itself;
+faster exact paths (the row-space form W = s W0 + A X) plug in behind the same methods.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..activations import Activation, get_activation
+from ..backend import resolve_device, resolve_dtype
+from ..errors import ConfigError, check, choice
+from .loss import LOSSES, loss_factor
+from .schedules import get_schedule
+
+RULES = ("bp", "fa")
+METRICS = (
+    "mse",  # mean squared error, without any penalty
+    "penalty",  # lam(t)/2 |beta|^2 + wd/2 |W|_F^2
+    "alignment",  # cos(beta, b)
+    "delta_alignment",  # cos(beta - beta(0), b); NaN at t = 0
+    "beta_change",  # |beta - beta(0)| / |beta(0)|
+    "w_change",  # |W - W(0)|_F / |W(0)|_F
+    "update_alignment",  # cos(first-layer update applied, true backprop gradient)
+)
+
+
+# --------------------------------------------------------------------------- stopping
+@dataclass(frozen=True)
+class Plateau:
+    """The paper's stopping rule, decided per member.
+
+    Train at least ``min_steps``; from then on, at every multiple of ``check_every``, stop
+    a member whose MSE changed by less than ``tol`` since the previous checkpoint
+    (``check_every`` steps earlier). ``max_steps`` caps the run.
+    """
+
+    min_steps: int
+    check_every: int = 1000
+    tol: float = 1e-3
+    max_steps: int | None = None
+
+    @classmethod
+    def paper(cls, p: int, max_steps: int | None = None) -> Plateau:
+        """At least round(5000 sqrt(p/200)) steps, then 1e-3 between checkpoints 1000 apart."""
+        return cls(round(5000 * math.sqrt(p / 200)), 1000, 1e-3, max_steps)
+
+    def __post_init__(self):
+        check(self.min_steps >= 0, f"Plateau min_steps must be >= 0, got {self.min_steps!r}")
+        check(self.check_every >= 1, f"Plateau check_every must be >= 1, got {self.check_every!r}")
+        check(self.tol >= 0, f"Plateau tol must be >= 0, got {self.tol!r}")
+        check(
+            self.max_steps is None or self.max_steps >= self.min_steps,
+            f"Plateau max_steps {self.max_steps!r} must be >= min_steps {self.min_steps}",
+        )
+
+
+# --------------------------------------------------------------------------- history
+@dataclass
+class History:
+    """What a :meth:`TwoLayerEnsemble.fit` call recorded.
+
+    ``metrics[name]`` is a float64 array (R, K) at the step numbers ``steps`` (R,);
+    ``final[name]`` is (K,) at each member's last step. ``status[k]`` is ``"done"`` or
+    ``"diverged"``; ``stop_step[k]`` the step count at which member k stopped (its
+    parameters are frozen from there); ``diverged_at[k]`` the first step whose MSE was
+    non-finite or exploded (-1 if none), with ``messages[k]`` saying why.
+    """
+
+    steps: np.ndarray
+    metrics: dict[str, np.ndarray]
+    final: dict[str, np.ndarray]
+    status: list[str]
+    stop_step: np.ndarray
+    diverged_at: np.ndarray
+    messages: list[str]
+    path: str
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def member(self, k: int) -> dict[str, np.ndarray]:
+        """Member k's series: ``{"step": ..., metric: ...}``."""
+        return {"step": self.steps, **{m: v[:, k] for m, v in self.metrics.items()}}
+
+    @property
+    def diverged(self) -> list[int]:
+        return [k for k, s in enumerate(self.status) if s == "diverged"]
+
+
+# --------------------------------------------------------------------------- paths
+class ExplicitPath:
+    """The first layer as the matrix W itself: pre-activations cost 2 K n p d flops."""
+
+    name = "explicit"
+
+    def __init__(self, W: torch.Tensor):
+        self.W = W  # (K, p, d)
+        self.W0 = W.clone()
+
+    def bind(self, X: torch.Tensor) -> None:
+        """Fix the data for the coming steps: (n, d) shared or (K, n, d) per member."""
+        self.X = X
+        self.shared = X.dim() == 2
+
+    def preactivations(self) -> torch.Tensor:
+        """Z = W X^T, (K, p, n)."""
+        K, p, d = self.W.shape
+        if self.shared:
+            return (self.W.view(K * p, d) @ self.X.T).view(K, p, -1)
+        return torch.bmm(self.W, self.X.transpose(1, 2))
+
+    def update(self, M: torch.Tensor, keep: torch.Tensor | None) -> None:
+        """W <- keep * W - M X; ``keep`` (K,) is 1 - lr * wd (None when no decay)."""
+        K, p, d = self.W.shape
+        if keep is not None:
+            self.W.mul_(keep[:, None, None])
+        if self.shared:
+            self.W.view(K * p, d).addmm_(M.reshape(K * p, -1), self.X, alpha=-1.0)
+        else:
+            self.W.baddbmm_(M, self.X, alpha=-1.0)
+
+    def row_sq_norms(self, m: torch.Tensor) -> torch.Tensor:
+        """|m_r X|^2 for every row r of m (K, p, n): squared row norms of m X, (K, p)."""
+        if self.shared:
+            R = (m.reshape(-1, m.shape[-1]) @ self.X).view(*m.shape[:2], -1)
+        else:
+            R = torch.bmm(m, self.X)
+        return (R * R).sum(-1)
+
+    def sq_norm(self) -> torch.Tensor:
+        return (self.W * self.W).sum((1, 2))
+
+    def change_sq_norm(self) -> torch.Tensor:
+        D = self.W - self.W0
+        return (D * D).sum((1, 2))
+
+    def init_sq_norm(self) -> torch.Tensor:
+        return (self.W0 * self.W0).sum((1, 2))
+
+    def materialise(self) -> torch.Tensor:
+        return self.W
+
+
+# --------------------------------------------------------------------------- ensemble
+def _per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool = False):
+    """A scalar or K values -> float64 numpy (K,), checked against ``minimum``."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(K, float(arr))
+    check(
+        arr.shape == (K,),
+        f"{name} must be a scalar or {K} values (one per member), got shape {arr.shape}",
+    )
+    bad = ~np.isfinite(arr) | ((arr <= minimum) if strict else (arr < minimum))
+    if bad.any():
+        k = int(np.argmax(bad))
+        op = ">" if strict else ">="
+        raise ConfigError(
+            f"{name} must be finite and {op} {minimum}, got {float(arr[k])!r} (member {k})"
+        )
+    return arr
+
+
+def _as_tensor(name: str, value, dtype, device) -> torch.Tensor:
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(
+            f"{name} must be an array of numbers, got {type(value).__name__}"
+        ) from None
+    check(not t.is_complex(), f"{name} must be real, got dtype {t.dtype}")
+    t = t.to(dtype=dtype, device=device)
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        raise ConfigError(
+            f"{name} holds a non-finite value {t[tuple(bad)].item()!r} at index {tuple(bad)}; "
+            "remove or impute NaN/inf entries"
+        )
+    return t
+
+
+class TwoLayerEnsemble:
+    """K two-layer networks of one shape (d inputs, p hidden units), one per seed.
+
+    Initialisation follows the paper: W, beta and the feedback vector b i.i.d. N(0, 1),
+    each times its ``init_scale`` (a float for all three or a dict with keys W, beta, b).
+    Every member draws from its own generator, so a member gives the same numbers alone
+    or inside any ensemble, in float32 or float64 (drawn in float64, then cast).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        p: int,
+        *,
+        seeds: Sequence[int] | int = 0,
+        activation: str | Activation = "relu",
+        init_scale: float | dict = 1.0,
+        dtype: str | torch.dtype = "float64",
+        device: str | torch.device | None = "cpu",
+    ):
+        for name, v in (("d", d), ("p", p)):
+            check(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                f"{name} must be an integer >= 1, got {v!r}",
+            )
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        check(len(seeds) >= 1, "seeds must hold at least one seed, got an empty sequence")
+        for s in seeds:
+            check(
+                isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0,
+                f"seed must be a non-negative integer, got {s!r}",
+            )
+        scales = {"W": 1.0, "beta": 1.0, "b": 1.0}
+        if isinstance(init_scale, dict):
+            unknown = set(init_scale) - set(scales)
+            check(
+                not unknown,
+                f"init_scale has unknown key(s) {sorted(unknown)}; accepted: W, beta, b",
+            )
+            scales.update(init_scale)
+        else:
+            scales = dict.fromkeys(scales, init_scale)
+        for k, v in scales.items():
+            check(
+                isinstance(v, int | float) and math.isfinite(v) and v > 0,
+                f"init_scale[{k!r}] must be a positive number, got {v!r}",
+            )
+        self.d, self.p, self.K = d, p, len(seeds)
+        self.seeds = [int(s) for s in seeds]
+        self.activation = get_activation(activation)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        Ws, betas, bs = [], [], []
+        for s in self.seeds:
+            g = torch.Generator().manual_seed(s)
+            Ws.append(torch.randn(p, d, generator=g, dtype=torch.float64) * scales["W"])
+            betas.append(torch.randn(p, generator=g, dtype=torch.float64) * scales["beta"])
+            bs.append(torch.randn(p, generator=g, dtype=torch.float64) * scales["b"])
+        to = {"dtype": self.dtype, "device": self.device}
+        self._path = ExplicitPath(torch.stack(Ws).to(**to))
+        self.beta = torch.stack(betas).to(**to)
+        self.b = torch.stack(bs).to(**to)
+        self.beta0 = self.beta.clone()
+        self.t = 0  # updates applied so far (schedules read it)
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def W(self) -> torch.Tensor:
+        """First-layer weights (K, p, d)."""
+        return self._path.materialise()
+
+    @property
+    def W0(self) -> torch.Tensor:
+        return self._path.W0
+
+    def output(self, X) -> torch.Tensor:
+        """u = f(X) for every member: X (n, d) or (K, n, d) -> (K, n)."""
+        X = self._check_X(X)
+        Z = self.W @ X.transpose(-1, -2) if X.dim() == 3 else self.W @ X.T
+        return torch.einsum("kp,kpn->kn", self.beta, self.activation(Z)) / math.sqrt(self.p)
+
+    # ------------------------------------------------------------------ validation
+    def _check_X(self, X) -> torch.Tensor:
+        X = _as_tensor("X", X, self.dtype, self.device)
+        check(
+            X.dim() in (2, 3),
+            f"X must have shape (n, d) or (K, n, d), got {tuple(X.shape)}",
+        )
+        check(
+            X.shape[-1] == self.d,
+            f"X has {X.shape[-1]} features but the networks take d = {self.d}",
+        )
+        check(
+            X.dim() == 2 or X.shape[0] == self.K,
+            f"X has {X.shape[0]} data sets but the ensemble has K = {self.K} members",
+        )
+        check(X.shape[-2] >= 1, "X holds no samples (n = 0)")
+        return X
+
+    def _check_y(self, y, X: torch.Tensor) -> torch.Tensor:
+        y = _as_tensor("y", y, self.dtype, self.device)
+        n = X.shape[-2]
+        if y.dim() == 1:
+            check(y.shape[0] == n, f"y has {y.shape[0]} targets but X has n = {n} samples")
+            y = y.expand(self.K, n)
+        check(
+            y.shape == (self.K, n),
+            f"y must have shape ({n},) or ({self.K}, {n}), got {tuple(y.shape)}",
+        )
+        return y.contiguous()
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        X,
+        y,
+        *,
+        rule: str | Sequence[str] = "fa",
+        lr: float | Sequence[float] = 1e-2,
+        lam: float | Sequence[float] = 0.0,
+        lam_schedule=None,
+        w_decay: float | Sequence[float] = 0.0,
+        loss: str = "mse",
+        steps: int | None = None,
+        stop: Plateau | None = None,
+        record_every: int | None = None,
+        record_steps: Sequence[int] | None = None,
+        metrics: Sequence[str] = METRICS,
+        blowup: float = 1e10,
+        check_every: int = 100,
+    ) -> History:
+        """Train every member by full-batch gradient descent; return a :class:`History`.
+
+        Give either ``steps`` (a fixed count) or ``stop`` (a :class:`Plateau`). Metrics in
+        ``metrics`` are recorded at multiples of ``record_every`` and at ``record_steps``
+        (step numbers count updates applied in this call; 0 is before the first), and at
+        the last step. A member whose MSE turns non-finite or grows ``blowup``-fold over
+        its start is marked diverged, reported with its step, and frozen; the others go on.
+        """
+        K, p = self.K, self.p
+        X = self._check_X(X)
+        y = self._check_y(y, X)
+        n = X.shape[-2]
+        rules = [rule] * K if isinstance(rule, str) else list(rule)
+        check(len(rules) == K, f"rule must be one name or {K} names, got {len(rules)}")
+        for r in rules:
+            choice("rule", r, RULES)
+        choice("loss", loss, LOSSES)
+        lr_np = _per_member("lr", lr, K, strict=True)
+        lam_np = _per_member("lam", lam, K)
+        wd_np = _per_member("w_decay", w_decay, K)
+        schedule = get_schedule(lam_schedule)
+        for m in metrics:
+            choice("metric", m, METRICS)
+        check(
+            (steps is None) != (stop is None),
+            f"give exactly one of steps or stop, got steps={steps!r}, stop={stop!r}",
+        )
+        if steps is not None:
+            check(
+                isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
+                f"steps must be an integer >= 0, got {steps!r}",
+            )
+            max_steps = steps
+        else:
+            check(isinstance(stop, Plateau), f"stop must be a Plateau, got {stop!r}")
+            max_steps = stop.max_steps if stop.max_steps is not None else 10**12
+        check(
+            record_every is None or (isinstance(record_every, int) and record_every >= 1),
+            f"record_every must be a positive integer, got {record_every!r}",
+        )
+        check(blowup > 1, f"blowup must be > 1, got {blowup!r}")
+        record_set = set(int(s) for s in (record_steps or ()))
+
+        to = {"dtype": self.dtype, "device": self.device}
+        c = loss_factor(loss, n)
+        sqrt_p = math.sqrt(p)
+        act = self.activation
+        path = self._path
+        path.bind(X)
+        lr_t = torch.as_tensor(lr_np, **to)
+        lam_t = torch.as_tensor(lam_np, **to)
+        wd_t = torch.as_tensor(wd_np, **to) if wd_np.any() else None
+        is_fa = torch.as_tensor([r == "fa" for r in rules], device=self.device)
+        all_fa, all_bp = bool(is_fa.all()), not bool(is_fa.any())
+        active = torch.ones(K, dtype=torch.bool, device=self.device)
+        first_bad = torch.full((K,), -1, dtype=torch.long, device=self.device)
+        stop_step = np.full(K, -1, dtype=np.int64)
+        mse_prev_ckpt = None
+        constant_schedule = type(schedule).__name__ == "Constant"
+        lam_now = lam_t
+
+        rec_steps: list[int] = []
+        rec: dict[str, list[torch.Tensor]] = {m: [] for m in metrics}
+        mse0 = None
+        t0 = time.perf_counter()
+        t = 0
+        while True:
+            if not constant_schedule:
+                lam_now = lam_t * torch.as_tensor(schedule(self.t), **to)
+            Z = path.preactivations()
+            Hh = act(Z)
+            u = torch.bmm(self.beta.unsqueeze(1), Hh).squeeze(1) / sqrt_p
+            e = u - y
+            mse = (e * e).mean(1)
+            if mse0 is None:
+                mse0 = mse.clone()
+            # divergence bookkeeping without a host sync
+            bad = ~torch.isfinite(mse) | (mse > blowup * mse0.clamp_min(1e-300))
+            first_bad = torch.where(bad & (first_bad < 0) & active, t, first_bad)
+
+            last = t >= max_steps
+            sync = last or t % check_every == 0
+            if (
+                stop is not None
+                and t >= stop.min_steps
+                and (t - stop.min_steps) % stop.check_every == 0
+            ):
+                sync = True
+                if mse_prev_ckpt is not None:
+                    plateaued = (mse - mse_prev_ckpt).abs() < stop.tol
+                    newly = (plateaued & active).cpu().numpy()
+                    stop_step[newly] = t
+                    active &= ~plateaued
+                mse_prev_ckpt = mse.clone()
+            if sync:
+                diverged = ((first_bad >= 0) & active).cpu().numpy()
+                if diverged.any():
+                    stop_step[diverged] = t
+                    active &= torch.as_tensor(~diverged, device=self.device)
+            fb = (
+                self.b
+                if all_fa
+                else self.beta
+                if all_bp
+                else torch.where(is_fa[:, None], self.b, self.beta)
+            )
+            done = last or (sync and not bool(active.any()))
+            dpsi = None
+            if done or (record_every and t % record_every == 0) or t in record_set:
+                rec_steps.append(t)
+                vals, dpsi = self._metrics(metrics, Z, e, mse, fb, lam_now, wd_t, act)
+                for m in metrics:
+                    rec[m].append(vals[m])
+            if done:
+                break
+
+            # ---- the update, both layers from the same e(t)
+            lr_eff = lr_t * active
+            ce = e * (c / sqrt_p)
+            grad_beta = torch.bmm(Hh, ce.unsqueeze(-1)).squeeze(-1)
+            # M = lr fb * psi'(Z) * c e / sqrt p, built in place in a buffer no longer needed
+            if act.relu_like:
+                M = Hh.sign_()  # psi'(Z) = 1[Z > 0] = sign(relu(Z))
+            else:
+                M = dpsi if dpsi is not None else act.deriv(Z)
+            M.mul_((fb * lr_eff[:, None]).unsqueeze(-1)).mul_(ce.unsqueeze(1))
+            path.update(M, None if wd_t is None else 1 - lr_eff * wd_t)
+            self.beta.sub_(lr_eff[:, None] * (grad_beta + lam_now[:, None] * self.beta))
+            t += 1
+            self.t += 1
+            del Z, Hh, M
+
+        stop_step[stop_step < 0] = t
+        # the last record holds the state each member stopped in (frozen since)
+        final = {m: rec[m][-1].detach().cpu().double().numpy() for m in metrics}
+        first_bad_np = first_bad.cpu().numpy()
+        status, messages = [], []
+        mse0_np = mse0.cpu().double().numpy()
+        for k in range(K):
+            if first_bad_np[k] >= 0:
+                status.append("diverged")
+                msg = (
+                    f"member {k} (seed {self.seeds[k]}) diverged at step {first_bad_np[k]}: "
+                    f"MSE became {final['mse'][k] if 'mse' in final else float('nan'):.3g} "
+                    f"from {mse0_np[k]:.3g} at step 0; likely cause: step size lr={lr_np[k]:g} "
+                    f"is too large for this member's kernel (try a smaller lr)"
+                )
+                messages.append(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            else:
+                status.append("done")
+                messages.append("")
+        return History(
+            steps=np.asarray(rec_steps, dtype=np.int64),
+            metrics={
+                m: torch.stack(v).detach().cpu().double().numpy() if v else np.empty((0, K))
+                for m, v in rec.items()
+            },
+            final=final,
+            status=status,
+            stop_step=stop_step,
+            diverged_at=first_bad_np,
+            messages=messages,
+            path=path.name,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _metrics(self, names, Z, e, mse, fb, lam_now, wd_t, act):
+        """The recorded metrics (K,) each, from the current state; no parameter changes."""
+        out: dict[str, torch.Tensor] = {}
+        dpsi = None
+        beta, b, path = self.beta, self.b, self._path
+
+        def cos(a, c):
+            return (a * c).sum(-1) / (a.norm(dim=-1) * c.norm(dim=-1))
+
+        for m in names:
+            if m == "mse":
+                out[m] = mse
+            elif m == "penalty":
+                pen = 0.5 * lam_now * (beta * beta).sum(-1)
+                if wd_t is not None:
+                    pen = pen + 0.5 * wd_t * path.sq_norm()
+                out[m] = pen
+            elif m == "alignment":
+                out[m] = cos(beta, b)
+            elif m == "delta_alignment":
+                out[m] = cos(beta - self.beta0, b)
+            elif m == "beta_change":
+                out[m] = (beta - self.beta0).norm(dim=-1) / self.beta0.norm(dim=-1)
+            elif m == "w_change":
+                out[m] = (path.change_sq_norm() / path.init_sq_norm()).sqrt()
+            elif m == "update_alignment":
+                # rows of both updates are (fb_r or beta_r) * m_r X with m = psi'(Z) * e
+                dpsi = act.deriv(Z)
+                q = path.row_sq_norms(dpsi * e.unsqueeze(1))
+                out[m] = (fb * beta * q).sum(-1) / torch.sqrt(
+                    (fb * fb * q).sum(-1) * (beta * beta * q).sum(-1)
+                )
+        return out, dpsi

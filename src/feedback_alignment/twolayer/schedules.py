@@ -1,0 +1,60 @@
+"""Schedules for the second-layer weight decay lambda(t) = lambda * factor(t).
+
+The paper's published runs use a constant lambda; the authors' code also has a cut-off
+(lambda for t < T, then 0) and an exponential decay. Any callable ``t -> float`` (or
+``t -> K floats``, one per member) works as a schedule too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import check
+
+
+@dataclass(frozen=True)
+class Constant:
+    """factor(t) = 1."""
+
+    def __call__(self, t: int) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class CutOff:
+    """factor(t) = 1 for t < T, else 0."""
+
+    T: int
+
+    def __post_init__(self):
+        check(self.T >= 0, f"CutOff T must be >= 0, got {self.T!r}")
+
+    def __call__(self, t: int) -> float:
+        return 1.0 if t < self.T else 0.0
+
+
+@dataclass(frozen=True)
+class ExpDecay:
+    """factor(t) = gamma ** t, 0 < gamma <= 1."""
+
+    gamma: float
+
+    def __post_init__(self):
+        check(0 < self.gamma <= 1, f"ExpDecay gamma must be in (0, 1], got {self.gamma!r}")
+
+    def __call__(self, t: int) -> float:
+        return self.gamma**t
+
+
+def get_schedule(spec):
+    """None/'constant' -> Constant(); ('cutoff', T); ('exp', gamma); or a callable."""
+    if spec is None or spec == "constant":
+        return Constant()
+    if isinstance(spec, tuple) and len(spec) == 2 and spec[0] in ("cutoff", "exp"):
+        return CutOff(int(spec[1])) if spec[0] == "cutoff" else ExpDecay(float(spec[1]))
+    check(
+        callable(spec),
+        f"lam_schedule {spec!r} is not understood; accepted: None, 'constant', "
+        "('cutoff', T), ('exp', gamma), CutOff, ExpDecay or a callable t -> factor",
+    )
+    return spec
