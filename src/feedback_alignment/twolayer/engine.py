@@ -32,9 +32,12 @@ from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
 from ..errors import ConfigError, check, choice
 from .loss import LOSSES, loss_factor
-from .schedules import get_schedule
+from .paths import PATHS, ExplicitPath, LinearFAPath, RowSpacePath
+from .schedules import Constant, get_schedule
 
 RULES = ("bp", "fa")
+# working-set budget per chunk on the CPU: measured, large products lose ~2x past it
+_CHUNK_BYTES = 24e6
 METRICS = (
     "mse",  # mean squared error, without any penalty
     "penalty",  # lam(t)/2 |beta|^2 + wd/2 |W|_F^2
@@ -106,60 +109,6 @@ class History:
     @property
     def diverged(self) -> list[int]:
         return [k for k, s in enumerate(self.status) if s == "diverged"]
-
-
-# --------------------------------------------------------------------------- paths
-class ExplicitPath:
-    """The first layer as the matrix W itself: pre-activations cost 2 K n p d flops."""
-
-    name = "explicit"
-
-    def __init__(self, W: torch.Tensor):
-        self.W = W  # (K, p, d)
-        self.W0 = W.clone()
-
-    def bind(self, X: torch.Tensor) -> None:
-        """Fix the data for the coming steps: (n, d) shared or (K, n, d) per member."""
-        self.X = X
-        self.shared = X.dim() == 2
-
-    def preactivations(self) -> torch.Tensor:
-        """Z = W X^T, (K, p, n)."""
-        K, p, d = self.W.shape
-        if self.shared:
-            return (self.W.view(K * p, d) @ self.X.T).view(K, p, -1)
-        return torch.bmm(self.W, self.X.transpose(1, 2))
-
-    def update(self, M: torch.Tensor, keep: torch.Tensor | None) -> None:
-        """W <- keep * W - M X; ``keep`` (K,) is 1 - lr * wd (None when no decay)."""
-        K, p, d = self.W.shape
-        if keep is not None:
-            self.W.mul_(keep[:, None, None])
-        if self.shared:
-            self.W.view(K * p, d).addmm_(M.reshape(K * p, -1), self.X, alpha=-1.0)
-        else:
-            self.W.baddbmm_(M, self.X, alpha=-1.0)
-
-    def row_sq_norms(self, m: torch.Tensor) -> torch.Tensor:
-        """|m_r X|^2 for every row r of m (K, p, n): squared row norms of m X, (K, p)."""
-        if self.shared:
-            R = (m.reshape(-1, m.shape[-1]) @ self.X).view(*m.shape[:2], -1)
-        else:
-            R = torch.bmm(m, self.X)
-        return (R * R).sum(-1)
-
-    def sq_norm(self) -> torch.Tensor:
-        return (self.W * self.W).sum((1, 2))
-
-    def change_sq_norm(self) -> torch.Tensor:
-        D = self.W - self.W0
-        return (D * D).sum((1, 2))
-
-    def init_sq_norm(self) -> torch.Tensor:
-        return (self.W0 * self.W0).sum((1, 2))
-
-    def materialise(self) -> torch.Tensor:
-        return self.W
 
 
 # --------------------------------------------------------------------------- ensemble
@@ -259,7 +208,9 @@ class TwoLayerEnsemble:
             betas.append(torch.randn(p, generator=g, dtype=torch.float64) * scales["beta"])
             bs.append(torch.randn(p, generator=g, dtype=torch.float64) * scales["b"])
         to = {"dtype": self.dtype, "device": self.device}
-        self._path = ExplicitPath(torch.stack(Ws).to(**to))
+        self.W0 = torch.stack(Ws).to(**to)
+        self._W = self.W0  # current weights when no path holds them (never mutated)
+        self._path = None
         self.beta = torch.stack(betas).to(**to)
         self.b = torch.stack(bs).to(**to)
         self.beta0 = self.beta.clone()
@@ -268,12 +219,8 @@ class TwoLayerEnsemble:
     # ------------------------------------------------------------------ parameters
     @property
     def W(self) -> torch.Tensor:
-        """First-layer weights (K, p, d)."""
-        return self._path.materialise()
-
-    @property
-    def W0(self) -> torch.Tensor:
-        return self._path.W0
+        """First-layer weights (K, p, d), formed from the path's representation if needed."""
+        return self._W if self._path is None else self._path.materialise()
 
     def output(self, X) -> torch.Tensor:
         """u = f(X) for every member: X (n, d) or (K, n, d) -> (K, n)."""
@@ -330,6 +277,8 @@ class TwoLayerEnsemble:
         metrics: Sequence[str] = METRICS,
         blowup: float = 1e10,
         check_every: int = 100,
+        path: str = "auto",
+        chunk_members: int | None = None,
     ) -> History:
         """Train every member by full-batch gradient descent; return a :class:`History`.
 
@@ -338,6 +287,11 @@ class TwoLayerEnsemble:
         (step numbers count updates applied in this call; 0 is before the first), and at
         the last step. A member whose MSE turns non-finite or grows ``blowup``-fold over
         its start is marked diverged, reported with its step, and frozen; the others go on.
+
+        ``path`` picks the first layer's exact representation (``"auto"``: the cheapest
+        that applies; see :mod:`.paths`); ``History.path`` says which one ran. Members are
+        processed in chunks of ``chunk_members`` (default: sized to stay in cache on the
+        CPU, the whole ensemble on a GPU); chunking never changes the numbers.
         """
         K, p = self.K, self.p
         X = self._check_X(X)
@@ -377,91 +331,100 @@ class TwoLayerEnsemble:
         to = {"dtype": self.dtype, "device": self.device}
         c = loss_factor(loss, n)
         sqrt_p = math.sqrt(p)
-        act = self.activation
-        path = self._path
-        path.bind(X)
         lr_t = torch.as_tensor(lr_np, **to)
         lam_t = torch.as_tensor(lam_np, **to)
         wd_t = torch.as_tensor(wd_np, **to) if wd_np.any() else None
         is_fa = torch.as_tensor([r == "fa" for r in rules], device=self.device)
         all_fa, all_bp = bool(is_fa.all()), not bool(is_fa.any())
+        fl = self._make_path(path, n, all_fa)
+        fl.bind(X)
+        self._path = fl
+        chunks = self._chunks(chunk_members, fl, n)
         active = torch.ones(K, dtype=torch.bool, device=self.device)
         first_bad = torch.full((K,), -1, dtype=torch.long, device=self.device)
         stop_step = np.full(K, -1, dtype=np.int64)
-        mse_prev_ckpt = None
-        constant_schedule = type(schedule).__name__ == "Constant"
+        mse0 = torch.empty(K, **to)
+        mse_ckpt = torch.empty(K, **to)
+        have_ckpt = False
+        constant_schedule = isinstance(schedule, Constant)
         lam_now = lam_t
 
         rec_steps: list[int] = []
         rec: dict[str, list[torch.Tensor]] = {m: [] for m in metrics}
-        mse0 = None
         t0 = time.perf_counter()
         t = 0
         while True:
             if not constant_schedule:
                 lam_now = lam_t * torch.as_tensor(schedule(self.t), **to)
-            Z = path.preactivations()
-            Hh = act(Z)
-            u = torch.bmm(self.beta.unsqueeze(1), Hh).squeeze(1) / sqrt_p
-            e = u - y
-            mse = (e * e).mean(1)
-            if mse0 is None:
-                mse0 = mse.clone()
-            # divergence bookkeeping without a host sync
-            bad = ~torch.isfinite(mse) | (mse > blowup * mse0.clamp_min(1e-300))
-            first_bad = torch.where(bad & (first_bad < 0) & active, t, first_bad)
-
             last = t >= max_steps
-            sync = last or t % check_every == 0
-            if (
+            checkpoint = (
                 stop is not None
                 and t >= stop.min_steps
                 and (t - stop.min_steps) % stop.check_every == 0
-            ):
-                sync = True
-                if mse_prev_ckpt is not None:
-                    plateaued = (mse - mse_prev_ckpt).abs() < stop.tol
-                    newly = (plateaued & active).cpu().numpy()
-                    stop_step[newly] = t
-                    active &= ~plateaued
-                mse_prev_ckpt = mse.clone()
-            if sync:
-                diverged = ((first_bad >= 0) & active).cpu().numpy()
-                if diverged.any():
-                    stop_step[diverged] = t
-                    active &= torch.as_tensor(~diverged, device=self.device)
-            fb = (
-                self.b
-                if all_fa
-                else self.beta
-                if all_bp
-                else torch.where(is_fa[:, None], self.b, self.beta)
             )
-            done = last or (sync and not bool(active.any()))
-            dpsi = None
-            if done or (record_every and t % record_every == 0) or t in record_set:
+            sync = last or checkpoint or t % check_every == 0
+            recording = last or (record_every and t % record_every == 0) or t in record_set
+            row = {m: torch.empty(K, **to) for m in metrics} if recording else None
+            for sl in chunks:
+                beta = self.beta[sl]
+                u, cache = fl.outputs(sl, beta)
+                e = u - y[sl]
+                mse = (e * e).mean(1)
+                if t == 0:
+                    mse0[sl] = mse
+                # divergence bookkeeping without a host sync
+                bad = ~torch.isfinite(mse) | (mse > blowup * mse0[sl].clamp_min(1e-300))
+                first_bad[sl] = torch.where(
+                    bad & (first_bad[sl] < 0) & active[sl], t, first_bad[sl]
+                )
+                if checkpoint:
+                    if have_ckpt:
+                        plateaued = ((mse - mse_ckpt[sl]).abs() < stop.tol) & active[sl]
+                        stop_step[sl][plateaued.cpu().numpy()] = t
+                        active[sl] &= ~plateaued
+                    mse_ckpt[sl] = mse
+                if sync:
+                    diverged = (first_bad[sl] >= 0) & active[sl]
+                    if bool(diverged.any()):
+                        stop_step[sl][diverged.cpu().numpy()] = t
+                        active[sl] &= ~diverged
+                fb = (
+                    self.b[sl]
+                    if all_fa
+                    else beta
+                    if all_bp
+                    else torch.where(is_fa[sl, None], self.b[sl], beta)
+                )
+                if recording:
+                    vals = self._metrics(metrics, fl, sl, cache, e, mse, fb, lam_now[sl], wd_t)
+                    for m in metrics:
+                        row[m][sl] = vals[m]
+                if last:
+                    continue
+                # ---- the update, both layers from the same e(t); frozen members get lr 0
+                lr_eff = lr_t[sl] * active[sl]
+                ce = e * (c / sqrt_p)
+                grad_beta = fl.beta_direction(sl, cache, ce)
+                keep = None if wd_t is None else 1 - lr_eff * wd_t[sl]
+                fl.update(sl, cache, ce, fb * lr_eff[:, None], lr_eff, keep)
+                beta.sub_(lr_eff[:, None] * (grad_beta + lam_now[sl, None] * beta))
+                del cache
+            have_ckpt |= checkpoint
+            if recording:
                 rec_steps.append(t)
-                vals, dpsi = self._metrics(metrics, Z, e, mse, fb, lam_now, wd_t, act)
                 for m in metrics:
-                    rec[m].append(vals[m])
-            if done:
+                    rec[m].append(row[m])
+            if last:
                 break
-
-            # ---- the update, both layers from the same e(t)
-            lr_eff = lr_t * active
-            ce = e * (c / sqrt_p)
-            grad_beta = torch.bmm(Hh, ce.unsqueeze(-1)).squeeze(-1)
-            # M = lr fb * psi'(Z) * c e / sqrt p, built in place in a buffer no longer needed
-            if act.relu_like:
-                M = Hh.sign_()  # psi'(Z) = 1[Z > 0] = sign(relu(Z))
-            else:
-                M = dpsi if dpsi is not None else act.deriv(Z)
-            M.mul_((fb * lr_eff[:, None]).unsqueeze(-1)).mul_(ce.unsqueeze(1))
-            path.update(M, None if wd_t is None else 1 - lr_eff * wd_t)
-            self.beta.sub_(lr_eff[:, None] * (grad_beta + lam_now[:, None] * self.beta))
+            if sync and not bool(active.any()):
+                # every member stopped at t: the updates just applied were all zero
+                if not recording:
+                    rec_steps.append(t)
+                    for m, v in self._record_all(metrics, fl, chunks, y, lam_now, wd_t).items():
+                        rec[m].append(v)
+                break
             t += 1
             self.t += 1
-            del Z, Hh, M
 
         stop_step[stop_step < 0] = t
         # the last record holds the state each member stopped in (frozen since)
@@ -494,15 +457,27 @@ class TwoLayerEnsemble:
             stop_step=stop_step,
             diverged_at=first_bad_np,
             messages=messages,
-            path=path.name,
+            path=fl.name,
             seconds=time.perf_counter() - t0,
         )
 
-    def _metrics(self, names, Z, e, mse, fb, lam_now, wd_t, act):
-        """The recorded metrics (K,) each, from the current state; no parameter changes."""
+    def _record_all(self, names, fl, chunks, y, lam_now, wd_t):
+        """Metrics of the current state of every member (a forward pass, no update)."""
+        out = {m: torch.empty(self.K, dtype=self.dtype, device=self.device) for m in names}
+        for sl in chunks:
+            u, cache = fl.outputs(sl, self.beta[sl])
+            e = u - y[sl]
+            vals = self._metrics(
+                names, fl, sl, cache, e, (e * e).mean(1), self.b[sl], lam_now[sl], wd_t
+            )
+            for m in names:
+                out[m][sl] = vals[m]
+        return out
+
+    def _metrics(self, names, fl, sl, cache, e, mse, fb, lam_now, wd_t):
+        """The recorded metrics, (k,) each, for members ``sl``; changes no parameter."""
         out: dict[str, torch.Tensor] = {}
-        dpsi = None
-        beta, b, path = self.beta, self.b, self._path
+        beta, b, beta0 = self.beta[sl], self.b[sl], self.beta0[sl]
 
         def cos(a, c):
             return (a * c).sum(-1) / (a.norm(dim=-1) * c.norm(dim=-1))
@@ -511,23 +486,62 @@ class TwoLayerEnsemble:
             if m == "mse":
                 out[m] = mse
             elif m == "penalty":
-                pen = 0.5 * lam_now * (beta * beta).sum(-1)
+                pen = 0.5 * lam_now * beta.square().sum(-1)
                 if wd_t is not None:
-                    pen = pen + 0.5 * wd_t * path.sq_norm()
+                    pen = pen + 0.5 * wd_t[sl] * fl.sq_norm(sl)
                 out[m] = pen
             elif m == "alignment":
                 out[m] = cos(beta, b)
             elif m == "delta_alignment":
-                out[m] = cos(beta - self.beta0, b)
+                out[m] = cos(beta - beta0, b)
             elif m == "beta_change":
-                out[m] = (beta - self.beta0).norm(dim=-1) / self.beta0.norm(dim=-1)
+                out[m] = (beta - beta0).norm(dim=-1) / beta0.norm(dim=-1)
             elif m == "w_change":
-                out[m] = (path.change_sq_norm() / path.init_sq_norm()).sqrt()
+                W0 = self.W0[sl]
+                out[m] = (fl.change_sq_norm(sl) / W0.square().sum((1, 2))).sqrt()
             elif m == "update_alignment":
-                # rows of both updates are (fb_r or beta_r) * m_r X with m = psi'(Z) * e
-                dpsi = act.deriv(Z)
-                q = path.row_sq_norms(dpsi * e.unsqueeze(1))
+                # row r of the applied update is fb_r m_r X, of the gradient beta_r m_r X,
+                # with m = psi'(Z) * e; q_r = |m_r X|^2
+                q = fl.update_row_sq_norms(sl, cache, e)
                 out[m] = (fb * beta * q).sum(-1) / torch.sqrt(
                     (fb * fb * q).sum(-1) * (beta * beta * q).sum(-1)
                 )
-        return out, dpsi
+        return out
+
+    # ------------------------------------------------------------------ paths
+    def _make_path(self, name: str, n: int, all_fa: bool):
+        """The first-layer representation for this fit, starting from the current W."""
+        choice("path", name, ("auto", *PATHS))
+        linear = (
+            self.activation.name == "linear"
+            and self.activation.fn(torch.tensor([2.0])).item() == 2.0
+        )
+        if name == "auto":
+            name = "linear_fa" if linear and all_fa else "rowspace" if n < self.d else "explicit"
+        check(
+            name != "linear_fa" or (linear and all_fa),
+            f"path 'linear_fa' needs the linear activation and rule 'fa' for every member, "
+            f"got activation {self.activation.name!r}",
+        )
+        W = self.W
+        if name == "explicit":
+            return ExplicitPath(W.clone() if W is self.W0 else W, self.W0, self.activation)
+        if name == "rowspace":
+            return RowSpacePath(W, self.W0, self.activation)
+        return LinearFAPath(W, self.W0, self.activation, self.b)
+
+    def _chunks(self, chunk_members, fl, n) -> list[slice]:
+        """Member slices whose working set stays in cache (CPU) or the whole ensemble (GPU)."""
+        K = self.K
+        if chunk_members is None:
+            if self.device.type != "cpu":
+                chunk_members = K
+            else:
+                cols = self.d + 2 * n if fl.name == "explicit" else 4 * n
+                per_member = self.p * cols * self.dtype.itemsize
+                chunk_members = max(1, int(_CHUNK_BYTES // per_member))
+        check(
+            isinstance(chunk_members, int) and chunk_members >= 1,
+            f"chunk_members must be a positive integer, got {chunk_members!r}",
+        )
+        return [slice(k, min(k + chunk_members, K)) for k in range(0, K, chunk_members)]

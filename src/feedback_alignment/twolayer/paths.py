@@ -1,0 +1,289 @@
+"""Exact representations of the first layer, each with its own cost per step.
+
+The engine's loop (``engine.py``) asks a path for the outputs u, the second-layer
+gradient direction and the first-layer update; the path decides how W is held:
+
+* :class:`ExplicitPath` holds W (K, p, d). A step costs two products, 4 K n p d flops.
+* :class:`RowSpacePath` uses that, under full-batch GD on fixed inputs X, every
+  first-layer update is (something) x X, so W(t) = s(t) W_b + A(t) X with A (K, p, n),
+  W_b the weights when the data were bound and s(t) the product of any weight-decay
+  factors. Pre-activations are Z = s W_b X^T + A (X X^T): one (p, n) x (n, n) product,
+  2 K p n^2 flops, and the update is A <- keep A - M with no product at all.
+* :class:`LinearFAPath`: with psi linear and the FA rule every update row is b_r times
+  the same vector, so A(t) = b a(t)^T with a (K, n); a step is O(K n p) with no product.
+
+All three are exact (same trajectories up to float rounding). Every metric the engine
+records is computed from the path's own quantities, W is formed only by
+:meth:`materialise`. Methods take a slice ``sl`` of members so the engine can walk the
+ensemble in cache-sized chunks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..activations import Activation
+
+
+def _gram(X: torch.Tensor) -> torch.Tensor:
+    return X @ X.transpose(-1, -2)
+
+
+class ExplicitPath:
+    """W held as a dense (K, p, d) tensor."""
+
+    name = "explicit"
+
+    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation):
+        self.W, self.W0, self.act = W, W0, act
+
+    # -- data
+    def bind(self, X: torch.Tensor) -> None:
+        """Fix the data: (n, d) shared by all members or (K, n, d) one set per member."""
+        self.X, self.shared = X, X.dim() == 2
+
+    def _X(self, sl):
+        return self.X if self.shared else self.X[sl]
+
+    # -- the step
+    def preactivations(self, sl) -> torch.Tensor:
+        W = self.W[sl]
+        k, p, d = W.shape
+        if self.shared:
+            return (W.view(k * p, d) @ self.X.T).view(k, p, -1)
+        return torch.bmm(W, self.X[sl].transpose(1, 2))
+
+    def outputs(self, sl, beta: torch.Tensor):
+        """u (k, n) and a cache for the backward quantities."""
+        Z = self.preactivations(sl)
+        H = self.act(Z)
+        u = torch.bmm(beta.unsqueeze(1), H).squeeze(1) / math.sqrt(H.shape[1])
+        return u, {"Z": Z, "H": H}
+
+    def beta_direction(self, sl, cache, ce: torch.Tensor) -> torch.Tensor:
+        """psi(Z) ce, (k, p): the second-layer gradient up to the factor 1/sqrt p."""
+        return torch.bmm(cache["H"], ce.unsqueeze(-1)).squeeze(-1)
+
+    def dpsi(self, cache) -> torch.Tensor:
+        if "D" not in cache:
+            cache["D"] = self.act.deriv(cache["Z"])
+        return cache["D"]
+
+    def update(self, sl, cache, ce, fb_lr, lr_eff, keep) -> None:
+        """W <- keep W - M X with M = fb_lr * psi'(Z) * ce; consumes the cache's buffers."""
+        if self.act.relu_like:
+            M = cache["H"].sign_()  # psi'(Z) = 1[Z > 0] = sign(relu(Z))
+        else:
+            M = self.dpsi(cache)
+        M.mul_(fb_lr.unsqueeze(-1)).mul_(ce.unsqueeze(1))
+        self._apply(sl, M, keep)
+
+    def _apply(self, sl, M, keep) -> None:
+        W = self.W[sl]
+        if keep is not None:
+            W.mul_(keep[:, None, None])
+        if self.shared:
+            k, p, d = W.shape
+            W.view(k * p, d).addmm_(M.view(k * p, -1), self.X, alpha=-1.0)
+        else:
+            W.baddbmm_(M, self.X[sl], alpha=-1.0)
+
+    # -- metrics
+    def update_row_sq_norms(self, sl, cache, e) -> torch.Tensor:
+        """|(psi'(Z) * e)_r X|^2 per hidden unit r, (k, p): the update's row norms / fb_r^2."""
+        m = self.dpsi(cache) * e.unsqueeze(1)
+        if self.shared:
+            R = (m.reshape(-1, m.shape[-1]) @ self.X).view(*m.shape[:2], -1)
+        else:
+            R = torch.bmm(m, self.X[sl])
+        return (R * R).sum(-1)
+
+    def sq_norm(self, sl) -> torch.Tensor:
+        return self.W[sl].square().sum((1, 2))
+
+    def change_sq_norm(self, sl) -> torch.Tensor:
+        return (self.W[sl] - self.W0[sl]).square().sum((1, 2))
+
+    def materialise(self) -> torch.Tensor:
+        return self.W
+
+
+class RowSpacePath(ExplicitPath):
+    """W = s W_b + A X, with Z_b = W_b X^T and the Gram matrix X X^T precomputed."""
+
+    name = "rowspace"
+
+    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation):
+        super().__init__(W, W0, act)
+        self.Wb = W
+        self._W = None
+
+    def bind(self, X: torch.Tensor) -> None:
+        super().bind(X)
+        K, p, _ = self.Wb.shape
+        n = X.shape[-2]
+        self.G = _gram(X)
+        self.Zb = super().preactivations(slice(None))  # W_b X^T, (K, p, n)
+        self.base_is_init = self.Wb is self.W0
+        self.Z0 = self.Zb if self.base_is_init else self._project(self.W0)
+        self.A = torch.zeros(K, p, n, dtype=X.dtype, device=X.device)
+        self.s = torch.ones(K, dtype=X.dtype, device=X.device)
+        self.decayed = False
+        self.nWb = self.Wb.square().sum((1, 2))
+
+    def _project(self, W):
+        if self.shared:
+            return (W.reshape(-1, W.shape[-1]) @ self.X.T).view(*W.shape[:2], -1)
+        return torch.bmm(W, self.X.transpose(1, 2))
+
+    def _G(self, sl):
+        return self.G if self.shared else self.G[sl]
+
+    def _AG(self, A, sl):
+        if self.shared:
+            return (A.reshape(-1, A.shape[-1]) @ self.G).view(A.shape)
+        return torch.bmm(A, self.G[sl])
+
+    def preactivations(self, sl) -> torch.Tensor:
+        A, Zb = self.A[sl], self.Zb[sl]
+        if self.decayed:
+            Zb = Zb * self.s[sl, None, None]
+        if self.shared:
+            k, p, n = A.shape
+            return torch.addmm(Zb.reshape(k * p, n), A.reshape(k * p, n), self.G).view(k, p, n)
+        return torch.baddbmm(Zb, A, self.G[sl])
+
+    def _apply(self, sl, M, keep) -> None:
+        A = self.A[sl]
+        if keep is not None:
+            A.mul_(keep[:, None, None])
+            self.s[sl] *= keep
+            self.decayed = True
+        A.sub_(M)
+        self._W = None
+
+    def update_row_sq_norms(self, sl, cache, e) -> torch.Tensor:
+        m = self.dpsi(cache) * e.unsqueeze(1)
+        return (self._AG(m, sl) * m).sum(-1)  # m G m^T per row
+
+    def _quad(self, sl) -> torch.Tensor:
+        A = self.A[sl]
+        return (self._AG(A, sl) * A).sum((1, 2))  # |A X|^2
+
+    def sq_norm(self, sl) -> torch.Tensor:
+        s = self.s[sl]
+        cross = (self.A[sl] * self.Zb[sl]).sum((1, 2))
+        return s * s * self.nWb[sl] + 2 * s * cross + self._quad(sl)
+
+    def change_sq_norm(self, sl) -> torch.Tensor:
+        # W - W0 = (s W_b - W0) + A X
+        s = self.s[sl]
+        if self.base_is_init:
+            E2 = (s - 1).square() * self.nWb[sl]
+            cross = (s - 1) * (self.A[sl] * self.Zb[sl]).sum((1, 2))
+        else:
+            E = s[:, None, None] * self.Wb[sl] - self.W0[sl]
+            E2 = E.square().sum((1, 2))
+            cross = (self.A[sl] * (s[:, None, None] * self.Zb[sl] - self.Z0[sl])).sum((1, 2))
+        return E2 + 2 * cross + self._quad(sl)
+
+    def materialise(self) -> torch.Tensor:
+        if self._W is None:
+            W = self.s[:, None, None] * self.Wb
+            X = self.X.expand(W.shape[0], *self.X.shape) if self.shared else self.X
+            self._W = torch.baddbmm(W, self.A, X)
+        return self._W
+
+
+class LinearFAPath(RowSpacePath):
+    """psi linear, rule FA: A = b a^T, so the whole step is O(K n p) without a product."""
+
+    name = "linear_fa"
+
+    def __init__(self, W, W0, act, b: torch.Tensor):
+        super().__init__(W, W0, act)
+        self.b = b
+
+    def bind(self, X: torch.Tensor) -> None:
+        ExplicitPath.bind(self, X)
+        K = self.Wb.shape[0]
+        n = X.shape[-2]
+        self.G = _gram(X)
+        self.Zb = self._project(self.Wb)
+        self.base_is_init = self.Wb is self.W0
+        self.Z0 = self.Zb if self.base_is_init else self._project(self.W0)
+        self.a = torch.zeros(K, n, dtype=X.dtype, device=X.device)
+        self.s = torch.ones(K, dtype=X.dtype, device=X.device)
+        self.nWb = self.Wb.square().sum((1, 2))
+        self.nb = self.b.square().sum(1)
+        self.bZb = torch.bmm(self.b.unsqueeze(1), self.Zb).squeeze(1)  # b^T Z_b, (K, n)
+        self.bZ0 = (
+            self.bZb if self.base_is_init else torch.bmm(self.b.unsqueeze(1), self.Z0).squeeze(1)
+        )
+        self._W = None
+
+    def _Ga(self, sl):
+        a = self.a[sl]
+        return a @ self.G if self.shared else torch.bmm(self.G[sl], a.unsqueeze(-1)).squeeze(-1)
+
+    def outputs(self, sl, beta):
+        # Z = s Z_b + b (G a)^T, so beta^T Z = s beta^T Z_b + (beta . b) G a
+        s, Ga = self.s[sl, None], self._Ga(sl)
+        bZb = torch.bmm(beta.unsqueeze(1), self.Zb[sl]).squeeze(1)
+        u = (s * bZb + (beta * self.b[sl]).sum(1, keepdim=True) * Ga) / math.sqrt(beta.shape[1])
+        return u, {"Ga": Ga}
+
+    def beta_direction(self, sl, cache, ce):
+        Zce = torch.bmm(self.Zb[sl], ce.unsqueeze(-1)).squeeze(-1)
+        return self.s[sl, None] * Zce + self.b[sl] * (cache["Ga"] * ce).sum(1, keepdim=True)
+
+    def update(self, sl, cache, ce, fb_lr, lr_eff, keep) -> None:
+        # M = lr b (x) ce  =>  A = b a^T with a <- keep a - lr ce
+        a = self.a[sl]
+        if keep is not None:
+            a.mul_(keep[:, None])
+            self.s[sl] *= keep
+        a.sub_(lr_eff[:, None] * ce)
+        self._W = None
+
+    def update_row_sq_norms(self, sl, cache, e):
+        G = self._G(sl)
+        eGe = (
+            (e @ G * e).sum(1)
+            if self.shared
+            else (torch.bmm(G, e.unsqueeze(-1)).squeeze(-1) * e).sum(1)
+        )
+        return eGe[:, None].expand(-1, self.b.shape[1])
+
+    def _quad(self, sl):
+        return self.nb[sl] * (self._Ga(sl) * self.a[sl]).sum(1)  # |b a^T X|^2
+
+    def sq_norm(self, sl):
+        s = self.s[sl]
+        return s * s * self.nWb[sl] + 2 * s * (self.a[sl] * self.bZb[sl]).sum(1) + self._quad(sl)
+
+    def change_sq_norm(self, sl):
+        s, a = self.s[sl], self.a[sl]
+        if self.base_is_init:
+            E2 = (s - 1).square() * self.nWb[sl]
+            cross = (s - 1) * (a * self.bZb[sl]).sum(1)
+        else:
+            E = s[:, None, None] * self.Wb[sl] - self.W0[sl]
+            E2 = E.square().sum((1, 2))
+            cross = (a * (s[:, None] * self.bZb[sl] - self.bZ0[sl])).sum(1)
+        return E2 + 2 * cross + self._quad(sl)
+
+    def materialise(self):
+        if self._W is None:
+            aX = (
+                self.a @ self.X
+                if self.shared
+                else torch.bmm(self.a.unsqueeze(1), self.X).squeeze(1)
+            )
+            self._W = self.s[:, None, None] * self.Wb + self.b.unsqueeze(-1) * aX.unsqueeze(1)
+        return self._W
+
+
+PATHS = {"explicit": ExplicitPath, "rowspace": RowSpacePath, "linear_fa": LinearFAPath}
