@@ -1,0 +1,363 @@
+"""Learning rules: what feedback weight each layer's backward pass uses.
+
+A rule decides the matrix B that carries the error from a layer's output back to its
+input, ``grad_input = grad_output @ B`` (for a convolution: the transposed convolution
+with kernel B), while the layer's own weight gradient is always the local product of
+its input and ``grad_output``. Rules:
+
+``bp``    B = W (backpropagation; the reference).
+``fa``    B fixed, drawn at conversion (feedback alignment).
+``usf``   B = s * sign(W), s a fixed scale (uniform sign-concordant feedback).
+``frsf``  B = |R0| * sign(W), R0 drawn once (fixed random-magnitude sign feedback).
+``brsf``  B = |R| * sign(W), R redrawn at every backward pass (batchwise random magnitude).
+``kp``    B is a parameter that receives W's gradient, so the optimiser gives it W's
+          update and W's decay (Kolen-Pollack); B - W then shrinks under decay.
+``wm``    B is updated by a separate noise-driven mirror phase,
+          B <- (1 - decay) B + lr * W (x^T x / n), x ~ N(0, I) (weight mirror).
+``dfa``   The error e at the output of the last converted layer goes straight to the
+          input of every converted layer through a fixed matrix D of shape
+          (len(e), *input_shape): grad_input = e @ D (direct feedback alignment).
+
+Every rule is one small class registered with :func:`register`; its state lives in
+buffers (or, for ``kp``, a parameter) of the layer so ``state_dict`` round-trips it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ConfigError, check, choice
+
+RULES: dict[str, type[Rule]] = {}
+INITS = ("gaussian", "uniform", "orthogonal", "copy")
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: make a rule available by its ``name``."""
+    check(isinstance(cls.name, str) and cls.name, f"rule class {cls!r} needs a name")
+    RULES[cls.name] = cls
+    return cls
+
+
+def get_rule(name: str, **options) -> Rule:
+    """An instance of the rule called ``name`` (see :data:`RULES`)."""
+    if isinstance(name, Rule):
+        return name
+    choice("rule", name, RULES)
+    return RULES[name](**options)
+
+
+def init_feedback(
+    shape, kind: str, scale: float, generator: torch.Generator, like: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A float64 CPU tensor of ``shape`` drawn as ``kind`` with standard deviation ``scale``.
+
+    ``gaussian``: N(0, scale^2); ``uniform``: U(-sqrt(3) scale, sqrt(3) scale);
+    ``orthogonal``: a (semi-)orthogonal matrix on the flattened shape, rescaled to RMS
+    ``scale``; ``copy``: a copy of ``like`` (the forward weight; tests and ablations).
+    """
+    choice("feedback init", kind, INITS)
+    shape = tuple(shape)
+    if kind == "copy":
+        check(
+            like is not None and tuple(like.shape) == shape,
+            f"feedback init 'copy' needs a forward weight of shape {shape}; "
+            f"got {None if like is None else tuple(like.shape)}",
+        )
+        return like.detach().to("cpu", torch.float64).clone()
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=torch.float64) * scale
+    if kind == "uniform":
+        u = torch.rand(shape, generator=generator, dtype=torch.float64)
+        return (2 * u - 1) * (math.sqrt(3.0) * scale)
+    rows, cols = shape[0], int(math.prod(shape[1:]))
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r))
+    m = q if rows >= cols else q.T
+    m = m * (scale / m.pow(2).mean().sqrt())
+    return m.reshape(shape)
+
+
+def weight_scale(weight: torch.Tensor) -> float:
+    """The standard deviation of a weight tensor (1/sqrt(fan_in) when it is degenerate)."""
+    w = weight.detach().to(torch.float64)
+    s = float(w.std()) if w.numel() > 1 else 0.0
+    if not math.isfinite(s) or s == 0.0:
+        s = 1.0 / math.sqrt(max(1, w[0].numel() if w.dim() > 1 else 1))
+    return s
+
+
+class Rule:
+    """Base class. Subclasses set ``name`` and override what differs from backprop.
+
+    ``setup`` creates the rule's state on the layer; ``state`` returns the tensor handed to
+    the autograd function (saved for backward); ``feedback`` returns B (W's shape) from the
+    weight and that state. ``needs_weight`` says whether ``feedback`` reads W (then W is
+    saved for backward); ``trains_feedback`` says whether the state receives W's gradient.
+    """
+
+    name = ""
+    needs_weight = False
+    trains_feedback = False
+
+    def __init__(self, **options):
+        if options:
+            raise ConfigError(
+                f"rule {self.name!r} takes no options; got {', '.join(sorted(options))}"
+            )
+
+    def options(self) -> dict:
+        """Plain options stored in the layer's extra state (for state_dict checks)."""
+        return {}
+
+    def setup(self, layer, *, init: str, scale: float, generator: torch.Generator) -> None:
+        """Create the rule's buffers/parameters on ``layer`` (called once, by convert)."""
+
+    def state(self, layer) -> torch.Tensor | None:
+        return getattr(layer, "feedback", None)
+
+    def feedback(self, layer, weight: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def begin_backward(self, layer, grad_output) -> None:
+        """Called first in every backward pass of the layer (DFA stores the error here)."""
+
+    def send(self, layer, grad_output, weight, state, input_shape) -> torch.Tensor:
+        """The signal this layer sends to its input: ``grad_output`` through B."""
+        return layer.input_grad(grad_output, self.feedback(layer, weight, state), input_shape)
+
+    def current_feedback(self, layer) -> torch.Tensor:
+        """B as the next backward pass would use it (metrics; no state changes)."""
+        return self.feedback(layer, layer.weight.detach(), _detach(self.state(layer)))
+
+
+def _detach(t):
+    return None if t is None else t.detach()
+
+
+def _store(layer, name: str, value: torch.Tensor, parameter: bool = False) -> None:
+    value = value.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    if parameter:
+        layer.register_parameter(name, torch.nn.Parameter(value))
+    else:
+        layer.register_buffer(name, value)
+
+
+@register
+class Backprop(Rule):
+    """B = W: exact backpropagation through the custom backward."""
+
+    name = "bp"
+    needs_weight = True
+
+    def feedback(self, layer, weight, state):
+        return weight
+
+
+@register
+class FeedbackAlignment(Rule):
+    """B fixed at conversion (Lillicrap et al. 2016)."""
+
+    name = "fa"
+
+    def setup(self, layer, *, init, scale, generator):
+        _store(
+            layer,
+            "feedback",
+            init_feedback(layer.weight.shape, init, scale, generator, layer.weight),
+        )
+
+    def feedback(self, layer, weight, state):
+        return state
+
+
+@register
+class UniformSignFeedback(Rule):
+    """B = s * sign(W); s = ``scale`` (default: the std of W at conversion)."""
+
+    name = "usf"
+    needs_weight = True
+
+    def setup(self, layer, *, init, scale, generator):
+        _store(layer, "feedback_scale", torch.tensor(float(scale), dtype=torch.float64))
+
+    def state(self, layer):
+        return layer.feedback_scale
+
+    def feedback(self, layer, weight, state):
+        return torch.sign(weight) * state
+
+
+@register
+class FixedRandomSignFeedback(Rule):
+    """B = |R0| * sign(W), R0 drawn once at conversion."""
+
+    name = "frsf"
+    needs_weight = True
+
+    def setup(self, layer, *, init, scale, generator):
+        _store(
+            layer,
+            "feedback",
+            init_feedback(layer.weight.shape, init, scale, generator, layer.weight),
+        )
+
+    def feedback(self, layer, weight, state):
+        return torch.abs(state) * torch.sign(weight)
+
+
+@register
+class BatchRandomSignFeedback(Rule):
+    """B = |R| * sign(W), R redrawn (seeded, counted) at every backward pass."""
+
+    name = "brsf"
+    needs_weight = True
+
+    def setup(self, layer, *, init, scale, generator):
+        choice("brsf feedback init", init, ("gaussian", "uniform"))
+        self.init = init
+        seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+        layer.register_buffer("feedback_scale", torch.tensor(float(scale), dtype=torch.float64))
+        layer.register_buffer("feedback_seed", torch.tensor(seed, dtype=torch.int64))
+        layer.register_buffer("feedback_draws", torch.tensor(0, dtype=torch.int64))
+
+    def options(self):
+        return {"init": getattr(self, "init", "gaussian")}
+
+    def state(self, layer):
+        return None
+
+    def draw(self, layer, draw_index: int) -> torch.Tensor:
+        """R for the given draw: a function of (seed, draw index) only."""
+        g = torch.Generator().manual_seed(
+            (int(layer.feedback_seed) * 1_000_003 + draw_index) % 2**63
+        )
+        r = init_feedback(layer.weight.shape, self.options()["init"], 1.0, g)
+        return r.to(layer.weight.device, layer.weight.dtype) * float(layer.feedback_scale)
+
+    def feedback(self, layer, weight, state):
+        r = self.draw(layer, int(layer.feedback_draws))
+        layer.feedback_draws += 1
+        return torch.abs(r) * torch.sign(weight)
+
+    def current_feedback(self, layer):
+        r = self.draw(layer, int(layer.feedback_draws))
+        return torch.abs(r) * torch.sign(layer.weight.detach())
+
+
+@register
+class KolenPollack(Rule):
+    """B is a parameter whose gradient is W's gradient: same update, same decay."""
+
+    name = "kp"
+    trains_feedback = True
+
+    def setup(self, layer, *, init, scale, generator):
+        fb = init_feedback(layer.weight.shape, init, scale, generator, layer.weight)
+        _store(layer, "feedback", fb, parameter=True)
+
+    def feedback(self, layer, weight, state):
+        return state
+
+
+@register
+class WeightMirror(Rule):
+    """B learns W from noise: B <- (1 - decay) B + lr * W (x^T x / n), x ~ N(0, I).
+
+    The mirror phase runs when :func:`mirror` (or the trainer) calls it, never inside
+    the backward pass; B is a buffer, the optimiser never touches it.
+    """
+
+    name = "wm"
+
+    def __init__(self, lr: float = 0.05, decay: float = 0.05, batch: int = 64):
+        check(lr > 0 and math.isfinite(lr), f"wm lr must be a positive number; got {lr!r}")
+        check(0 <= decay < 1, f"wm decay must be in [0, 1); got {decay!r}")
+        check(
+            int(batch) == batch and batch >= 1, f"wm batch must be an integer >= 1; got {batch!r}"
+        )
+        self.lr, self.decay, self.batch = float(lr), float(decay), int(batch)
+
+    def options(self):
+        return {"lr": self.lr, "decay": self.decay, "batch": self.batch}
+
+    def setup(self, layer, *, init, scale, generator):
+        _store(
+            layer,
+            "feedback",
+            init_feedback(layer.weight.shape, init, scale, generator, layer.weight),
+        )
+
+    def feedback(self, layer, weight, state):
+        return state
+
+    @torch.no_grad()
+    def mirror(self, layer, generator: torch.Generator | None = None) -> None:
+        """One mirror step: noise x through W (as a map on flattened patches), Hebbian B."""
+        w = layer.weight.reshape(layer.weight.shape[0], -1)
+        x = torch.randn(self.batch, w.shape[1], generator=generator, dtype=torch.float64)
+        x = x.to(w.device, w.dtype)
+        y = x @ w.T
+        delta = (y.T @ x) / self.batch
+        fb = layer.feedback
+        fb.mul_(1.0 - self.decay).add_(delta.reshape(fb.shape), alpha=self.lr)
+
+
+class DFAHub:
+    """Shared by the DFA layers of one model: holds the output error of this pass."""
+
+    def __init__(self, output_size: int):
+        self.output_size = int(output_size)
+        self.error: torch.Tensor | None = None
+
+
+@register
+class DirectFeedbackAlignment(Rule):
+    """grad_input = e @ D, e the error at the output layer's output, D fixed per layer.
+
+    D has shape (output_size, *input_shape) and is drawn at conversion; the layer's own
+    weight gradient uses the signal it receives, as in every rule. The output layer is
+    the last converted layer; it stores e in the shared :class:`DFAHub` when its backward
+    runs, which happens before every other layer's in the same backward pass.
+    """
+
+    name = "dfa"
+
+    def setup(self, layer, *, init, scale, generator):
+        shape = (layer.dfa_hub.output_size, *layer.dfa_input_shape)
+        like = layer.weight if init == "copy" else None
+        if init == "copy" and tuple(layer.weight.shape) != shape:
+            raise ConfigError(
+                f"dfa feedback init 'copy' needs weight shape {shape}; layer has "
+                f"{tuple(layer.weight.shape)}"
+            )
+        _store(layer, "feedback", init_feedback(shape, init, scale, generator, like))
+
+    def feedback(self, layer, weight, state):
+        return state
+
+    def begin_backward(self, layer, grad_output):
+        if layer.dfa_output:
+            hub = layer.dfa_hub
+            e = grad_output.reshape(grad_output.shape[0], -1)
+            if e.shape[1] != hub.output_size:
+                raise ConfigError(
+                    f"dfa: the output error has {e.shape[1]} components per sample but the "
+                    f"feedback matrices expect output_size={hub.output_size}"
+                )
+            hub.error = e
+
+    def send(self, layer, grad_output, weight, state, input_shape):
+        e = layer.dfa_hub.error
+        if e is None:
+            raise ConfigError(
+                "dfa: a hidden layer's backward ran before the output layer's; the last "
+                "converted layer must produce the model output that the loss reads"
+            )
+        return (e @ state.reshape(state.shape[0], -1)).reshape(input_shape)
+
+    def current_feedback(self, layer):
+        return layer.feedback.detach()
