@@ -53,7 +53,7 @@ class _RuleFunction(torch.autograd.Function):
             rec["error"] = grad_output.detach()
             if grad_x is not None:
                 rec["sent"] = grad_x.detach()
-                if weight is not None and rule.name != "dfa":
+                if weight is not None and (rule.name != "dfa" or layer.dfa_output):
                     rec["sent_bp"] = layer.input_grad(grad_output, weight, ctx.input_shape)
         return grad_x, (grad_w if need_w else None), grad_b, (grad_w if need_s else None), None
 
