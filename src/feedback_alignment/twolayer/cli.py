@@ -1,13 +1,87 @@
-"""``fa demo``: a small run of the two-layer engine (placeholder until the engine lands)."""
+"""``fa demo``: a one-minute tour of the two-layer engine and its theory.
+
+Trains the paper's linear two-layer network (n = 50, d = 150) by feedback alignment with
+and without weight decay at two widths, all members in one ensemble, and prints the final
+MSE, the alignment cos(beta, b) and the convergence rate predicted by lambda_min(H_inf).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="train a small ensemble of two-layer FA/BP networks")
-    p.add_argument("--out", default=None, help="directory for a JSON summary")
+    p = sub.add_parser("demo", help="train a small ensemble of two-layer FA networks")
+    p.add_argument("--out", default=None, help="directory for summary.json (created)")
+    p.add_argument("--reps", type=int, default=4, help="repetitions per setting (default 4)")
+    p.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    raise NotImplementedError
+    from ..errors import check
+    from . import theory
+    from .data import linear_teacher, stack
+    from .engine import TwoLayerEnsemble
+
+    check(args.reps >= 1, f"--reps must be >= 1, got {args.reps}")
+    check(args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
+    lams, lr, reps = [0.0, 0.3], 1e-2, args.reps
+    data_seeds = [args.seed + r for r in range(reps)] * len(lams)
+    X, y = stack(linear_teacher, data_seeds, n=50, d=150)
+    lmin = theory.lambda_min(theory.h_inf(X, "linear")).numpy()
+    rate = np.asarray(theory.predicted_rate(lmin, lr, "mse", 50))
+    rows = []
+    print(f"{'p':>6} {'lambda':>6} {'final MSE':>10} {'alignment':>15} {'path':>10} {'s':>6}")
+    for p in (200, 3200):
+        ens = TwoLayerEnsemble(
+            150,
+            p,
+            seeds=range(1000 + args.seed, 1000 + args.seed + len(data_seeds)),
+            activation="linear",
+        )
+        h = ens.fit(
+            X,
+            y,
+            rule="fa",
+            lr=lr,
+            lam=np.repeat(lams, reps),
+            steps=args.steps,
+            metrics=("mse", "alignment"),
+        )
+        for i, lam in enumerate(lams):
+            sl = slice(i * reps, (i + 1) * reps)
+            mse, al = h.final["mse"][sl], h.final["alignment"][sl]
+            rows.append(
+                {
+                    "p": p,
+                    "lam": lam,
+                    "mse": float(mse.mean()),
+                    "alignment_mean": float(al.mean()),
+                    "alignment_sd": float(al.std()),
+                    "path": h.path,
+                    "seconds": h.seconds,
+                }
+            )
+            print(
+                f"{p:>6} {lam:>6.2f} {mse.mean():>10.2e} {al.mean():>8.3f} +- {al.std():.3f}"
+                f" {h.path:>10} {h.seconds:>6.1f}"
+            )
+    print(
+        f"predicted loss rate per step from lambda_min(H_inf): {rate.mean():.4f} "
+        f"(loss / 1e8 in about {np.log(1e8) / rate.mean():.0f} steps at lambda = 0)"
+    )
+    print("lambda = 0: alignment falls as p grows; lambda > 0 keeps it away from zero.")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "summary.json.tmp"
+        tmp.write_text(json.dumps({"rows": rows, "predicted_rate": float(rate.mean())}, indent=1))
+        os.replace(tmp, out / "summary.json")
+        print(f"wrote {out / 'summary.json'}")
+    return 0
