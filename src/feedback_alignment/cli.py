@@ -16,6 +16,7 @@ from .errors import ConfigError
 # Modules that provide a ``register(subparsers)`` function, one subcommand family each.
 COMMAND_MODULES = [
     "feedback_alignment.twolayer.cli",
+    "feedback_alignment.deep.cli",
 ]
 
 

@@ -37,16 +37,25 @@ WEIGHT_METRICS = ("cosine", "angle_deg", "sign_concordance", "norm_ratio")
 
 
 def _pair_metrics(w: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    w = w.detach().reshape(-1).to(torch.float64)
-    b = b.detach().reshape(-1).to(torch.float64)
-    nw, nb = float(w.norm()), float(b.norm())
-    cos = float(w @ b) / (nw * nb) if nw > 0 and nb > 0 else float("nan")
-    nz = w != 0
-    conc = float((torch.sign(b[nz]) == torch.sign(w[nz])).double().mean()) if nz.any() else 0.0
+    w = w.detach().reshape(-1)
+    b = b.detach().reshape(-1).to(w.dtype)
+    stats = torch.stack(
+        [
+            w @ w,
+            b @ b,
+            w @ b,
+            (torch.sign(w) * torch.sign(b) > 0).sum().to(w.dtype),
+            (w != 0).sum().to(w.dtype),
+        ]
+    ).tolist()
+    ww, bb, wb, agree, nonzero = stats
+    nw, nb = math.sqrt(ww), math.sqrt(bb)
+    cos = wb / (nw * nb) if nw > 0 and nb > 0 else float("nan")
+    cos = max(-1.0, min(1.0, cos)) if cos == cos else cos
     return {
         "cosine": cos,
-        "angle_deg": math.degrees(math.acos(max(-1.0, min(1.0, cos)))) if cos == cos else cos,
-        "sign_concordance": conc,
+        "angle_deg": math.degrees(math.acos(cos)) if cos == cos else cos,
+        "sign_concordance": agree / nonzero if nonzero else 0.0,
         "norm_ratio": nb / nw if nw > 0 else float("inf"),
     }
 
@@ -65,14 +74,17 @@ def _dfa_reference(layers: list[tuple[str, RuleLayer]], k: int) -> torch.Tensor 
 
 
 @torch.no_grad()
-def weight_alignment(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Weight metrics per rule layer (no forward pass; brsf: its next draw)."""
-    layers = rule_layers(model)
+def weight_alignment(model: nn.Module, layers=None) -> dict[str, dict[str, float]]:
+    """Weight metrics per rule layer (no forward pass; brsf: its next draw); ``layers``
+    restricts them to those names."""
+    all_layers = rule_layers(model)
     out = {}
-    for k, (name, m) in enumerate(layers):
+    for k, (name, m) in enumerate(all_layers):
+        if layers is not None and name not in layers:
+            continue
         b = m.feedback_weight()
         if m.rule.name == "dfa":
-            ref = _dfa_reference(layers, k)
+            ref = _dfa_reference(all_layers, k)
             if ref is None:
                 out[name] = dict.fromkeys(WEIGHT_METRICS, float("nan"))
                 continue
@@ -83,9 +95,13 @@ def weight_alignment(model: nn.Module) -> dict[str, dict[str, float]]:
 
 
 def _per_sample_cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    a = a.reshape(a.shape[0], -1).to(torch.float64)
-    b = b.reshape(b.shape[0], -1).to(torch.float64)
-    return float(F.cosine_similarity(a, b, dim=1, eps=1e-30).mean())
+    """Mean over the batch of cos(a_i, b_i); a sample with a zero vector counts as 0."""
+    a = a.detach().reshape(a.shape[0], -1)
+    b = b.detach().reshape(b.shape[0], -1).to(a.dtype)
+    den = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
+    num = torch.einsum("ij,ij->i", a, b)
+    cos = torch.where(den > 0, num / den.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
+    return float(cos.mean())
 
 
 class ErrorRecorder:
@@ -97,8 +113,8 @@ class ErrorRecorder:
     ``e @ W`` per layer; nothing else about the step changes.
     """
 
-    def __init__(self, model: nn.Module):
-        self.layers = rule_layers(model)
+    def __init__(self, model: nn.Module, layers=None):
+        self.layers = [(n, m) for n, m in rule_layers(model) if layers is None or n in layers]
 
     def __enter__(self):
         for _, m in self.layers:

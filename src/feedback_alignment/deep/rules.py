@@ -273,7 +273,7 @@ class WeightMirror(Rule):
 
     name = "wm"
 
-    def __init__(self, lr: float = 0.05, decay: float = 0.05, batch: int = 64):
+    def __init__(self, lr: float = 0.01, decay: float = 0.01, batch: int = 128):
         check(lr > 0 and math.isfinite(lr), f"wm lr must be a positive number; got {lr!r}")
         check(0 <= decay < 1, f"wm decay must be in [0, 1); got {decay!r}")
         check(

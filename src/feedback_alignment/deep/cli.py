@@ -1,0 +1,91 @@
+"""``fa train CONFIG``: train a classifier with a feedback rule from a TOML config."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from ..errors import ConfigError, DivergenceError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a classifier with a feedback rule (bp, fa, usf, frsf, brsf, kp, wm, dfa)",
+        description="Train from a TOML config (layout: docs/rules.md). Prints a summary; "
+        "--out writes every recorded series as JSON.",
+    )
+    p.add_argument("config", help="TOML file")
+    p.add_argument("--out", default=None, help="JSON file for the results (metric series)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set rule.name=kp --set train.lr=0.05 "
+        "(VALUE is a TOML value; bare words are strings)",
+    )
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_run)
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set ``section.key=value`` (or top-level ``key=value``) entries in ``raw``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) > 2 or not all(parts):
+            raise ConfigError(f"--set key {key!r} must be 'key' or 'section.key'")
+        target = raw
+        if len(parts) == 2:
+            target = raw.setdefault(parts[0], {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {key!r}: {parts[0]!r} is not a section")
+        target[parts[-1]] = _parse_value(value.strip())
+    return raw
+
+
+def _run(args) -> int:
+    from .trainer import run_from_config
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML: {exc}".splitlines()[0]
+        ) from None
+    raw = apply_overrides(raw, args.set)
+    progress = args.progress if args.progress is not None else None
+    try:
+        result = run_from_config(raw, progress=progress)
+    except DivergenceError as exc:
+        print(f"fa train: {exc}", file=sys.stderr)
+        return 1
+    cfg = result["config"]
+    print(
+        f"rule {cfg['rule']['name']}, model {cfg['model']['name']}, data {cfg['data']['source']}: "
+        f"{result['step'][-1] if result['step'] else 0} steps, final loss "
+        f"{result['loss'][-1]:.4f}, test accuracy {result['final_test_accuracy']:.4f}"
+    )
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, allow_nan=True))
+        print(f"results written to {out}")
+    return 0

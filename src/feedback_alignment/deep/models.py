@@ -1,0 +1,117 @@
+"""Models by name: the paper's E3 network, a plain MLP and a small CNN for 28x28 input."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, check, choice
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+
+
+class Scale(nn.Module):
+    """Multiply by a constant (the paper's 1/sqrt(p) output scaling); no parameters."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x):
+        return x * self.factor
+
+    def extra_repr(self):
+        return f"factor={self.factor:g}"
+
+
+def _generator(seed: int) -> torch.Generator:
+    check(
+        isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an int; got {seed!r}"
+    )
+    return torch.Generator().manual_seed(seed)
+
+
+def e3_network(
+    hidden: int = 1000, inputs: int = 784, classes: int = 10, seed: int = 0
+) -> nn.Sequential:
+    """The paper's MNIST network: 784 -> ``hidden`` ReLU (no biases) -> 10, output times
+    1/sqrt(hidden); W and beta i.i.d. N(0, 1). Layers: ``hidden`` (W) and ``out`` (beta).
+
+    Train it with feedback drawn N(0, 1) (``convert(net, "fa", scale=1.0)``; done by
+    :func:`build` and the trainer) and weight decay on ``out`` only.
+    """
+    for k, v in (("hidden", hidden), ("inputs", inputs), ("classes", classes)):
+        check(isinstance(v, int) and v >= 1, f"e3 {k} must be a positive int; got {v!r}")
+    g = _generator(seed)
+    net = nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            hidden=nn.Linear(inputs, hidden, bias=False),
+            relu=nn.ReLU(),
+            out=nn.Linear(hidden, classes, bias=False),
+            scale=Scale(1.0 / math.sqrt(hidden)),
+        )
+    )
+    with torch.no_grad():
+        for layer in (net.hidden, net.out):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=torch.float64))
+    return net
+
+
+def mlp(
+    sizes=(784, 256, 10), activation: str = "relu", bias: bool = True, seed: int = 0
+) -> nn.Sequential:
+    """Flatten, then Linear layers ``sizes[i] -> sizes[i+1]`` with ``activation`` between
+    (PyTorch's default initialisation, seeded). Layers are named fc1, fc2, ..."""
+    sizes = list(sizes)
+    check(
+        len(sizes) >= 2 and all(isinstance(s, int) and s >= 1 for s in sizes),
+        f"mlp sizes must be at least two positive ints; got {sizes!r}",
+    )
+    choice("activation", activation, ACTIVATIONS)
+    mods: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(len(sizes) - 1):
+            mods.append((f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1], bias=bias)))
+            if i < len(sizes) - 2:
+                mods.append((f"act{i + 1}", ACTIVATIONS[activation]()))
+    return nn.Sequential(OrderedDict(mods))
+
+
+def small_cnn(
+    in_channels: int = 1, classes: int = 10, image: int = 28, width: int = 16, seed: int = 0
+) -> nn.Sequential:
+    """conv5(width) - ReLU - maxpool2 - conv5(2 width) - ReLU - maxpool2 - fc(classes)."""
+    check(
+        image % 4 == 0 and image >= 4, f"small_cnn image size must be a multiple of 4; got {image}"
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, width, 5, padding=2),
+                relu1=nn.ReLU(),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(width, 2 * width, 5, padding=2),
+                relu2=nn.ReLU(),
+                pool2=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(2 * width * (image // 4) ** 2, classes),
+            )
+        )
+
+
+MODELS = {"e3": e3_network, "mlp": mlp, "cnn": small_cnn}
+
+
+def build_model(name: str, **options) -> nn.Module:
+    """A model by name (``e3``, ``mlp``, ``cnn``) with its keyword options."""
+    choice("model", name, MODELS)
+    try:
+        return MODELS[name](**options)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}".splitlines()[0]) from None
