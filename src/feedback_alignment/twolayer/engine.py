@@ -38,6 +38,8 @@ from .schedules import Constant, get_schedule
 RULES = ("bp", "fa")
 # working-set budget per chunk on the CPU: measured, large products lose ~2x past it
 _CHUNK_BYTES = 24e6
+# below this many element-steps (K p n steps) compiling costs more than it saves on a CPU
+_FUSE_MIN_WORK = 5e11
 METRICS = (
     "mse",  # mean squared error, without any penalty
     "penalty",  # lam(t)/2 |beta|^2 + wd/2 |W|_F^2
@@ -279,6 +281,7 @@ class TwoLayerEnsemble:
         check_every: int = 100,
         path: str = "auto",
         chunk_members: int | None = None,
+        fuse: bool | str = "auto",
     ) -> History:
         """Train every member by full-batch gradient descent; return a :class:`History`.
 
@@ -291,7 +294,10 @@ class TwoLayerEnsemble:
         ``path`` picks the first layer's exact representation (``"auto"``: the cheapest
         that applies; see :mod:`.paths`); ``History.path`` says which one ran. Members are
         processed in chunks of ``chunk_members`` (default: sized to stay in cache on the
-        CPU, the whole ensemble on a GPU); chunking never changes the numbers.
+        CPU, the whole ensemble on a GPU); chunking never changes the numbers. ``fuse``
+        runs the element-wise work of the dense paths as ``torch.compile`` kernels
+        (``"auto"``: on a GPU, and on the CPU for runs long enough to repay compiling);
+        it changes results only by float rounding.
         """
         K, p = self.K, self.p
         X = self._check_X(X)
@@ -336,7 +342,14 @@ class TwoLayerEnsemble:
         wd_t = torch.as_tensor(wd_np, **to) if wd_np.any() else None
         is_fa = torch.as_tensor([r == "fa" for r in rules], device=self.device)
         all_fa, all_bp = bool(is_fa.all()), not bool(is_fa.any())
-        fl = self._make_path(path, n, all_fa)
+        check(
+            fuse in (True, False, "auto"),
+            f"fuse must be True, False or 'auto', got {fuse!r}",
+        )
+        if fuse == "auto":
+            work = K * p * n * (steps if stop is None else stop.min_steps)  # element-steps
+            fuse = self.device.type == "cuda" or work >= _FUSE_MIN_WORK
+        fl = self._make_path(path, n, all_fa, bool(fuse))
         fl.bind(X)
         self._path = fl
         chunks = self._chunks(chunk_members, fl, n)
@@ -404,9 +417,8 @@ class TwoLayerEnsemble:
                 # ---- the update, both layers from the same e(t); frozen members get lr 0
                 lr_eff = lr_t[sl] * active[sl]
                 ce = e * (c / sqrt_p)
-                grad_beta = fl.beta_direction(sl, cache, ce)
                 keep = None if wd_t is None else 1 - lr_eff * wd_t[sl]
-                fl.update(sl, cache, ce, fb * lr_eff[:, None], lr_eff, keep)
+                grad_beta = fl.step(sl, cache, ce, fb * lr_eff[:, None], lr_eff, keep)
                 beta.sub_(lr_eff[:, None] * (grad_beta + lam_now[sl, None] * beta))
                 del cache
             have_ckpt |= checkpoint
@@ -509,7 +521,7 @@ class TwoLayerEnsemble:
         return out
 
     # ------------------------------------------------------------------ paths
-    def _make_path(self, name: str, n: int, all_fa: bool):
+    def _make_path(self, name: str, n: int, all_fa: bool, fuse: bool = False):
         """The first-layer representation for this fit, starting from the current W."""
         choice("path", name, ("auto", *PATHS))
         linear = (
@@ -525,9 +537,9 @@ class TwoLayerEnsemble:
         )
         W = self.W
         if name == "explicit":
-            return ExplicitPath(W.clone() if W is self.W0 else W, self.W0, self.activation)
+            return ExplicitPath(W.clone() if W is self.W0 else W, self.W0, self.activation, fuse)
         if name == "rowspace":
-            return RowSpacePath(W, self.W0, self.activation)
+            return RowSpacePath(W, self.W0, self.activation, fuse)
         return LinearFAPath(W, self.W0, self.activation, self.b)
 
     def _chunks(self, chunk_members, fl, n) -> list[slice]:

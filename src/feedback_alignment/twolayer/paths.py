@@ -25,6 +25,7 @@ import math
 import torch
 
 from ..activations import Activation
+from .fused import Kernels
 
 
 def _gram(X: torch.Tensor) -> torch.Tensor:
@@ -36,8 +37,9 @@ class ExplicitPath:
 
     name = "explicit"
 
-    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation):
+    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
         self.W, self.W0, self.act = W, W0, act
+        self.kernels = Kernels(act, fuse)
 
     # -- data
     def bind(self, X: torch.Tensor) -> None:
@@ -57,28 +59,20 @@ class ExplicitPath:
 
     def outputs(self, sl, beta: torch.Tensor):
         """u (k, n) and a cache for the backward quantities."""
-        Z = self.preactivations(sl)
-        H = self.act(Z)
-        u = torch.bmm(beta.unsqueeze(1), H).squeeze(1) / math.sqrt(H.shape[1])
-        return u, {"Z": Z, "H": H}
-
-    def beta_direction(self, sl, cache, ce: torch.Tensor) -> torch.Tensor:
-        """psi(Z) ce, (k, p): the second-layer gradient up to the factor 1/sqrt p."""
-        return torch.bmm(cache["H"], ce.unsqueeze(-1)).squeeze(-1)
+        return self.kernels.outputs(self.preactivations(sl), beta)
 
     def dpsi(self, cache) -> torch.Tensor:
         if "D" not in cache:
             cache["D"] = self.act.deriv(cache["Z"])
         return cache["D"]
 
-    def update(self, sl, cache, ce, fb_lr, lr_eff, keep) -> None:
-        """W <- keep W - M X with M = fb_lr * psi'(Z) * ce; consumes the cache's buffers."""
-        if self.act.relu_like:
-            M = cache["H"].sign_()  # psi'(Z) = 1[Z > 0] = sign(relu(Z))
-        else:
-            M = self.dpsi(cache)
-        M.mul_(fb_lr.unsqueeze(-1)).mul_(ce.unsqueeze(1))
+    def step(self, sl, cache, ce, fb_lr, lr_eff, keep) -> torch.Tensor:
+        """Apply W <- keep W - M X, M = fb_lr * psi'(Z) * ce; return psi(Z) ce (k, p).
+
+        Consumes the cache's buffers."""
+        direction, M = self.kernels.backward(cache, ce, fb_lr)
         self._apply(sl, M, keep)
+        return direction
 
     def _apply(self, sl, M, keep) -> None:
         W = self.W[sl]
@@ -115,8 +109,8 @@ class RowSpacePath(ExplicitPath):
 
     name = "rowspace"
 
-    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation):
-        super().__init__(W, W0, act)
+    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
+        super().__init__(W, W0, act, fuse)
         self.Wb = W
         self._W = None
 
@@ -202,8 +196,8 @@ class LinearFAPath(RowSpacePath):
 
     name = "linear_fa"
 
-    def __init__(self, W, W0, act, b: torch.Tensor):
-        super().__init__(W, W0, act)
+    def __init__(self, W, W0, act, b: torch.Tensor, fuse: bool = False):
+        super().__init__(W, W0, act)  # O(n p) already: nothing to fuse
         self.b = b
 
     def bind(self, X: torch.Tensor) -> None:
@@ -235,11 +229,10 @@ class LinearFAPath(RowSpacePath):
         u = (s * bZb + (beta * self.b[sl]).sum(1, keepdim=True) * Ga) / math.sqrt(beta.shape[1])
         return u, {"Ga": Ga}
 
-    def beta_direction(self, sl, cache, ce):
+    def step(self, sl, cache, ce, fb_lr, lr_eff, keep):
+        # Z ce with Z = s Z_b + b (G a)^T
         Zce = torch.bmm(self.Zb[sl], ce.unsqueeze(-1)).squeeze(-1)
-        return self.s[sl, None] * Zce + self.b[sl] * (cache["Ga"] * ce).sum(1, keepdim=True)
-
-    def update(self, sl, cache, ce, fb_lr, lr_eff, keep) -> None:
+        direction = self.s[sl, None] * Zce + self.b[sl] * (cache["Ga"] * ce).sum(1, keepdim=True)
         # M = lr b (x) ce  =>  A = b a^T with a <- keep a - lr ce
         a = self.a[sl]
         if keep is not None:
@@ -247,6 +240,7 @@ class LinearFAPath(RowSpacePath):
             self.s[sl] *= keep
         a.sub_(lr_eff[:, None] * ce)
         self._W = None
+        return direction
 
     def update_row_sq_norms(self, sl, cache, e):
         G = self._G(sl)

@@ -1,0 +1,93 @@
+"""Element-wise work of a dense step, plain or fused by ``torch.compile``.
+
+Once the products are cheap (the row-space path) the step's time goes to element-wise
+passes over (k, p, n) arrays: psi(Z), its reductions against beta and e, psi'(Z) and the
+update M. :class:`Kernels` does them either eagerly (several passes, no set-up cost) or as
+two compiled kernels that each read Z once. Results differ only by float rounding (the
+order of summation in the reductions). Compilation costs seconds per shape, so it pays
+for long runs; any failure to compile falls back to the plain version with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ..activations import Activation
+
+
+def _forward(fn):
+    def forward(Z, beta):
+        """u = beta^T psi(Z) (the 1/sqrt p is applied by the caller)."""
+        return (fn(Z) * beta.unsqueeze(-1)).sum(1)
+
+    return forward
+
+
+def _backward(fn, deriv):
+    def backward(Z, ce, fb_lr):
+        """psi(Z) ce (k, p) and M = fb_lr * psi'(Z) * ce (k, p, n)."""
+        direction = (fn(Z) * ce.unsqueeze(1)).sum(-1)
+        M = deriv(Z) * fb_lr.unsqueeze(-1) * ce.unsqueeze(1)
+        return direction, M
+
+    return backward
+
+
+class Kernels:
+    """u from Z, then (beta direction, M) from Z, for one activation."""
+
+    _compiled: dict = {}
+
+    def __init__(self, act: Activation, fuse: bool):
+        self.act = act
+        self.fused = False
+        if fuse:
+            key = (act.name, act.fn, act.deriv)
+            if key not in Kernels._compiled:
+                Kernels._compiled[key] = (
+                    torch.compile(_forward(act.fn), dynamic=False),
+                    torch.compile(_backward(act.fn, act.deriv), dynamic=False),
+                )
+            self._fwd, self._bwd = Kernels._compiled[key]
+            self.fused = True
+
+    def _fallback(self, exc: Exception) -> None:
+        warnings.warn(
+            f"torch.compile failed for activation {self.act.name!r} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "using the plain element-wise path",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.fused = False
+
+    def outputs(self, Z: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        p = Z.shape[1]
+        if self.fused:
+            try:
+                return self._fwd(Z, beta) / math.sqrt(p), {"Z": Z}
+            except Exception as exc:  # noqa: BLE001 -- any compiler failure: fall back
+                self._fallback(exc)
+        H = self.act(Z)
+        return torch.bmm(beta.unsqueeze(1), H).squeeze(1) / math.sqrt(p), {"Z": Z, "H": H}
+
+    def backward(self, cache: dict, ce: torch.Tensor, fb_lr: torch.Tensor):
+        """(psi(Z) ce, M); consumes the cache's buffers."""
+        Z = cache["Z"]
+        if "H" not in cache:
+            try:
+                return self._bwd(Z, ce, fb_lr)
+            except Exception as exc:  # noqa: BLE001
+                self._fallback(exc)
+                cache["H"] = self.act(Z)
+        H = cache["H"]
+        direction = torch.bmm(H, ce.unsqueeze(-1)).squeeze(-1)
+        if self.act.relu_like:
+            M = H.sign_()  # psi'(Z) = 1[Z > 0] = sign(relu(Z)), in H's buffer
+        else:
+            M = cache["D"] if "D" in cache else self.act.deriv(Z)
+        M.mul_(fb_lr.unsqueeze(-1)).mul_(ce.unsqueeze(1))
+        return direction, M

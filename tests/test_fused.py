@@ -1,0 +1,60 @@
+"""Fused (torch.compile) element-wise kernels against the plain ones: rounding only."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from feedback_alignment.activations import Activation
+from feedback_alignment.errors import ConfigError
+from feedback_alignment.twolayer.data import random_teacher
+from feedback_alignment.twolayer.engine import TwoLayerEnsemble
+from feedback_alignment.twolayer.fused import Kernels
+
+
+@pytest.mark.parametrize("path", ["explicit", "rowspace"])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_fused_matches_plain(path, act):
+    X, y = random_teacher(8, 12, 40, act, seed=0)
+    out = {}
+    for fuse in (False, True):
+        ens = TwoLayerEnsemble(12, 40, seeds=[0, 1, 2], activation=act)
+        h = ens.fit(
+            X,
+            y,
+            rule=["fa", "bp", "fa"],
+            lr=0.05,
+            lam=0.1,
+            w_decay=0.01,
+            steps=300,
+            record_every=100,
+            path=path,
+            fuse=fuse,
+        )
+        out[fuse] = (ens, h)
+    (e0, h0), (e1, h1) = out[False], out[True]
+    assert h1.path == path
+    for m in ("mse", "alignment", "w_change", "update_alignment"):
+        np.testing.assert_allclose(h1.metrics[m], h0.metrics[m], rtol=1e-10, err_msg=m)
+    assert float((e1.W - e0.W).norm() / e0.W.norm()) < 1e-12
+
+
+def test_compile_failure_falls_back_with_a_warning():
+    def bad(z):  # a compiled kernel, then the activation itself, that fail when called
+        raise RuntimeError("no compiler here")
+
+    act = Activation("broken", bad, bad)
+    k = Kernels(act, fuse=True)
+    k._fwd = bad  # stand in for a compiler that fails at first call
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="no compiler here"):
+            k.outputs(torch.zeros(1, 2, 3), torch.zeros(1, 2))
+    assert not k.fused and any("torch.compile failed" in str(x.message) for x in w)
+
+
+def test_bad_fuse_value():
+    X, y = random_teacher(8, 12, 40, "relu", seed=0)
+    with pytest.raises(ConfigError, match="fuse must be True, False or 'auto', got 'yes'"):
+        TwoLayerEnsemble(12, 40).fit(X, y, steps=1, fuse="yes")
