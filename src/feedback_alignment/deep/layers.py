@@ -41,13 +41,14 @@ class _RuleFunction(torch.autograd.Function):
         rule: Rule = layer.rule
         need_x, need_w, need_b, need_s = ctx.needs_input_grad[:4]
         rule.begin_backward(layer, grad_output)
-        grad_x = grad_w = grad_b = None
-        if need_x:
+        feedback = None
+        if need_x and not rule.custom_send:
+            feedback = rule.feedback(layer, weight, state)
+        grad_x, grad_w, grad_b = layer.local_grads(
+            grad_output, x, feedback, ctx.input_shape, need_w or need_s, need_b
+        )
+        if need_x and rule.custom_send:
             grad_x = rule.send(layer, grad_output, weight, state, ctx.input_shape)
-        if need_w or need_s:
-            grad_w = layer.weight_grad(grad_output, x)
-        if need_b:
-            grad_b = layer.bias_grad(grad_output)
         if layer._record is not None:
             rec = layer._record
             rec["error"] = grad_output.detach()
@@ -113,6 +114,13 @@ class RuleLinear(RuleLayer, nn.Linear):
     def input_grad(self, grad_output, feedback, input_shape):
         return (grad_output @ feedback).reshape(input_shape)
 
+    def local_grads(self, grad_output, x, feedback, input_shape, need_w, need_b):
+        """(input gradient through ``feedback`` or None, weight gradient, bias gradient)."""
+        gx = None if feedback is None else self.input_grad(grad_output, feedback, input_shape)
+        gw = self.weight_grad(grad_output, x) if need_w else None
+        gb = self.bias_grad(grad_output) if need_b else None
+        return gx, gw, gb
+
     def weight_grad(self, grad_output, x):
         g = grad_output.reshape(-1, grad_output.shape[-1])
         return g.T @ x.reshape(-1, x.shape[-1])
@@ -154,3 +162,15 @@ class RuleConv2d(RuleLayer, nn.Conv2d):
 
     def bias_grad(self, grad_output):
         return grad_output.sum((0, 2, 3))
+
+    def local_grads(self, grad_output, x, feedback, input_shape, need_w, need_b):
+        """One ``convolution_backward`` call for the gradients asked for, as autograd does;
+        the input gradient uses ``feedback`` as the kernel."""
+        need_x = feedback is not None
+        if not (need_x or need_w or need_b):
+            return None, None, None
+        if x is None:
+            x = grad_output.new_empty(1).expand(input_shape)
+        kernel = feedback if need_x else grad_output.new_empty(1).expand(self.weight.shape)
+        gx, gw, gb = self._conv_backward(grad_output, x, kernel, (need_x, need_w, need_b))
+        return gx, gw, gb

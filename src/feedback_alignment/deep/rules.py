@@ -96,12 +96,13 @@ class Rule:
     ``setup`` creates the rule's state on the layer; ``state`` returns the tensor handed to
     the autograd function (saved for backward); ``feedback`` returns B (W's shape) from the
     weight and that state. ``needs_weight`` says whether ``feedback`` reads W (then W is
-    saved for backward); ``trains_feedback`` says whether the state receives W's gradient.
+    saved for backward); ``custom_send`` lets ``send`` compute the input gradient itself
+    (DFA). A state tensor that is an ``nn.Parameter`` receives W's gradient (KP).
     """
 
     name = ""
     needs_weight = False
-    trains_feedback = False
+    custom_send = False
 
     def __init__(self, **options):
         if options:
@@ -253,7 +254,6 @@ class KolenPollack(Rule):
     """B is a parameter whose gradient is W's gradient: same update, same decay."""
 
     name = "kp"
-    trains_feedback = True
 
     def setup(self, layer, *, init, scale, generator):
         fb = init_feedback(layer.weight.shape, init, scale, generator, layer.weight)
@@ -325,6 +325,7 @@ class DirectFeedbackAlignment(Rule):
     """
 
     name = "dfa"
+    custom_send = True
 
     def setup(self, layer, *, init, scale, generator):
         shape = (layer.dfa_hub.output_size, *layer.dfa_input_shape)
