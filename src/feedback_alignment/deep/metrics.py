@@ -117,8 +117,9 @@ class ErrorRecorder:
         self.layers = [(n, m) for n, m in rule_layers(model) if layers is None or n in layers]
 
     def __enter__(self):
-        for _, m in self.layers:
-            m._record = {}
+        self.records = {}
+        for name, m in self.layers:
+            m._record = self.records[name] = {}
         return self
 
     def __exit__(self, *exc):
@@ -127,9 +128,9 @@ class ErrorRecorder:
         return False
 
     def error_alignment(self) -> dict[str, float]:
+        """Per layer, from the last backward pass inside the ``with`` block."""
         out = {}
-        for name, m in self.layers:
-            rec = m._record or {}
+        for name, rec in getattr(self, "records", {}).items():
             if "sent" in rec and "sent_bp" in rec:
                 out[name] = _per_sample_cos(rec["sent"], rec["sent_bp"])
         return out
@@ -169,7 +170,7 @@ def alignment(
                     loss, weights + [inputs[n] for n in sent_of], allow_unused=True
                 )
                 local = rec.error_alignment()
-                sent = {n: m._record.get("sent") for n, m in layers}
+                sent = {n: rec.records[n].get("sent") for n, _ in layers}
             rg = {n: got[i] for i, (n, _) in enumerate(layers)}
             if rule_grads is not None:
                 rg = rule_grads
