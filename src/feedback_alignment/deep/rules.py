@@ -52,7 +52,8 @@ def get_rule(name: str, **options) -> Rule:
 def init_feedback(
     shape, kind: str, scale: float, generator: torch.Generator, like: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """A float64 CPU tensor of ``shape`` drawn as ``kind`` with standard deviation ``scale``.
+    """A float64 tensor of ``shape`` on ``generator``'s device, drawn as ``kind`` with
+    standard deviation ``scale``.
 
     ``gaussian``: N(0, scale^2); ``uniform``: U(-sqrt(3) scale, sqrt(3) scale);
     ``orthogonal``: a (semi-)orthogonal matrix on the flattened shape, rescaled to RMS
@@ -67,13 +68,16 @@ def init_feedback(
             f"got {None if like is None else tuple(like.shape)}",
         )
         return like.detach().to("cpu", torch.float64).clone()
+    dev = generator.device
     if kind == "gaussian":
-        return torch.randn(shape, generator=generator, dtype=torch.float64) * scale
+        return torch.randn(shape, generator=generator, dtype=torch.float64, device=dev) * scale
     if kind == "uniform":
-        u = torch.rand(shape, generator=generator, dtype=torch.float64)
+        u = torch.rand(shape, generator=generator, dtype=torch.float64, device=dev)
         return (2 * u - 1) * (math.sqrt(3.0) * scale)
     rows, cols = shape[0], int(math.prod(shape[1:]))
-    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    a = torch.randn(
+        max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64, device=dev
+    )
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r))
     m = q if rows >= cols else q.T
@@ -232,12 +236,13 @@ class BatchRandomSignFeedback(Rule):
         return None
 
     def draw(self, layer, draw_index: int) -> torch.Tensor:
-        """R for the given draw: a function of (seed, draw index) only."""
-        g = torch.Generator().manual_seed(
-            (int(layer.feedback_seed) * 1_000_003 + draw_index) % 2**63
-        )
+        """R for the given draw: a function of (seed, draw index) only, drawn by a
+        generator on W's device (no host-to-device copy on a GPU; a CUDA generator gives
+        other numbers than the CPU one for the same seed)."""
+        seed = (int(layer.feedback_seed) * 1_000_003 + draw_index) % 2**63
+        g = torch.Generator(device=layer.weight.device).manual_seed(seed)
         r = init_feedback(layer.weight.shape, self.options()["init"], 1.0, g)
-        return r.to(layer.weight.device, layer.weight.dtype) * float(layer.feedback_scale)
+        return r.to(layer.weight.dtype) * float(layer.feedback_scale)
 
     def feedback(self, layer, weight, state):
         r = self.draw(layer, int(layer.feedback_draws))
