@@ -392,5 +392,13 @@ def test_convert_bad_arguments():
     assert [n for n, _ in rule_layers(model)] == ["2"]
 
 
+def test_dfa_error_of_the_wrong_size_at_run_time_is_a_one_line_error():
+    model = convert(mlp(), "dfa")
+    model[1].dfa_hub.output_size = 5  # as if D were sized for another output layer
+    with pytest.raises(ConfigError) as exc:
+        F.cross_entropy(model(torch.randn(3, 12)), torch.tensor([0, 1, 2])).backward()
+    assert "output_size=5" in one_line(exc)
+
+
 def test_registry_holds_every_rule():
     assert set(ALL_RULES) <= set(RULES)

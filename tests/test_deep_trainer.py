@@ -35,6 +35,8 @@ def fashion():
 def test_one_epoch_of_fashion_mnist_beats_chance(fashion, rule):
     net = mlp([784, 128, 64, 10], seed=0)
     model = convert(net, rule, seed=0, input_shape=(1, 28, 28) if rule == "dfa" else None)
+    x = fashion.prepare(fashion.x_test[:500])
+    assert torch.equal(model(x), net(x))  # convert leaves the forward outputs unchanged
     tr = Trainer(model, fashion, optimizer="adam", lr=1e-3, batch_size=128, epochs=1, eval_every=0)
     hist = tr.fit()
     assert tr.step == math.ceil(60000 / 128)
