@@ -17,6 +17,7 @@ from .errors import ConfigError
 COMMAND_MODULES = [
     "feedback_alignment.twolayer.cli",
     "feedback_alignment.deep.cli",
+    "feedback_alignment.reproduce.cli",
 ]
 
 

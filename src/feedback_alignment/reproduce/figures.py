@@ -1,0 +1,217 @@
+"""The paper's figures from the long-form rows, with the theory overlays, as PNG and PDF.
+
+E1: alignment against width, one panel per activation, log x-axis, mean +-1 s.d. bars,
+one line per lambda. E2: MSE against step on a log y-axis, one panel per activation,
+mean with a +-1 s.d. band, the loss curve predicted from H(0)+G(0) dashed, the settle level
+of each lambda > 0 dotted and lambda_min(H(0)+G(0)) in the panel. E3: hidden-error
+alignment (and the weight cosine) against step, and test accuracy against step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .profiles import ACTIVATIONS, LAMS
+
+TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {"font.size": 10, "axes.titlesize": 11, "legend.fontsize": 8, "figure.dpi": 110}
+    )
+    return plt
+
+
+def _save(fig, path: Path) -> list[Path]:
+    """Write ``path``.png and .pdf atomically; return both paths."""
+    out = []
+    for ext in ("png", "pdf"):
+        final = path.with_suffix(f".{ext}")
+        tmp = final.with_name(f".{final.name}.tmp")
+        fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None, bbox_inches="tight")
+        os.replace(tmp, final)
+        out.append(final)
+    return out
+
+
+def group(rows, keys, value):
+    """{key tuple: np.array of ``value``} over rows, in first-seen order."""
+    g = defaultdict(list)
+    for r in rows:
+        v = r[value]
+        if v == "" or v is None:
+            continue
+        g[tuple(r[k] for k in keys)].append(float(v))
+    return {k: np.asarray(v) for k, v in g.items()}
+
+
+def _colors(n):
+    plt = _plt()
+    cmap = plt.get_cmap("viridis")
+    return ["black"] + [cmap(x) for x in np.linspace(0.15, 0.85, n - 1)]
+
+
+def e1_figure(rows, path: Path) -> list[Path]:
+    plt = _plt()
+    acts = [a for a in ACTIVATIONS if any(r["activation"] == a for r in rows)]
+    fig, axes = plt.subplots(
+        1, len(acts), figsize=(4.4 * len(acts), 3.8), squeeze=False, layout="constrained"
+    )
+    g = group(rows, ("activation", "lam", "p"), "alignment")
+    for ax, act in zip(axes[0], acts, strict=True):
+        lams = LAMS[act]
+        for lam, color in zip(lams, _colors(len(lams)), strict=True):
+            ps = sorted({k[2] for k in g if k[0] == act and k[1] == lam})
+            if not ps:
+                continue
+            m = np.array([g[(act, lam, p)].mean() for p in ps])
+            s = np.array(
+                [g[(act, lam, p)].std(ddof=1) if g[(act, lam, p)].size > 1 else 0 for p in ps]
+            )
+            ax.errorbar(
+                ps, m, yerr=s, marker="o", ms=4, capsize=3, color=color, label=f"λ = {lam:g}"
+            )
+        ax.set_xscale("log")
+        ps_all = sorted({k[2] for k in g if k[0] == act})
+        ax.set_xticks(ps_all, [str(p) for p in ps_all])
+        ax.minorticks_off()
+        ax.axhline(0, color="grey", lw=0.6, ls=":")
+        ax.set_xlabel("width p (hidden units, log scale)")
+        ax.set_ylabel("alignment cos(β, b)")
+        ax.set_title(f"{TITLES[act]} network")
+        ax.legend(title="weight decay", loc="best")
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        "E1: alignment at the end of training vs width (mean ± 1 s.d.)",
+    )
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def e2_figure(rows, prediction, kernels, path: Path, p: int) -> list[Path]:
+    plt = _plt()
+    acts = [a for a in ACTIVATIONS if any(r["activation"] == a for r in rows)]
+    fig, axes = plt.subplots(
+        1, len(acts), figsize=(4.6 * len(acts), 4.4), squeeze=False, layout="constrained"
+    )
+    meas = group(rows, ("activation", "lam", "step"), "mse")
+    pred = group(prediction, ("activation", "lam", "step"), "predicted_mse")
+    settle = group(kernels, ("activation", "lam"), "settle_mse")
+    lmin = group(kernels, ("activation",), "lambda_min")
+    rate = group(kernels, ("activation",), "predicted_rate")
+    from matplotlib.lines import Line2D
+
+    for ax, act in zip(axes[0], acts, strict=True):
+        lams = LAMS[act]
+        lo_all, hi_all, pred_up = [], [], False
+        for lam, color in zip(lams, _colors(len(lams)), strict=True):
+            steps = np.array(sorted({k[2] for k in meas if k[0] == act and k[1] == lam}))
+            if steps.size == 0:
+                continue
+            m = np.array([meas[(act, lam, s)].mean() for s in steps])
+            sd = np.array(
+                [
+                    meas[(act, lam, s)].std(ddof=1) if meas[(act, lam, s)].size > 1 else 0
+                    for s in steps
+                ]
+            )
+            lo = np.maximum(m - sd, m * 1e-2)
+            ax.plot(steps, m, color=color, lw=1.6, label=f"λ = {lam:g}")
+            ax.fill_between(steps, lo, m + sd, color=color, alpha=0.2, lw=0)
+            pm = np.array([pred[(act, lam, s)].mean() for s in steps])
+            pred_up |= bool(pm[-1] > pm[0])
+            ax.plot(steps, pm, color=color, lw=1.1, ls="--")
+            lo_all.append(lo.min())
+            hi_all.append((m + sd).max())
+            if lam > 0 and (act, lam) in settle:
+                lvl = settle[(act, lam)].mean()
+                ax.axhline(lvl, color=color, lw=0.9, ls=":")
+                lo_all.append(lvl)
+        ax.set_yscale("log")
+        if lo_all:
+            # measured curves and settle levels set the range; a diverging prediction is cut
+            ax.set_ylim(min(lo_all) / 3, max(hi_all) * 3)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training MSE (log scale)")
+        title = f"{TITLES[act]} network, p = {p}"
+        if (act,) in lmin:
+            title += (
+                f"\nλ_min(H(0)+G(0)) = {lmin[(act,)].mean():.3g}, "
+                f"predicted rate {rate[(act,)].mean():.2g}/step"
+            )
+        if pred_up:
+            title += "\n(H(0)+G(0) not PSD: the prediction grows)"
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="major")
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [
+            Line2D([], [], color="grey", lw=1.6),
+            Line2D([], [], color="grey", lw=1.1, ls="--"),
+            Line2D([], [], color="grey", lw=0.9, ls=":"),
+        ]
+        labels += ["measured (mean ± 1 s.d.)", "kernel prediction", "predicted settle level"]
+        ax.legend(handles, labels, loc="best", fontsize=7, framealpha=0.85)
+    fig.suptitle(
+        "E2: training loss of feedback alignment vs step",
+    )
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def e3_figure(rows, weight_rows, path: Path) -> list[Path]:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    al = group(rows, ("lam", "step"), "alignment")
+    acc = group(rows, ("lam", "step"), "test_accuracy")
+    wal = group(weight_rows, ("lam", "step"), "weight_alignment")
+    lams = sorted({k[0] for k in al})
+    for lam, color in zip(lams, _colors(len(lams)), strict=True):
+        steps = np.array(sorted({k[1] for k in al if k[0] == lam}))
+        m = np.array([al[(lam, s)].mean() for s in steps])
+        sd = np.array([al[(lam, s)].std(ddof=1) if al[(lam, s)].size > 1 else 0 for s in steps])
+        a1.plot(steps, m, color=color, lw=1.2, label=f"λ = {lam:g}: error signals")
+        a1.fill_between(steps, m - sd, m + sd, color=color, alpha=0.2, lw=0)
+        wm = np.array([wal[(lam, s)].mean() for s in steps])
+        a1.plot(steps, wm, color=color, lw=1.0, ls="--", label=f"λ = {lam:g}: cos(B, β)")
+        es = np.array(sorted({k[1] for k in acc if k[0] == lam}))
+        am = np.array([acc[(lam, s)].mean() for s in es])
+        asd = np.array([acc[(lam, s)].std(ddof=1) if acc[(lam, s)].size > 1 else 0 for s in es])
+        a2.errorbar(
+            es,
+            am,
+            yerr=asd if asd.any() else None,
+            color=color,
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=f"λ = {lam:g}",
+        )
+    a1.set_xlabel("SGD step")
+    a1.set_ylabel("alignment (cosine)")
+    a1.set_title("hidden-error alignment cos(eB, eβ) and cos(B, β)")
+    a1.axhline(0, color="grey", lw=0.6, ls=":")
+    a1.legend(loc="best", ncol=1)
+    a1.grid(alpha=0.3)
+    a2.set_xlabel("SGD step")
+    a2.set_ylabel("test accuracy")
+    a2.set_title("test accuracy")
+    a2.legend(title="weight decay", loc="lower right")
+    a2.grid(alpha=0.3)
+    fig.suptitle(
+        "E3: MNIST, feedback alignment with weight decay λ on the last layer",
+    )
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,167 @@
+"""report.md and a self-contained report.html (figures embedded) from one reproduction.
+
+The report is built as a list of blocks (heading, paragraph, list, table, figure) and
+rendered twice, so the two files always say the same thing. Verdicts come from
+:mod:`.verdicts`; nothing in the report is written in by hand except the explanations.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from .profiles import STEP_SIZE_NOTE, Profile
+
+
+def _md_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def build_blocks(*, profile: Profile, meta: dict, verdicts, figures: dict) -> list[tuple]:
+    b: list[tuple] = [("h1", "Reproduction of Song, Xu & Lafferty (2021)")]
+    b.append(
+        (
+            "p",
+            "Convergence and Alignment of Gradient Descent with Random Backpropagation Weights "
+            f"(NeurIPS 2021). Profile **{profile.name}** ({profile.purpose}), seed {meta['seed']}, "
+            f"experiments {', '.join(meta['experiments'])}, executor {meta['executor']}. "
+            f"Total wall time {meta['wall_seconds']:.1f} s.",
+        )
+    )
+    b.append(("h2", "Verdicts"))
+    b.append(
+        (
+            "table",
+            ["claim", "statement", "verdict"],
+            [[v.claim, v.statement, f"**{v.verdict}**"] for v in verdicts],
+        )
+    )
+    b.append(
+        (
+            "p",
+            "Verdicts are computed from the data by the criteria below: 'holds', 'not shown at "
+            "this profile' (the data cannot settle it at this size) or 'does not hold'. Claim 1b "
+            "compares with the linearised theory and says 'agrees' or 'deviates'.",
+        )
+    )
+    for v in verdicts:
+        b.append(("h3", f"Claim {v.claim}: {v.verdict}"))
+        b.append(("p", v.statement))
+        b.append(("p", f"*Criterion.* {v.criterion}"))
+        b.append(("ul", v.evidence or ["no data"]))
+    b.append(("h2", "Figures"))
+    for exp, (path, caption) in figures.items():
+        b.append(("fig", path, f"{exp}: {caption}"))
+    b.append(("h2", "Settings"))
+    b.append(("p", STEP_SIZE_NOTE))
+    b.append(
+        (
+            "p",
+            "Synthetic data (E1, E2): n = 50, d = 150; linear networks fit a linear teacher, "
+            "ReLU/tanh networks a random teacher of the same activation and width; fresh data, "
+            "network and feedback vector b for every repetition. Within a repetition the "
+            "lambdas share the data, the initial network and b (paired comparisons). Lambda sets: "
+            "linear {0, 0.2, 0.3, 0.5}, ReLU {0, 0.02, 0.05, 0.2}, tanh {0, 0.001, 0.002, 0.005}. "
+            "E3: 784 -> 1000 ReLU -> 10 (1/sqrt(1000) output scale), SGD lr 1e-2, cross-entropy, "
+            "10 x 1000 feedback matrix B, lambda in {0, 0.1, 0.3} on the last layer, the three "
+            "runs sharing initialisation, B and batch order.",
+        )
+    )
+    red = profile.reductions()
+    b.append(("p", "Reduced relative to the paper:" if red else "The paper's exact settings."))
+    if red:
+        b.append(("ul", red))
+    b.append(("h2", "Wall times"))
+    b.append(
+        (
+            "table",
+            ["experiment", "wall time (s)", "compute (s)", "member-steps"],
+            [
+                [e, f"{t['wall']:.1f}", f"{t['compute']:.1f}", t.get("member_steps", "")]
+                for e, t in meta["times"].items()
+            ],
+        )
+    )
+    if meta.get("diverged"):
+        b.append(("p", "Diverged members:"))
+        b.append(("ul", meta["diverged"]))
+    b.append(("h2", "Versions"))
+    b.append(("ul", [f"{k}: {v}" for k, v in meta["versions"].items()]))
+    b.append(("p", f"Command: `{meta['command']}`"))
+    b.append(("h2", "Files"))
+    b.append(("ul", [f"`{f}`" for f in meta["files"]]))
+    return b
+
+
+def to_markdown(blocks) -> str:
+    out = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + blk[1])
+        elif kind == "p":
+            out.append(blk[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {x}" for x in blk[1]))
+        elif kind == "table":
+            out.append(_md_table(blk[1], blk[2]))
+        elif kind == "fig":
+            out.append(f"![{blk[2]}]({blk[1]})\n\n*{blk[2]}*")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two markdown marks the report uses: **bold** and `code`."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    t = re.sub(r"(?<![\w*])\*(\S.*?)\*(?![\w*])", r"<i>\1</i>", t)
+    return t
+
+
+def to_html(blocks, root: Path) -> str:
+    body = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{_inline(blk[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(blk[1])}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in blk[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{_inline(h)}</th>" for h in blk[1])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>" for r in blk[2]
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "fig":
+            data = base64.b64encode((root / blk[1]).read_bytes()).decode("ascii")
+            body.append(
+                f'<figure><img alt="{html.escape(blk[2])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_inline(blk[2])}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45;"
+        "padding:0 1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;vertical-align:top}img{max-width:100%}figure{margin:1.5em 0}"
+        "figcaption{font-style:italic;color:#444}code{background:#f3f3f3}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Reproduction report</title><style>{style}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,409 @@
+"""Verdicts on the paper's claims, computed from the long-form rows with stated criteria.
+
+Every verdict is one of ``holds``, ``not shown at this profile`` (the trend points the
+claimed way or is absent but the data cannot settle it) or ``does not hold`` (the data
+significantly contradict the claim), with the numbers and the criterion that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from .figures import group
+from .profiles import ACTIVATIONS, E3_LAMS, LAMS
+
+HOLDS, NOT_SHOWN, FAILS = "holds", "not shown at this profile", "does not hold"
+INFO_AGREES, INFO_DEVIATES = "agrees", "deviates"
+
+
+@dataclass
+class Verdict:
+    claim: str  # e.g. "1a"
+    statement: str
+    criterion: str
+    verdict: str
+    evidence: list[str] = field(default_factory=list)  # one line per activation / case
+
+    def as_dict(self) -> dict:
+        return {
+            "claim": self.claim,
+            "statement": self.statement,
+            "criterion": self.criterion,
+            "verdict": self.verdict,
+            "evidence": self.evidence,
+        }
+
+
+def _combine(vs: list[str]) -> str:
+    if FAILS in vs:
+        return FAILS
+    if NOT_SHOWN in vs or not vs:
+        return NOT_SHOWN
+    return HOLDS
+
+
+def _se(x: np.ndarray) -> float:
+    return float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+
+
+# ------------------------------------------------------------------ E2 (claim 1)
+def _per_rep_curves(rows, act, lam):
+    g = group(rows, ("activation", "lam", "rep"), "mse")
+    st = group(rows, ("activation", "lam", "rep"), "step")
+    reps = sorted(k[2] for k in g if k[0] == act and k[1] == lam)
+    return [(st[(act, lam, r)], g[(act, lam, r)]) for r in reps]
+
+
+def claim1_convergence(rows, kernels) -> Verdict:
+    v = Verdict(
+        "1a",
+        "Feedback alignment drives the training error to zero exponentially fast "
+        "(lambda = 0, over-parameterised).",
+        "E2, lambda = 0: 'holds' if in every repetition the MSE falls at least 100-fold from "
+        "step 0 to the last step and the least-squares slope of ln MSE over the second half of "
+        "training is negative (a positive exponential rate); 'does not hold' if the median "
+        "rate is not positive (the loss stopped falling); otherwise 'not shown at this "
+        "profile' (falling, but too few steps to show a 100-fold fall).",
+        NOT_SHOWN,
+    )
+    verdicts = []
+    for act in ACTIVATIONS:
+        curves = _per_rep_curves(rows, act, 0.0)
+        if not curves:
+            continue
+        falls, rates = [], []
+        for s, m in curves:
+            falls.append(m[0] / max(m[-1], 1e-300))
+            half = s >= s[-1] / 2
+            logm = np.log(np.maximum(m[half], 1e-300))
+            rates.append(-np.polyfit(s[half].astype(float), logm, 1)[0])
+        falls, rates = np.array(falls), np.array(rates)
+        ok = bool((falls >= 100).all() and (rates > 0).all())
+        bad = bool(np.median(rates) <= 0)
+        verdicts.append(HOLDS if ok else FAILS if bad else NOT_SHOWN)
+        v.evidence.append(
+            f"{act}: MSE fell {np.min(falls):.3g}x to {np.max(falls):.3g}x over "
+            f"{int(curves[0][0][-1])} steps ({len(curves)} reps); rate over the second half "
+            f"{rates.mean():.3g}/step (min {rates.min():.3g}) -> {verdicts[-1]}"
+        )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+def claim1_theory(rows, prediction, kernels) -> Verdict:
+    v = Verdict(
+        "1b",
+        "The loss follows the linearised (kernel) dynamics with K = H(0) + G(0), whose rate is "
+        "set by lambda_min (lambda = 0).",
+        "E2, lambda = 0: measured vs predicted MSE at the last step and the ratio of fitted "
+        "rates (least-squares slope of ln MSE, whole run). 'agrees' where the mean rate ratio "
+        "lies in [0.67, 1.5], else 'deviates' (finite-width drift of G(t); see docs/theory.md). "
+        "Informational: the paper's claim is about the limit p -> infinity.",
+        INFO_AGREES,
+    )
+    meas = group(rows, ("activation", "lam", "rep"), "mse")
+    steps = group(rows, ("activation", "lam", "rep"), "step")
+    pred = group(prediction, ("activation", "lam", "rep"), "predicted_mse")
+    lmin = group(kernels, ("activation", "lam"), "lambda_min")
+    out = []
+    for act in ACTIVATIONS:
+        keys = sorted(k for k in meas if k[0] == act and k[1] == 0.0)
+        if not keys:
+            continue
+        ratios, end_ratio, grows = [], [], 0
+        for k in keys:
+            s = steps[k].astype(float)
+            m, p = np.maximum(meas[k], 1e-300), np.maximum(pred[k], 1e-300)
+            rm = -np.polyfit(s, np.log(m), 1)[0]
+            rp = -np.polyfit(s, np.log(p), 1)[0]
+            ratios.append(rm / rp if rp > 0 else np.nan)
+            grows += int(rp <= 0)
+            end_ratio.append(m[-1] / p[-1])
+        ratios = np.array(ratios)
+        rr = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan")
+        out.append(INFO_AGREES if 0.67 <= rr <= 1.5 else INFO_DEVIATES)
+        rate_txt = (
+            f"measured/predicted rate {rr:.3g} (reps {np.nanmin(ratios):.3g}.."
+            f"{np.nanmax(ratios):.3g})"
+            if np.isfinite(rr)
+            else "no decaying prediction to compare"
+        )
+        if grows:
+            rate_txt += (
+                f"; in {grows} of {len(keys)} reps H(0)+G(0) is not positive definite and the "
+                "predicted loss grows: the run is not in the lazy regime at this width"
+            )
+        v.evidence.append(
+            f"{act}: lambda_min(H(0)+G(0)) = {lmin[(act, 0.0)].mean():.3g}; {rate_txt}; final MSE "
+            f"measured/predicted {np.exp(np.mean(np.log(end_ratio))):.3g} (geometric mean) "
+            f"-> {out[-1]}"
+        )
+    v.verdict = INFO_AGREES if out and all(o == INFO_AGREES for o in out) else INFO_DEVIATES
+    return v
+
+
+def claim1_settle(rows, kernels) -> Verdict:
+    v = Verdict(
+        "1c",
+        "A constant lambda > 0 makes the loss level off instead of reaching zero, near the level "
+        "the linearised dynamics predict.",
+        "E2, every lambda > 0: 'holds' if the final mean MSE is at least 3x the lambda = 0 final "
+        "mean MSE and changed by less than 10% over the last quarter of training (levelled "
+        "off); 'does not hold' if the lambda = 0 loss has fallen 10x below this lambda's "
+        "predicted settle level yet this lambda ends within 2x of lambda = 0 (no floor); "
+        "otherwise 'not shown at this profile' (too few steps to reach the floor). The ratio of "
+        "the final MSE to the predicted settle level is reported (geometric mean over reps).",
+        NOT_SHOWN,
+    )
+    meas = group(rows, ("activation", "lam", "step"), "mse")
+    settle = group(kernels, ("activation", "lam"), "settle_mse")
+    final = group(kernels, ("activation", "lam"), "measured_final_mse")
+    verdicts = []
+    for act in ACTIVATIONS:
+        steps = np.array(sorted({k[2] for k in meas if k[0] == act}))
+        if steps.size == 0:
+            continue
+        T = steps[-1]
+        q = steps[np.argmin(np.abs(steps - 0.75 * T))]
+        base = meas[(act, 0.0, T)].mean()
+        for lam in LAMS[act][1:]:
+            end = meas[(act, lam, T)].mean()
+            change = abs(end / meas[(act, lam, q)].mean() - 1)
+            level = settle[(act, lam)].mean()
+            if end >= 3 * base and change < 0.10:
+                vd = HOLDS
+            elif base < level / 10 and end < 2 * base:
+                vd = FAILS
+            else:
+                vd = NOT_SHOWN
+            verdicts.append(vd)
+            ratio = np.exp(np.mean(np.log(final[(act, lam)] / settle[(act, lam)])))
+            v.evidence.append(
+                f"{act}, lambda = {lam:g}: final MSE {end:.3g} vs {base:.3g} at lambda = 0 "
+                f"({end / base:.3g}x); change over the last quarter {100 * change:.2g}%; "
+                f"predicted settle level {level:.3g}, measured/predicted {ratio:.3g} -> {vd}"
+            )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+# ------------------------------------------------------------------ E1 (claim 2)
+def claim2_width(rows) -> Verdict:
+    v = Verdict(
+        "2a",
+        "Without regularisation (lambda = 0) the alignment cos(beta, b) decreases as the width p "
+        "grows (towards zero).",
+        "E1, lambda = 0: least-squares slope of alignment (every repetition) on log2 p; 'holds' "
+        "if slope < 0 with t = slope/SE < -2, 'does not hold' if t > 2, else 'not shown'. "
+        "Spearman rho of the mean alignment against p is reported.",
+        NOT_SHOWN,
+    )
+    verdicts = []
+    for act in ACTIVATIONS:
+        pts = [(r["p"], r["alignment"]) for r in rows if r["activation"] == act and r["lam"] == 0]
+        if not pts:
+            continue
+        x = np.log2([p for p, _ in pts])
+        y = np.array([a for _, a in pts])
+        if len(set(x)) < 2:
+            verdicts.append(NOT_SHOWN)
+            v.evidence.append(f"{act}: one width only")
+            continue
+        res = stats.linregress(x, y)
+        t = res.slope / res.stderr if res.stderr > 0 else -np.inf * np.sign(-res.slope)
+        ps = sorted({p for p, _ in pts})
+        means = [np.mean([a for p, a in pts if p == q]) for q in ps]
+        rho = stats.spearmanr(ps, means).statistic if len(ps) > 2 else np.sign(means[-1] - means[0])
+        vd = HOLDS if (res.slope < 0 and t < -2) else FAILS if t > 2 else NOT_SHOWN
+        verdicts.append(vd)
+        v.evidence.append(
+            f"{act}: mean alignment {means[0]:.3g} at p = {ps[0]} -> {means[-1]:.3g} at p = "
+            f"{ps[-1]}; slope {res.slope:.3g} per doubling (t = {t:.3g}); Spearman rho {rho:.3g} "
+            f"-> {vd}"
+        )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+def _paired(rows, act, p, lam):
+    return {
+        r["rep"]: r["alignment"]
+        for r in rows
+        if r["activation"] == act and r["p"] == p and r["lam"] == lam
+    }
+
+
+def claim2_bounded(rows) -> Verdict:
+    v = Verdict(
+        "2b",
+        "With lambda > 0 the alignment stays bounded away from zero as p grows.",
+        "E1, at the largest width: for every lambda > 0 the mean alignment exceeds 3 standard "
+        "errors above zero and exceeds the lambda = 0 alignment by 3 standard errors of the "
+        "paired difference (repetitions share data and initialisation across lambdas). "
+        "'does not hold' if a lambda > 0 mean is not above zero at all.",
+        NOT_SHOWN,
+    )
+    verdicts = []
+    for act in ACTIVATIONS:
+        ps = sorted({r["p"] for r in rows if r["activation"] == act})
+        if not ps:
+            continue
+        p = ps[-1]
+        base = _paired(rows, act, p, 0.0)
+        for lam in LAMS[act][1:]:
+            a = _paired(rows, act, p, lam)
+            reps = sorted(set(a) & set(base))
+            x = np.array([a[r] for r in reps])
+            d = x - np.array([base[r] for r in reps])
+            se_x, se_d = _se(x), _se(d)
+            ok = x.mean() > 3 * se_x and d.mean() > 3 * se_d
+            vd = HOLDS if ok else FAILS if x.mean() <= 0 else NOT_SHOWN
+            verdicts.append(vd)
+            v.evidence.append(
+                f"{act}, lambda = {lam:g}, p = {p}: alignment {x.mean():.3g} +- {se_x:.2g} (SE), "
+                f"above lambda = 0 by {d.mean():.3g} +- {se_d:.2g} -> {vd}"
+            )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+def claim2_lambda(rows) -> Verdict:
+    v = Verdict(
+        "2c",
+        "Higher lambda, higher alignment.",
+        "E1, at every width: the mean alignment at the largest lambda exceeds that at lambda = 0 "
+        "by 3 standard errors of the paired difference, and the Spearman rho of mean alignment "
+        "against lambda averages >= 0.8 over widths. 'does not hold' if the largest lambda is "
+        "significantly below lambda = 0 at some width (t < -3).",
+        NOT_SHOWN,
+    )
+    verdicts = []
+    for act in ACTIVATIONS:
+        ps = sorted({r["p"] for r in rows if r["activation"] == act})
+        if not ps:
+            continue
+        lams = LAMS[act]
+        rhos, ts = [], []
+        for p in ps:
+            means = [np.mean(list(_paired(rows, act, p, lam).values())) for lam in lams]
+            rhos.append(stats.spearmanr(lams, means).statistic)
+            top, base = _paired(rows, act, p, lams[-1]), _paired(rows, act, p, 0.0)
+            d = np.array([top[r] - base[r] for r in sorted(set(top) & set(base))])
+            se = _se(d)
+            ts.append(d.mean() / se if se > 0 else np.inf * np.sign(d.mean()))
+        rho = float(np.mean(rhos))
+        ok = all(t > 3 for t in ts) and rho >= 0.8
+        vd = HOLDS if ok else FAILS if min(ts) < -3 else NOT_SHOWN
+        verdicts.append(vd)
+        v.evidence.append(
+            f"{act}: mean Spearman rho(lambda, alignment) {rho:.3g} over widths {ps}; "
+            "t of (largest lambda - lambda 0) per width "
+            f"{', '.join(f'{t:.3g}' for t in ts)} -> {vd}"
+        )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+# ------------------------------------------------------------------ E3 (claim 3)
+def _e3_window(rows, key, lam, frac=0.1):
+    """Per rep: mean of ``key`` over the last ``frac`` of steps (or the last evaluation)."""
+    by = group(rows, ("lam", "rep"), key)
+    st = group(rows, ("lam", "rep"), "step") if key == "alignment" else None
+    out = {}
+    for (lm, rep), vals in by.items():
+        if lm != lam:
+            continue
+        if st is not None:
+            s = st[(lm, rep)]
+            out[rep] = vals[s >= s.max() * (1 - frac)]
+        else:
+            out[rep] = vals[-1:]
+    return out
+
+
+def claim3_alignment(rows) -> Verdict:
+    v = Verdict(
+        "3a",
+        "On MNIST (SGD, cross-entropy) regularisation raises the alignment of the hidden-layer "
+        "error signals.",
+        "E3: mean hidden-error alignment over the last 10% of steps, lambda = 0.3 vs 0 (and "
+        "0.1 vs 0); 'holds' if both differences exceed 3 standard errors (across repetitions "
+        "when there are >= 2, otherwise across the steps of the window, which understates "
+        "the error), 'does not hold' if a difference is below -3 SE.",
+        NOT_SHOWN,
+    )
+    base = _e3_window(rows, "alignment", 0.0)
+    if not base:
+        return v
+    verdicts = []
+    for lam in E3_LAMS[1:]:
+        top = _e3_window(rows, "alignment", lam)
+        reps = sorted(set(top) & set(base))
+        if len(reps) >= 2:
+            d = np.array([top[r].mean() - base[r].mean() for r in reps])
+        else:
+            d = top[reps[0]] - base[reps[0]]
+        se = _se(d)
+        t = d.mean() / se if se > 0 else np.inf * np.sign(d.mean())
+        vd = HOLDS if t > 3 else FAILS if t < -3 else NOT_SHOWN
+        verdicts.append(vd)
+        v.evidence.append(
+            f"lambda = {lam:g}: alignment {np.mean([top[r].mean() for r in reps]):.3g} vs "
+            f"{np.mean([base[r].mean() for r in reps]):.3g} at lambda = 0 (difference "
+            f"{d.mean():.3g}, t = {t:.3g}, {len(reps)} rep(s)) -> {vd}"
+        )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+def claim3_accuracy(rows, n_test: int) -> Verdict:
+    v = Verdict(
+        "3b",
+        "On MNIST regularisation raises test accuracy.",
+        "E3: final test accuracy, lambda = 0.3 vs 0 (and 0.1 vs 0), averaged over repetitions; "
+        "'holds' if both gains exceed 2 standard errors (binomial error of each accuracy on the "
+        "test set, combined, divided by sqrt(reps)), 'does not hold' if a difference is below "
+        "-2 SE, else 'not shown at this profile'.",
+        NOT_SHOWN,
+    )
+    base = _e3_window(rows, "test_accuracy", 0.0)
+    if not base or n_test < 1:
+        return v
+    verdicts = []
+    for lam in E3_LAMS[1:]:
+        top = _e3_window(rows, "test_accuracy", lam)
+        reps = sorted(set(top) & set(base))
+        a1 = float(np.mean([top[r][-1] for r in reps]))
+        a0 = float(np.mean([base[r][-1] for r in reps]))
+        se = np.sqrt((a1 * (1 - a1) + a0 * (1 - a0)) / n_test / len(reps))
+        t = (a1 - a0) / se if se > 0 else np.inf * np.sign(a1 - a0)
+        vd = HOLDS if t > 2 else FAILS if t < -2 else NOT_SHOWN
+        verdicts.append(vd)
+        v.evidence.append(
+            f"lambda = {lam:g}: test accuracy {a1:.4f} vs {a0:.4f} at lambda = 0 "
+            f"(difference {a1 - a0:+.4f}, t = {t:.3g}, {len(reps)} rep(s), {n_test} test "
+            f"samples) -> {vd}"
+        )
+    v.verdict = _combine(verdicts)
+    return v
+
+
+def all_verdicts(results: dict) -> list[Verdict]:
+    out = []
+    if "E2" in results:
+        r = results["E2"]
+        out += [
+            claim1_convergence(r["rows"], r["kernels"]),
+            claim1_theory(r["rows"], r["prediction"], r["kernels"]),
+            claim1_settle(r["rows"], r["kernels"]),
+        ]
+    if "E1" in results:
+        r = results["E1"]["rows"]
+        out += [claim2_width(r), claim2_bounded(r), claim2_lambda(r)]
+    if "E3" in results:
+        r = results["E3"]
+        out += [claim3_alignment(r["rows"]), claim3_accuracy(r["rows"], r["n_test"])]
+    return out

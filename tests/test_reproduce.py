@@ -1,0 +1,178 @@
+"""fa reproduce: the smoke profile end to end (files, columns, verdicts, determinism) and
+refusals of bad input that touch nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from feedback_alignment.cli import main
+from feedback_alignment.errors import ConfigError
+from feedback_alignment.reproduce import reproduce
+from feedback_alignment.reproduce.profiles import (
+    E3_LAMS,
+    LAMS,
+    PROFILES,
+    get_profile,
+)
+from feedback_alignment.reproduce.verdicts import (
+    FAILS,
+    HOLDS,
+    INFO_AGREES,
+    INFO_DEVIATES,
+    NOT_SHOWN,
+)
+
+VERDICTS = {HOLDS, NOT_SHOWN, FAILS}
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        r = csv.reader(f)
+        header = next(r)
+        return header, list(r)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    summary = reproduce("all", profile="smoke", out=out, seed=3)
+    return out, summary
+
+
+def test_smoke_files_and_columns(smoke):
+    out, summary = smoke
+    for rel in ("E1/alignment", "E2/loss", "E3/metrics"):
+        for ext in ("png", "pdf"):
+            f = out / f"{rel}.{ext}"
+            assert f.is_file() and f.stat().st_size > 5000, f
+        assert (out / f"{rel}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{rel}.pdf").read_bytes()[:5] == b"%PDF-"
+    prof = get_profile("smoke")
+    h, rows = _read(out / "E1/alignment.csv")
+    assert h == ["activation", "lam", "p", "rep", "alignment", "steps"]
+    # every activation x lambda x width x rep, once
+    expected = {
+        (a, float(lam), p, r)
+        for a in LAMS
+        for lam in LAMS[a]
+        for p in prof.e1.widths
+        for r in range(prof.e1.reps)
+    }
+    got = [(a, float(lam), int(p), int(r)) for a, lam, p, r, _, _ in rows]
+    assert sorted(got) == sorted(expected)
+    assert all(-1 <= float(r[4]) <= 1 and int(r[5]) == prof.e1.min_steps for r in rows)
+
+    h, rows = _read(out / "E2/loss.csv")
+    assert h == ["activation", "lam", "rep", "step", "mse"]
+    steps = sorted({int(r[3]) for r in rows})
+    assert steps[0] == 0 and steps[-1] == prof.e2.steps
+    assert len(rows) == 3 * 4 * prof.e2.reps * len(steps)
+    assert all(float(r[4]) > 0 and math.isfinite(float(r[4])) for r in rows)
+
+    h, rows = _read(out / "E3/metrics.csv")
+    assert h == ["lam", "rep", "step", "alignment", "test_accuracy"]
+    assert len(rows) == len(E3_LAMS) * prof.e3.reps * (prof.e3.steps + 1)
+    evaluated = {int(r[2]) for r in rows if r[4] != ""}
+    assert evaluated == set(range(0, prof.e3.steps + 1, prof.e3.eval_every)) | {prof.e3.steps}
+    assert all(0 <= float(r[4]) <= 1 for r in rows if r[4] != "")
+    assert all(-1 <= float(r[3]) <= 1 for r in rows)
+
+
+def test_smoke_report_and_verdicts(smoke):
+    out, summary = smoke
+    verdicts = {v["claim"]: v for v in summary["verdicts"]}
+    assert set(verdicts) == {"1a", "1b", "1c", "2a", "2b", "2c", "3a", "3b"}
+    for c, v in verdicts.items():
+        allowed = {INFO_AGREES, INFO_DEVIATES} if c == "1b" else VERDICTS
+        assert v["verdict"] in allowed
+        assert v["evidence"] and v["criterion"]
+    # the smoke profile is small but lambda = 0 alignment still falls with width
+    assert verdicts["2a"]["verdict"] == HOLDS
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for v in verdicts.values():
+        assert f"Claim {v['claim']}: {v['verdict']}" in md
+        assert v["evidence"][0].split(":")[0] in md
+    assert "transcription slip" in md and "10e-4" in md
+    assert "Reduced relative to the paper" in md and "Wall times" in md and "torch" in md
+    # self-contained: figures embedded, no external references
+    assert html.count("data:image/png;base64,") == 3
+    assert 'src="E' not in html and "http" not in html.split("<body>")[1].split("Files")[0]
+    manifest = json.loads((out / ".fa-reproduce.json").read_text())
+    assert "E1/alignment.csv" in manifest["files"] and "report.html" in manifest["files"]
+
+
+def test_same_seed_same_numbers_and_rerun_into_previous_dir(smoke, tmp_path):
+    out, _ = smoke
+    again = tmp_path / "again"
+    reproduce("E1", profile="smoke", out=again, seed=3)
+    assert (again / "E1/alignment.csv").read_bytes() == (out / "E1/alignment.csv").read_bytes()
+    # a previous reproduction's directory is accepted and rewritten
+    reproduce("E1", profile="smoke", out=again, seed=4)
+    assert (again / "E1/alignment.csv").read_bytes() != (out / "E1/alignment.csv").read_bytes()
+
+
+def _snapshot(d):
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reproduce", "E4", "--profile", "smoke"], "unknown experiment 'E4'"),
+        (["reproduce", "all", "--profile", "tiny"], "unknown profile 'tiny'"),
+        (["reproduce", "all", "--profile", "smoke", "--seed", "-1"], "--seed"),
+        (["reproduce", "all", "--profile", "smoke", "--executor", "gpu"], "unknown executor"),
+    ],
+)
+def test_bad_input_exit_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    rc = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_foreign_directory_is_refused_untouched(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    (out / "E1").mkdir()
+    (out / "E1" / "alignment.csv").write_text("not ours")
+    before = _snapshot(out)
+    rc = main(["reproduce", "E1", "--profile", "smoke", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not written by 'fa reproduce'" in err
+    assert _snapshot(out) == before
+    # a file path is refused too
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["reproduce", "E1", "--profile", "smoke", "--out", str(f)]) == 2
+    assert f.read_text() == "x"
+
+
+def test_previous_reproduction_plus_foreign_file_is_refused(smoke, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "prev"
+    shutil.copytree(smoke[0], out)
+    (out / "E2" / "my_analysis.py").write_text("print(1)")
+    before = _snapshot(out)
+    with pytest.raises(ConfigError, match="not from a previous reproduction"):
+        reproduce("E1", profile="smoke", out=out)
+    assert _snapshot(out) == before
+
+
+def test_profiles_say_what_they_reduce():
+    assert PROFILES["full"].reductions() == []
+    for name in ("smoke", "quick", "standard"):
+        red = PROFILES[name].reductions()
+        assert red and any("E1" in r for r in red) and any("E3" in r for r in red)
+    full = PROFILES["full"]
+    assert full.e1.widths == (200, 400, 800, 1600, 3200, 6400, 12800)
+    assert (full.e1.reps, full.e2.p, full.e2.steps, full.e3.steps) == (50, 3200, 5000, 30000)
