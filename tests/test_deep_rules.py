@@ -253,6 +253,9 @@ def test_kolen_pollack_drives_feedback_to_weights():
         F.cross_entropy(model(x), y).backward()
         opt.step()
     after = [cos(m) for _, m in layers[1:]]
+    for _, m in layers:  # equal gradients, separate tensors (in-place grad ops stay safe)
+        assert torch.equal(m.weight.grad, m.feedback.grad)
+        assert m.weight.grad.data_ptr() != m.feedback.grad.data_ptr()
     assert max(abs(c) for c in before) < 0.4
     assert min(after) > 0.95
     # exactly: B - W decays geometrically by (1 - lr * decay) per step
