@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "feedback_alignment.twolayer.cli",
     "feedback_alignment.deep.cli",
     "feedback_alignment.reproduce.cli",
+    "feedback_alignment.experiments.cli",
 ]
 
 

@@ -1,0 +1,152 @@
+"""``fa sweep``, ``fa results`` and ``fa plot``: run a study spec, export and plot its store.
+
+Exit status: 0 success, 2 bad input (one line on stderr, nothing written), 1 a failure
+while running (some run failed; the store says why, a rerun redoes it), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import ConfigError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run (or resume) a study spec into a SQLite store",
+        description="Run every run of a TOML study spec into a store; running it again "
+        "skips finished runs. See docs/sweeps.md.",
+    )
+    p.add_argument("spec", help="the study spec (TOML)")
+    p.add_argument("--store", required=True, help="the study's SQLite file (created)")
+    p.add_argument("--executor", default="local", help="inline, local (default) or dask")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (with dask)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
+    p.add_argument("--profile", default=None, help="a profile defined in the spec")
+    p.add_argument("--pack", default=None, help="'auto' or the most runs per ensemble")
+    p.add_argument("--dry-run", action="store_true", help="validate and plan, run nothing")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_sweep)
+
+    r = sub.add_parser("results", help="export a study store as CSV or Parquet")
+    r.add_argument("store", help="the study's SQLite file")
+    r.add_argument("--format", default="csv", help="csv (default) or parquet")
+    r.add_argument("--out", default=None, help="output file (csv: default stdout)")
+    r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
+    r.add_argument("--status", default=None, help="only runs with this status")
+    r.set_defaults(func=_results)
+
+    q = sub.add_parser("plot", help="plot a study store (PNG/PDF)")
+    q.add_argument("store", help="the study's SQLite file")
+    q.add_argument("--kind", default="final", help="final (metric vs field) or curve")
+    q.add_argument("--metric", default=None, help="default: alignment (final), mse (curve)")
+    q.add_argument("--x", default="p", help="field on the x axis (final; default p)")
+    q.add_argument("--by", default="lam", help="one line per value of this field; 'none'")
+    q.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE")
+    q.add_argument("--out", action="append", required=True, help=".png or .pdf (repeatable)")
+    q.add_argument("--logx", action="store_true", default=None)
+    q.add_argument("--logy", action="store_true", default=None)
+    q.add_argument("--title", default=None)
+    q.set_defaults(func=_plot)
+
+
+def _pack(value):
+    if value is None or value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--pack {value!r} is not accepted; accepted: 'auto' or an integer >= 1")
+    return n
+
+
+def _sweep(args) -> int:
+    from .study import prepare, run_study
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
+    pack = _pack(args.pack)
+    if args.dry_run:
+        spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
+        sizes = sorted({len(pk) for pk in packs})
+        print(f"{spec.name}: {len(runs)} runs in {len(packs)} packs (sizes {sizes})")
+        return 0
+    report = run_study(
+        args.spec,
+        args.store,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        profile=args.profile,
+        pack=pack,
+        progress=args.progress,
+    )
+    print(f"fa sweep: {report.summary()}; store {report.store}", file=sys.stderr)
+    if report.interrupted:
+        return 130
+    if report.failed:
+        for reason in report.failures:
+            print(f"fa sweep: failed: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _results(args) -> int:
+    from .export import export
+
+    text = export(args.store, args.format, args.out, table=args.table, status=args.status)
+    if text is not None:
+        sys.stdout.write(text)
+    return 0
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _plot(args) -> int:
+    from . import plots
+
+    where = {}
+    for item in args.where:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--where {item!r} is not accepted; accepted: FIELD=VALUE")
+        where.setdefault(k, []).append(_value(v))
+    by = None if args.by in ("none", "") else args.by
+    if args.kind == "final":
+        plots.plot_final(
+            args.store,
+            args.metric or "alignment",
+            args.x,
+            by,
+            where=where,
+            out=args.out,
+            logx=args.logx,
+            logy=bool(args.logy),
+            title=args.title,
+        )
+    elif args.kind == "curve":
+        plots.plot_curves(
+            args.store,
+            args.metric or "mse",
+            by,
+            where=where,
+            out=args.out,
+            logx=bool(args.logx),
+            logy=args.logy,
+            title=args.title,
+        )
+    else:
+        raise ConfigError(f"--kind {args.kind!r} is not accepted; accepted: final, curve")
+    print(" ".join(args.out))
+    return 0

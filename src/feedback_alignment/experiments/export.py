@@ -1,0 +1,106 @@
+"""Export a store as a table: CSV (stdlib) or Parquet (pyarrow, the ``parquet`` extra).
+
+Two tables: ``runs`` (one row per run: its columns, every config field, ``final.<metric>``)
+and ``series`` (long form: one row per run, metric and recorded step).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from .store import RUN_COLUMNS, Store
+
+FORMATS = ("csv", "parquet")
+TABLES = ("runs", "series")
+
+
+def _cell(v):
+    if isinstance(v, list | dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def runs_table(store: Store, status=None) -> tuple[list[str], list[list]]:
+    """(columns, rows): run columns, config fields (sorted), final metrics (sorted)."""
+    rows = store.runs(status=status)
+    fields, finals = set(), set()
+    for r in rows:
+        fields |= set(r["config"])
+        finals |= {k for k in r if k.startswith("final.")}
+    base = [c for c in RUN_COLUMNS if c != "config"]
+    cols = base + sorted(fields - set(base)) + sorted(finals)
+    return cols, [[_cell(r.get(c)) for c in cols] for r in rows]
+
+
+def series_table(store: Store, status=None) -> tuple[list[str], list[list]]:
+    cols = ["run_id", "metric", "step", "value"]
+    out = []
+    for s in store.all_series(status=status or ("done", "diverged", "failed")):
+        for step, value in zip(s["steps"].tolist(), s["values"].tolist(), strict=True):
+            out.append([s["run_id"], s["metric"], step, value])
+    return cols, out
+
+
+def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=None) -> str | None:
+    """Write ``table`` of ``store`` (a path or :class:`Store`) as ``fmt`` to ``out`` (a path;
+    CSV only: ``None`` returns the text). Returns the CSV text when ``out`` is None."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
+    if table not in TABLES:
+        raise ConfigError(f"--table {table!r} is not accepted; accepted: {', '.join(TABLES)}")
+    if fmt == "parquet" and out is None:
+        raise ConfigError("--format parquet needs --out FILE; accepted: a file path")
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError(
+                "--format parquet needs pyarrow, which is not installed; accepted: pip "
+                "install 'feedback-alignment[parquet]', or --format csv"
+            ) from None
+    st = store if isinstance(store, Store) else Store(store, create=False)
+    try:
+        cols, rows = (runs_table if table == "runs" else series_table)(st, status)
+    finally:
+        if st is not store:
+            st.close()
+    if fmt == "csv":
+        buf = io.StringIO() if out is None else None
+        fh = buf if out is None else open(Path(out), "w", newline="")  # noqa: SIM115
+        try:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for r in rows:
+                w.writerow(
+                    ["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r]
+                )
+        finally:
+            if out is not None:
+                fh.close()
+        return buf.getvalue() if buf is not None else None
+    columns = {}
+    for j, c in enumerate(cols):
+        vals = [r[j] for r in rows]
+        if all(v is None or isinstance(v, float | int) and not isinstance(v, bool) for v in vals):
+            if any(isinstance(v, float) for v in vals):
+                vals = [math.nan if v is None else float(v) for v in vals]
+        columns[c] = vals
+    try:
+        tbl = pa.table(columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        tbl = pa.table(
+            {c: [None if v is None else str(v) for v in vs] for c, vs in columns.items()}
+        )
+    pq.write_table(tbl, Path(out))
+    return None
+
+
+def write_csv_stdout(text: str) -> None:
+    sys.stdout.write(text)

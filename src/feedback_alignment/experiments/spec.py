@@ -1,0 +1,585 @@
+"""Experiment specs: a TOML file (or dict) describing a grid of runs, validated in full.
+
+Layout (see docs/sweeps.md for a complete example)::
+
+    [study]      name, system ("twolayer" | "deep"), repetitions, seed, seeds, seed_by,
+                 pack, threads, description
+    [fixed]      field = value            the same for every run
+    [grid]       field = [v1, v2, ...]    cartesian product over every grid field
+    [[zip]]      f1 = [...], f2 = [...]   fields that vary together (equal lengths);
+                                          each [[zip]] table is one more product axis
+    [profiles.NAME]  study/fixed/grid/zip tables merged over the base when NAME is picked
+
+Fields of the two-layer system are listed in :data:`TWOLAYER_FIELDS`; the deep system takes
+the dotted keys of the ``fa train`` config (``train.lr``, ``rule.name``, ...), written as
+nested tables or quoted dotted keys. Every repetition gets a seed derived from the study
+seed (numpy ``SeedSequence``); a two-layer run draws its network from ``net_seed`` and its
+data from ``data_seed``, both derived from the repetition seed, so the data are fresh per
+repetition like the paper's.
+
+Validation looks at the whole spec before anything runs: every error is one line naming
+the key, the bad value and what is accepted (:class:`~feedback_alignment.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+SYSTEMS = ("twolayer", "deep")
+TOP_KEYS = ("study", "fixed", "grid", "zip", "profiles")
+PAPER_LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1, "sigmoid": 1e-1}
+TWOLAYER_METRICS = (
+    "mse",
+    "penalty",
+    "alignment",
+    "delta_alignment",
+    "beta_change",
+    "w_change",
+    "update_alignment",
+)
+
+
+# --------------------------------------------------------------------------- value checks
+def _fmt(v) -> str:
+    return json.dumps(v) if isinstance(v, str | list | dict | bool) else repr(v)
+
+
+def _bad(key: str, value, accepted: str) -> ConfigError:
+    return ConfigError(f"spec key {key} = {_fmt(value)} is not accepted; accepted: {accepted}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(lo: int):
+    def f(key, v):
+        if not (_is_int(v) and v >= lo):
+            raise _bad(key, v, f"an integer >= {lo}")
+        return v
+
+    return f
+
+
+def _num(lo: float, strict: bool = False, hi: float | None = None):
+    def f(key, v):
+        ok = _is_num(v) and (v > lo if strict else v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            rng = f"{'>' if strict else '>='} {lo:g}" + ("" if hi is None else f" and <= {hi:g}")
+            raise _bad(key, v, f"a finite number {rng}")
+        return float(v)
+
+    return f
+
+
+def _one_of(*names):
+    def f(key, v):
+        if v not in names:
+            raise _bad(key, v, ", ".join(map(_fmt, names)))
+        return v
+
+    return f
+
+
+def _activation(key, v):
+    from ..activations import BUILTIN
+
+    if not (isinstance(v, str) and v in BUILTIN):
+        raise _bad(key, v, ", ".join(map(_fmt, BUILTIN)))
+    return v
+
+
+def _lr(key, v):
+    if v == "paper":
+        return v
+    if not (_is_num(v) and v > 0):
+        raise _bad(key, v, 'a finite number > 0, or "paper" (1e-3 linear, 1e-2 relu, 1e-1 tanh)')
+    return float(v)
+
+
+def _schedule(key, v):
+    accepted = '"constant", "cutoff:T" (T an integer >= 0) or "exp:GAMMA" (0 < GAMMA <= 1)'
+    if v == "constant":
+        return v
+    if isinstance(v, str) and ":" in v:
+        kind, _, arg = v.partition(":")
+        try:
+            if kind == "cutoff" and int(arg) >= 0:
+                return v
+            if kind == "exp" and 0 < float(arg) <= 1:
+                return v
+        except ValueError:
+            pass
+    raise _bad(key, v, accepted)
+
+
+def _metrics(key, v):
+    accepted = f"a non-empty array of names from {', '.join(TWOLAYER_METRICS)}"
+    if not (isinstance(v, list) and v and all(m in TWOLAYER_METRICS for m in v)):
+        raise _bad(key, v, accepted)
+    if len(set(v)) != len(v):
+        raise _bad(key, v, accepted + " without repeats")
+    return list(v)
+
+
+def _record_steps(key, v):
+    accepted = 'an array of integers >= 0, or "log:N" (N >= 2 log-spaced steps)'
+    if isinstance(v, list) and all(_is_int(s) and s >= 0 for s in v):
+        return sorted(set(v))
+    if isinstance(v, str) and v.startswith("log:"):
+        try:
+            if int(v[4:]) >= 2:
+                return v
+        except ValueError:
+            pass
+    raise _bad(key, v, accepted)
+
+
+# field -> (default, checker). "lr" defaults to the paper's value for the activation.
+TWOLAYER_FIELDS: dict[str, tuple] = {
+    "task": ("linear", _one_of("linear", "teacher")),
+    "n": (50, _int(1)),
+    "d": (150, _int(1)),
+    "p": (200, _int(1)),
+    "activation": ("linear", _activation),
+    "rule": ("fa", _one_of("fa", "bp")),
+    "lr": ("paper", _lr),
+    "lam": (0.0, _num(0.0)),
+    "lam_schedule": ("constant", _schedule),
+    "w_decay": (0.0, _num(0.0)),
+    "loss": ("mse", _one_of("mse", "sse")),
+    "init_scale": (1.0, _num(0.0, strict=True)),
+    "stop": ("steps", _one_of("steps", "paper", "plateau")),
+    "steps": (1000, _int(0)),
+    "min_steps": (0, _int(0)),
+    "check_every": (1000, _int(1)),
+    "tol": (1e-3, _num(0.0)),
+    "max_steps": (0, _int(0)),
+    "record_every": (0, _int(0)),
+    "record_steps": ([], _record_steps),
+    "metrics": (["mse", "alignment"], _metrics),
+    "dtype": ("float64", _one_of("float32", "float64")),
+    "device": ("cpu", _one_of("cpu", "cuda", "auto")),
+}
+
+STUDY_KEYS: dict[str, tuple] = {
+    "name": ("study", None),
+    "description": ("", None),
+    "system": ("twolayer", _one_of(*SYSTEMS)),
+    "repetitions": (1, _int(1)),
+    "seed": (0, _int(0)),
+    "seeds": (None, None),
+    "seed_by": ("repetition", _one_of("repetition", "run")),
+    "pack": ("auto", None),
+    "threads": (1, _int(1)),
+}
+
+
+# --------------------------------------------------------------------------- data classes
+@dataclass(frozen=True)
+class Run:
+    """One run: its resolved config, repetition and seeds; ``run_id`` names it in a store."""
+
+    run_id: str
+    index: int
+    system: str
+    config: dict
+    rep: int
+    seed: int
+    net_seed: int
+    data_seed: int
+
+
+@dataclass
+class Spec:
+    """A validated spec. :meth:`runs` expands it into :class:`Run` objects."""
+
+    name: str
+    system: str
+    study: dict
+    fixed: dict
+    grid: dict
+    zips: list[dict]
+    profile: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def repetitions(self) -> int:
+        seeds = self.study.get("seeds")
+        return len(seeds) if seeds else self.study["repetitions"]
+
+    def configs(self) -> list[dict]:
+        """Every grid point's resolved config (no repetitions)."""
+        axes: list[list[dict]] = [[{k: v} for v in vals] for k, vals in self.grid.items()]
+        for z in self.zips:
+            n = len(next(iter(z.values())))
+            axes.append([{k: vals[i] for k, vals in z.items()} for i in range(n)])
+        out = []
+        for combo in itertools.product(*axes):
+            cfg = dict(self.fixed)
+            for part in combo:
+                cfg.update(part)
+            out.append(_resolve(self.system, cfg))
+        return out
+
+    def runs(self) -> list[Run]:
+        """Every run, grid point-major, repetitions innermost; ids are content hashes."""
+        out: list[Run] = []
+        seen: set[str] = set()
+        for cfg in self.configs():
+            for rep in range(self.repetitions):
+                seed = self._seed(rep, cfg)
+                net_seed, data_seed = derived_seeds(seed)
+                run_id = run_key(self.system, cfg, rep, seed)
+                if run_id in seen:
+                    raise ConfigError(
+                        f"spec expands to the same run twice (config {_fmt(cfg)}, repetition "
+                        f"{rep}); accepted: grid and zip values that differ"
+                    )
+                seen.add(run_id)
+                out.append(Run(run_id, len(out), self.system, cfg, rep, seed, net_seed, data_seed))
+        return out
+
+    def _seed(self, rep: int, cfg: dict) -> int:
+        seeds = self.study.get("seeds")
+        if seeds:
+            return int(seeds[rep])
+        entropy = [self.study["seed"], rep]
+        if self.study["seed_by"] == "run":
+            digest = hashlib.sha256(_canon(cfg).encode()).digest()
+            entropy += list(np.frombuffer(digest[:8], dtype=np.uint32))
+        return int(np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0])
+
+    def to_dict(self) -> dict:
+        return {
+            "study": self.study,
+            "fixed": self.fixed,
+            "grid": self.grid,
+            "zip": self.zips,
+            "profile": self.profile,
+        }
+
+
+def derived_seeds(seed: int) -> tuple[int, int]:
+    """(net_seed, data_seed) of a repetition seed: independent streams, both 32-bit."""
+    a, b = np.random.SeedSequence(seed).generate_state(2, np.uint32)
+    return int(a), int(b)
+
+
+def _canon(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def run_key(system: str, config: dict, rep: int, seed: int) -> str:
+    """A run's identity: a hash of its system, resolved config, repetition and seed."""
+    blob = _canon({"system": system, "config": config, "rep": rep, "seed": seed})
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- resolution
+def _resolve(system: str, cfg: dict) -> dict:
+    """Fill defaults (two-layer) and resolve derived values; the config a run records."""
+    if system == "deep":
+        return {k: cfg[k] for k in sorted(cfg)}
+    out = {}
+    for k, (default, _) in TWOLAYER_FIELDS.items():
+        out[k] = copy.deepcopy(cfg.get(k, default))
+    if out["lr"] == "paper":
+        out["lr"] = PAPER_LR.get(out["activation"], 1e-2)
+    for k in ("lam", "w_decay", "init_scale", "tol"):
+        out[k] = float(out[k])
+    return out
+
+
+# --------------------------------------------------------------------------- deep fields
+def _deep_fields() -> dict[str, tuple]:
+    from ..deep.config import SCHEMA
+
+    out = {}
+    for section, keys in SCHEMA.items():
+        for k, (types, default) in keys.items():
+            name = k if not section else f"{section}.{k}"
+            if name in ("seed", "threads"):
+                continue  # derived from the study
+            out[name] = (types, default)
+    return out
+
+
+def _check_deep_value(key: str, value, types) -> None:
+    from ..deep.config import _typename
+
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok and isinstance(value, float) and not math.isfinite(value):
+        ok = False
+    if not ok:
+        raise _bad(key, value, f"a {_typename(types)}")
+    positive = {"train.lr": 0, "train.batch_size": 1, "train.eval_batch": 1}
+    if key in positive and not (value > 0):
+        raise _bad(key, value, "a number > 0")
+    names = _deep_names()
+    if key in names and value not in names[key]:
+        raise _bad(key, value, ", ".join(map(_fmt, names[key])))
+
+
+def _deep_names() -> dict[str, tuple]:
+    from ..deep import rules  # noqa: F401  (registers the rules)
+    from ..deep.data import SOURCES
+    from ..deep.models import MODELS
+    from ..deep.rules import RULES
+    from ..deep.trainer import OPTIMIZERS, SCHEDULES
+
+    return {
+        "rule.name": tuple(sorted(RULES)),
+        "model.name": tuple(MODELS),
+        "data.source": SOURCES,
+        "train.optimizer": OPTIMIZERS,
+        "train.schedule": SCHEDULES,
+        "dtype": ("float32", "float64"),
+    }
+
+
+def deep_config(run: Run, threads: int = 1) -> dict:
+    """The nested ``fa train`` config of a deep run (its seed and thread count set)."""
+    nested: dict = {"seed": run.seed, "threads": threads}
+    for key, value in run.config.items():
+        section, _, k = key.rpartition(".")
+        if section:
+            nested.setdefault(section, {})[k] = copy.deepcopy(value)
+        else:
+            nested[k] = copy.deepcopy(value)
+    return nested
+
+
+# --------------------------------------------------------------------------- parsing
+def _flatten(section: str, table: dict, system: str, leaves: dict) -> dict:
+    """Section table -> {field: value}; deep nested tables become dotted keys."""
+    out: dict = {}
+    for k, v in table.items():
+        if system == "deep" and isinstance(v, dict) and k not in leaves:
+            for k2, v2 in v.items():
+                out[f"{k}.{k2}"] = v2
+        else:
+            out[k] = v
+    for k in out:
+        if k not in leaves:
+            accepted = ", ".join(leaves)
+            raise ConfigError(
+                f"spec key {section}.{k} is unknown for system {system!r}; accepted: {accepted}"
+            )
+    return out
+
+
+def _check_field(system: str, leaves: dict, key: str, where: str, value):
+    if system == "deep":
+        _check_deep_value(where, value, leaves[key][0])
+        return value
+    return leaves[key][1](where, value)
+
+
+def _values(section: str, key: str, vals) -> list:
+    if not isinstance(vals, list):
+        raise _bad(f"{section}.{key}", vals, "an array of values")
+    if not vals:
+        raise _bad(f"{section}.{key}", vals, "a non-empty array of values")
+    return vals
+
+
+def _merge_profile(raw: dict, name: str) -> dict:
+    profiles = raw.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise _bad("profiles", profiles, "a table of profile tables")
+    if name not in profiles:
+        accepted = ", ".join(map(_fmt, profiles)) or "none (the spec defines no profiles)"
+        raise ConfigError(f"spec profile {name!r} is not defined; accepted: {accepted}")
+    prof = profiles[name]
+    if not isinstance(prof, dict):
+        raise _bad(f"profiles.{name}", prof, "a table with study/fixed/grid/zip tables")
+    for k in prof:
+        if k not in ("study", "fixed", "grid", "zip"):
+            raise ConfigError(
+                f"spec key profiles.{name}.{k} is unknown; accepted: study, fixed, grid, zip"
+            )
+    out = copy.deepcopy({k: v for k, v in raw.items() if k != "profiles"})
+    for sec in ("study", "fixed", "grid"):
+        given = prof.get(sec, {})
+        if not isinstance(given, dict):
+            raise _bad(f"profiles.{name}.{sec}", given, "a table")
+        base = out.setdefault(sec, {})
+        if not isinstance(base, dict):
+            continue  # reported by the main validation
+        base.update(given)
+        if sec in ("fixed", "grid"):
+            # a field the profile places in fixed/grid leaves the base's other section
+            other = out.get("grid" if sec == "fixed" else "fixed", {})
+            if isinstance(other, dict):
+                for k in given:
+                    other.pop(k, None)
+    if "zip" in prof:
+        out["zip"] = prof["zip"]
+    return out
+
+
+def parse_spec(raw: dict, profile: str | None = None) -> Spec:
+    """Validate a spec dict (the parsed TOML) and return a :class:`Spec`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"spec must be a table; got {type(raw).__name__}")
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise ConfigError(f"spec key {k} is unknown; accepted: {', '.join(TOP_KEYS)}")
+    if profile is not None:
+        raw = _merge_profile(raw, profile)
+    elif "profiles" in raw and not isinstance(raw["profiles"], dict):
+        raise _bad("profiles", raw["profiles"], "a table of profile tables")
+
+    study_in = raw.get("study", {})
+    if not isinstance(study_in, dict):
+        raise _bad("study", study_in, "a table")
+    study = {}
+    for k in study_in:
+        if k not in STUDY_KEYS:
+            raise ConfigError(f"spec key study.{k} is unknown; accepted: {', '.join(STUDY_KEYS)}")
+    for k, (default, checker) in STUDY_KEYS.items():
+        v = study_in.get(k, default)
+        if checker is not None:
+            v = checker(f"study.{k}", v)
+        study[k] = v
+    if not isinstance(study["name"], str) or not study["name"].strip():
+        raise _bad("study.name", study["name"], "a non-empty string")
+    if not isinstance(study["description"], str):
+        raise _bad("study.description", study["description"], "a string")
+    pk = study["pack"]
+    if not (pk == "auto" or (_is_int(pk) and pk >= 1)):
+        raise _bad("study.pack", pk, '"auto" or an integer >= 1 (most runs per ensemble)')
+    seeds = study["seeds"]
+    if seeds is not None:
+        if not (isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds)):
+            raise _bad("study.seeds", seeds, "a non-empty array of integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            raise _bad("study.seeds", seeds, "distinct seeds")
+        if "repetitions" in study_in and study_in["repetitions"] != len(seeds):
+            raise _bad(
+                "study.repetitions",
+                study_in["repetitions"],
+                f"{len(seeds)} (the length of study.seeds) or leave it out",
+            )
+    system = study["system"]
+    leaves = TWOLAYER_FIELDS if system == "twolayer" else _deep_fields()
+
+    fixed_in = raw.get("fixed", {})
+    if not isinstance(fixed_in, dict):
+        raise _bad("fixed", fixed_in, "a table")
+    fixed = _flatten("fixed", fixed_in, system, leaves)
+    for k, v in fixed.items():
+        fixed[k] = _check_field(system, leaves, k, f"fixed.{k}", v)
+
+    grid_in = raw.get("grid", {})
+    if not isinstance(grid_in, dict):
+        raise _bad("grid", grid_in, "a table of arrays")
+    grid = _flatten("grid", grid_in, system, leaves)
+    for k, vals in grid.items():
+        vals = _values("grid", k, vals)
+        grid[k] = [_check_field(system, leaves, k, f"grid.{k}", v) for v in vals]
+        if len({_canon(v) for v in grid[k]}) != len(grid[k]):
+            raise _bad(f"grid.{k}", vals, "distinct values")
+
+    zips_in = raw.get("zip", [])
+    if isinstance(zips_in, dict):
+        zips_in = [zips_in]
+    if not isinstance(zips_in, list):
+        raise _bad("zip", zips_in, "a table or an array of tables ([[zip]])")
+    zips = []
+    for i, z in enumerate(zips_in):
+        where = f"zip[{i}]"
+        if not isinstance(z, dict) or not z:
+            raise _bad(where, z, "a non-empty table of equal-length arrays")
+        z = _flatten(where, z, system, leaves)
+        lengths = set()
+        for k, vals in z.items():
+            vals = _values(where, k, vals)
+            z[k] = [_check_field(system, leaves, k, f"{where}.{k}", v) for v in vals]
+            lengths.add(len(vals))
+        if len(lengths) != 1:
+            first = next(iter(z))
+            raise _bad(
+                f"{where}.{first}",
+                z[first],
+                f"arrays of one length across {', '.join(z)} (got lengths "
+                f"{sorted(len(v) for v in z.values())})",
+            )
+        zips.append(z)
+
+    places: dict[str, str] = {}
+    for sec, keys in [("fixed", fixed), ("grid", grid)] + [
+        (f"zip[{i}]", z) for i, z in enumerate(zips)
+    ]:
+        for k in keys:
+            if k in places:
+                raise ConfigError(
+                    f"spec key {sec}.{k} repeats {places[k]}.{k}; accepted: each field in "
+                    "one place (fixed, grid or one zip)"
+                )
+            places[k] = sec
+
+    spec = Spec(study["name"], system, study, fixed, grid, zips, profile, raw)
+    _check_combinations(spec)
+    return spec
+
+
+def _check_combinations(spec: Spec) -> None:
+    """Checks that need a whole run config (cross-field rules), run on every grid point."""
+    configs = spec.configs()
+    if spec.system == "deep":
+        from ..deep.config import parse_config
+
+        for cfg in configs:
+            nested = deep_config(Run("", 0, "deep", cfg, 0, 0, 0, 0))
+            try:
+                parse_config(nested)
+            except ConfigError as exc:
+                raise ConfigError(f"spec: {exc}") from None
+        return
+    for cfg in configs:
+        if cfg["stop"] == "plateau" and cfg["max_steps"] and cfg["max_steps"] < cfg["min_steps"]:
+            raise _bad(
+                "max_steps", cfg["max_steps"], f">= min_steps ({cfg['min_steps']}) or 0 (no cap)"
+            )
+        if cfg["device"] == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise _bad("device", "cuda", '"cpu" or "auto" (this torch build sees no GPU)')
+
+
+# --------------------------------------------------------------------------- loading
+def load_spec(source, profile: str | None = None) -> Spec:
+    """A :class:`Spec` from a TOML path, a TOML string's parsed dict, or a :class:`Spec`."""
+    if isinstance(source, Spec):
+        if profile is not None and profile != source.profile:
+            return parse_spec(source.raw, profile)
+        return source
+    if isinstance(source, dict):
+        return parse_spec(source, profile)
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"spec file {str(path)!r} does not exist; accepted: a TOML file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"spec file {str(path)!r} is not valid TOML: {first}") from None
+    return parse_spec(raw, profile)

@@ -1,0 +1,234 @@
+"""Running a study: validate, plan, skip what is finished, execute, record, report.
+
+:func:`run_study` is the Python entry point behind ``fa sweep``. Running it again on the
+same store resumes: finished runs (``done`` or ``diverged``) are skipped, failed and
+missing ones are run. Ctrl-C stops it cleanly: every pack already recorded stays, a pack
+being written is completed first, and the packs in flight are redone by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .executors import get_executor
+from .planner import Pack, plan
+from .spec import Spec, load_spec
+from .store import Store
+
+
+@dataclass
+class StudyReport:
+    """What one :func:`run_study` call did. ``ok``: nothing failed, not interrupted."""
+
+    store: Path
+    total: int
+    skipped: int
+    ran: int = 0
+    done: int = 0
+    diverged: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    packs: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+    def summary(self) -> str:
+        head = (
+            f"{self.total} runs: {self.skipped} already finished, {self.ran} ran now "
+            f"({self.done} done, {self.diverged} diverged, {self.failed} failed)"
+        )
+        if self.interrupted:
+            head += "; interrupted, run the same command again to finish the other runs"
+        return head
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the source tree the package runs from ('' outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def provenance(executor_name: str) -> dict:
+    import torch
+
+    from .. import __version__
+
+    return {
+        "executor": executor_name,
+        "package_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+    }
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold a Ctrl-C that arrives during a store write until the write has committed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    old = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def _failed(pack: Pack, exc: BaseException) -> list[dict]:
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+    return [
+        {
+            "run_id": r.run_id,
+            "status": "failed",
+            "reason": reason,
+            "finals": {},
+            "series": {},
+            "pack_id": pack.pack_id,
+            "pack_size": len(pack.runs),
+            "finished": time.time(),
+        }
+        for r in pack.runs
+    ]
+
+
+def prepare(spec, *, profile=None, pack=None) -> tuple[Spec, list, list[Pack]]:
+    """Validate and plan without running: (spec, runs, packs). Raises ConfigError."""
+    spec = load_spec(spec, profile)
+    runs = spec.runs()
+    return spec, runs, plan(runs, spec, pack=pack)
+
+
+def run_study(
+    spec,
+    store,
+    *,
+    executor="local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    profile: str | None = None,
+    pack=None,
+    progress: bool | None = None,
+) -> StudyReport:
+    """Run (or resume) a study into a store; returns a :class:`StudyReport`.
+
+    ``spec``: a TOML path, a spec dict or a :class:`~.spec.Spec`; ``store``: the SQLite
+    path (created) or an open :class:`~.store.Store`; ``executor``: ``"inline"``,
+    ``"local"`` (default), ``"dask"`` or an executor object; ``workers``: processes for
+    local/dask (default: the cores); ``scheduler``: a Dask scheduler address (default: a
+    LocalCluster on 127.0.0.1); ``pack``: ``"auto"`` or the most runs per ensemble
+    (default: the spec's ``study.pack``); ``progress``: a progress bar on stderr (default:
+    when stderr is a terminal). The whole spec is validated, and the executor started,
+    before the store file is created: bad input raises ConfigError and writes nothing.
+    """
+    t_start = time.perf_counter()
+    spec, runs, packs = prepare(spec, profile=profile, pack=pack)
+    t_plan = time.perf_counter() - t_start
+    ex = (
+        get_executor(executor, workers=workers, scheduler=scheduler)
+        if isinstance(executor, str)
+        else executor
+    )
+    ex.start()
+    t0 = time.perf_counter()
+    own_store = not isinstance(store, Store)
+    try:
+        st = Store(store) if own_store else store
+    except BaseException:
+        ex.close()
+        raise
+    t_store = time.perf_counter() - t0
+    report = StudyReport(store=st.path, total=len(runs), skipped=0)
+    engine = 0.0
+    try:
+        t0 = time.perf_counter()
+        finished = st.finished_ids()
+        todo: list[Pack] = []
+        for pk in packs:
+            left = tuple(r for r in pk.runs if r.run_id not in finished)
+            if left:
+                todo.append(
+                    pk
+                    if len(left) == len(pk.runs)
+                    else Pack(pk.pack_id, pk.system, left, pk.threads, pk.cost)
+                )
+        report.skipped = len(runs) - sum(len(pk) for pk in todo)
+        report.packs = len(todo)
+        st.set_meta(study=spec.name, spec=json.dumps(spec.to_dict(), sort_keys=True))
+        prov = provenance(ex.name)
+        t_store += time.perf_counter() - t0
+        bar = _bar(sum(len(pk) for pk in todo), report.skipped, spec.name, progress)
+        try:
+            for pk, results in ex.run(todo):
+                if isinstance(results, BaseException):
+                    results = _failed(pk, results)
+                t0 = time.perf_counter()
+                with _sigint_deferred():
+                    st.write(pk.runs, results, prov)
+                t_store += time.perf_counter() - t0
+                seen_packs = set()
+                for res in results:
+                    report.ran += 1
+                    status = res["status"]
+                    setattr(report, status, getattr(report, status) + 1)
+                    if status == "failed" and len(report.failures) < 5:
+                        report.failures.append(res["reason"])
+                    if res.get("pack_seconds") and res["pack_id"] not in seen_packs:
+                        seen_packs.add(res["pack_id"])
+                        engine += res["pack_seconds"]
+                if bar is not None:
+                    bar.update(len(results))
+        except KeyboardInterrupt:
+            report.interrupted = True
+            ex.cancel()
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        try:
+            ex.close()
+        finally:
+            if own_store:
+                st.close()
+    report.timings = {
+        "plan_seconds": t_plan,
+        "store_seconds": t_store,
+        "engine_seconds": engine,
+        "wall_seconds": time.perf_counter() - t_start,
+    }
+    return report
+
+
+def _bar(total: int, initial: int, name: str, progress):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="run", file=sys.stderr, dynamic_ncols=True)
