@@ -83,7 +83,7 @@ def test_e3_config_records_the_paper_metrics_per_step():
     assert [row["step"] for row in seen] == [1, 2, 3, 4]
     assert seen[0]["cosine/out"] == r["cosine/out"][0]
     assert r["config"]["rule"]["scale"] is None  # e3 draws B ~ N(0, 1) by default
-    # weight decay on the second layer only: beta shrinks by (1 - lr*lam) plus its gradient
+    # same config, same numbers
     again = run_from_config(cfg)
     assert again["error_alignment/out"] == r["error_alignment/out"]
     assert again["test_accuracy"] == r["test_accuracy"]
