@@ -320,7 +320,7 @@ def _deep_fields() -> dict[str, tuple]:
     return out
 
 
-def _check_deep_value(key: str, value, types) -> None:
+def _check_deep_value(name: str, key: str, value, types) -> None:
     from ..deep.config import _typename
 
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
@@ -329,11 +329,11 @@ def _check_deep_value(key: str, value, types) -> None:
     if not ok:
         raise _bad(key, value, f"a {_typename(types)}")
     positive = {"train.lr": 0, "train.batch_size": 1, "train.eval_batch": 1}
-    if key in positive and not (value > 0):
+    if name in positive and not (value > 0):
         raise _bad(key, value, "a number > 0")
     names = _deep_names()
-    if key in names and value not in names[key]:
-        raise _bad(key, value, ", ".join(map(_fmt, names[key])))
+    if name in names and value not in names[name]:
+        raise _bad(key, value, ", ".join(map(_fmt, names[name])))
 
 
 def _deep_names() -> dict[str, tuple]:
@@ -386,7 +386,7 @@ def _flatten(section: str, table: dict, system: str, leaves: dict) -> dict:
 
 def _check_field(system: str, leaves: dict, key: str, where: str, value):
     if system == "deep":
-        _check_deep_value(where, value, leaves[key][0])
+        _check_deep_value(key, where, value, leaves[key][0])
         return value
     return leaves[key][1](where, value)
 
