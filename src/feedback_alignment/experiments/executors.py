@@ -126,11 +126,15 @@ class LocalPool:
             initargs=(os.getpid(), packs[0].threads),
         )
         futs = {self.pool.submit(run_pack, pk): pk for pk in packs}
-        for fut in as_completed(futs):
-            try:
-                yield futs[fut], fut.result()
-            except Exception as exc:  # a worker died: the pool is broken
-                yield futs[fut], exc
+        try:
+            for fut in as_completed(futs):
+                try:
+                    res = fut.result()
+                except Exception as exc:  # a worker died: the pool is broken
+                    res = exc
+                yield futs[fut], res
+        finally:
+            self.close()
 
     def cancel(self) -> None:
         if self.pool is not None:
@@ -155,8 +159,11 @@ class Dask:
 
     name = "dask"
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None):
+    def __init__(
+        self, scheduler: str | None = None, workers: int | None = None, timeout: float = 20
+    ):
         self.scheduler = scheduler
+        self.timeout = timeout
         self.workers = cores() if workers is None else workers
         check(
             isinstance(self.workers, int) and self.workers >= 1,
@@ -167,8 +174,11 @@ class Dask:
         self.futures: list = []
 
     def start(self) -> None:
+        if self.client is not None:
+            return
         try:
             import logging
+            import warnings
 
             from distributed import Client, LocalCluster
         except ImportError:
@@ -178,7 +188,7 @@ class Dask:
             ) from None
         if self.scheduler:
             try:
-                self.client = Client(self.scheduler, timeout="20s")
+                self.client = Client(self.scheduler, timeout=f"{self.timeout}s")
             except (OSError, TimeoutError, ValueError) as exc:
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise ConfigError(
@@ -186,14 +196,18 @@ class Dask:
                     "accepted: the address of a running scheduler, e.g. tcp://127.0.0.1:8786"
                 ) from None
         else:
-            self.cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            with warnings.catch_warnings():
+                # no dashboard; the scheduler's bare HTTP endpoint binds to 127.0.0.1 too and
+                # moves to a free port when 8787 is taken (that is all the warning says)
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                self.cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             self.client = Client(self.cluster)
 
     def run(self, packs: Sequence[Pack]) -> Iterator[tuple[Pack, list | BaseException]]:

@@ -139,28 +139,28 @@ def run_study(
 
     ``spec``: a TOML path, a spec dict or a :class:`~.spec.Spec`; ``store``: the SQLite
     path (created) or an open :class:`~.store.Store`; ``executor``: ``"inline"``,
-    ``"local"`` (default), ``"dask"`` or an executor object; ``workers``: processes for
-    local/dask (default: the cores); ``scheduler``: a Dask scheduler address (default: a
-    LocalCluster on 127.0.0.1); ``pack``: ``"auto"`` or the most runs per ensemble
-    (default: the spec's ``study.pack``); ``progress``: a progress bar on stderr (default:
-    when stderr is a terminal). The whole spec is validated, and the executor started,
-    before the store file is created: bad input raises ConfigError and writes nothing.
+    ``"local"`` (default), ``"dask"`` or an executor object (started here if needed, left
+    open for the caller to reuse and close; one made from a name is closed); ``workers``:
+    processes for local/dask (default: the cores); ``scheduler``: a Dask scheduler
+    address (default: a LocalCluster on 127.0.0.1); ``pack``: ``"auto"`` or the most runs
+    per ensemble (default: the spec's ``study.pack``); ``progress``: a progress bar on
+    stderr (default: when stderr is a terminal). The whole spec is validated, and the
+    executor started, before the store file is created: bad input raises ConfigError and
+    writes nothing.
     """
     t_start = time.perf_counter()
     spec, runs, packs = prepare(spec, profile=profile, pack=pack)
     t_plan = time.perf_counter() - t_start
-    ex = (
-        get_executor(executor, workers=workers, scheduler=scheduler)
-        if isinstance(executor, str)
-        else executor
-    )
+    own_executor = isinstance(executor, str)
+    ex = get_executor(executor, workers=workers, scheduler=scheduler) if own_executor else executor
     ex.start()
     t0 = time.perf_counter()
     own_store = not isinstance(store, Store)
     try:
         st = Store(store) if own_store else store
     except BaseException:
-        ex.close()
+        if own_executor:
+            ex.close()
         raise
     t_store = time.perf_counter() - t0
     report = StudyReport(store=st.path, total=len(runs), skipped=0)
@@ -211,7 +211,8 @@ def run_study(
                 bar.close()
     finally:
         try:
-            ex.close()
+            if own_executor:
+                ex.close()
         finally:
             if own_store:
                 st.close()

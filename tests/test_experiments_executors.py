@@ -1,0 +1,170 @@
+"""Executors: the same 20-run grid through the local process pool, a real Dask
+LocalCluster on 127.0.0.1 (by scheduler address) and in-process gives identical numbers;
+the deep trainer runs through a sweep; a failure while running exits 1."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from feedback_alignment.experiments import Store, run_study
+
+GRID20 = {
+    "study": {"name": "grid20", "repetitions": 5, "seed": 11},
+    "fixed": {
+        "n": 10,
+        "d": 20,
+        "steps": 200,
+        "record_every": 50,
+        "activation": "tanh",
+        "metrics": ["mse", "alignment", "w_change"],
+    },
+    "grid": {"p": [16, 32], "lam": [0.0, 0.05]},
+}
+
+
+def _numbers(path):
+    with Store(path, create=False) as st:
+        out = {}
+        for r in st.runs():
+            assert r["status"] == "done"
+            series = tuple(
+                st.series(r["run_id"], m)[1].tobytes() for m in st.run_metrics(r["run_id"])
+            )
+            out[r["run_id"]] = (r["seed"], r["final.mse"], r["final.alignment"], series)
+        return out
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster():
+    distributed = pytest.importorskip("distributed")
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def test_local_pool_and_dask_give_identical_results(tmp_path, loopback_cluster):
+    addr = loopback_cluster.scheduler_address
+    assert addr.startswith("tcp://127.0.0.1:")
+    local = run_study(GRID20, tmp_path / "local.sqlite", executor="local", workers=2)
+    dask = run_study(GRID20, tmp_path / "dask.sqlite", executor="dask", scheduler=addr)
+    inline = run_study(GRID20, tmp_path / "inline.sqlite", executor="inline")
+    assert local.ok and dask.ok and inline.ok and local.ran == dask.ran == 20
+    a = _numbers(tmp_path / "local.sqlite")
+    assert len(a) == 20
+    assert a == _numbers(tmp_path / "dask.sqlite")
+    assert a == _numbers(tmp_path / "inline.sqlite")
+    with Store(tmp_path / "dask.sqlite", create=False) as st:
+        rows = st.runs()
+        assert {r["executor"] for r in rows} == {"dask"}
+        assert len({r["worker"] for r in rows}) >= 1
+
+
+def test_dask_without_scheduler_starts_a_loopback_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    from feedback_alignment.experiments import Dask
+
+    spec = dict(GRID20, grid={"p": [16], "lam": [0.0]}, study={"name": "d", "repetitions": 2})
+    ex = Dask(workers=1)
+    try:
+        rep = run_study(spec, tmp_path / "d.sqlite", executor=ex)
+        # everything it listens on is loopback: scheduler, its HTTP endpoint, the workers
+        assert ex.cluster.scheduler.address.startswith("tcp://127.0.0.1:")
+        assert ex.cluster.scheduler.http_server.address == "127.0.0.1"
+        assert all(a.startswith("tcp://127.0.0.1:") for a in ex.client.scheduler_info()["workers"])
+    finally:
+        ex.close()
+    assert rep.ok and rep.done == 2
+    rep = run_study(spec, tmp_path / "i.sqlite", executor="inline")
+    assert _numbers(tmp_path / "d.sqlite") == _numbers(tmp_path / "i.sqlite")
+
+
+def test_unreachable_scheduler_is_bad_input_and_writes_nothing(tmp_path):
+    pytest.importorskip("distributed")
+    from feedback_alignment.errors import ConfigError
+    from feedback_alignment.experiments import Dask
+
+    with pytest.raises(ConfigError, match="--scheduler 'tcp://127.0.0.1:9': no Dask"):
+        run_study(GRID20, tmp_path / "x.sqlite", executor=Dask("tcp://127.0.0.1:9", timeout=2))
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_deep_trainer_sweep(tmp_path):
+    spec = {
+        "study": {"name": "deep", "system": "deep", "repetitions": 1, "seed": 5},
+        "fixed": {
+            "data": {"source": "digits", "train_limit": 120, "test_limit": 60},
+            "model": {"hidden": [16]},
+            "train": {"steps": 6, "batch_size": 30, "eval_every": 3},
+            "metrics": {"record_every": 3},
+        },
+        "grid": {"rule.name": ["fa", "bp"]},
+    }
+    rep = run_study(spec, tmp_path / "deep.sqlite", executor="inline")
+    assert rep.ok and rep.done == 2, rep.failures
+    with Store(tmp_path / "deep.sqlite", create=False) as st:
+        rows = st.runs()
+        assert {r["rule.name"] for r in rows} == {"fa", "bp"}
+        r = rows[0]
+        assert 0 <= r["final.final_test_accuracy"] <= 1 and r["stop_step"] == 6
+        steps, loss = st.series(r["run_id"], "loss")
+        assert steps.tolist() == [1, 2, 3, 4, 5, 6] and loss.shape == (6,)
+        assert st.series(r["run_id"], "test_accuracy")[0].tolist() == [0, 3, 6]
+    # seeded: the same spec gives the same numbers
+    run_study(spec, tmp_path / "again.sqlite", executor="inline")
+    with Store(tmp_path / "again.sqlite", create=False) as st2:
+        assert [x["final.loss"] for x in st2.runs()] == [x["final.loss"] for x in rows]
+
+
+def test_failure_while_running_exits_1(tmp_path):
+    """A run that raises inside training is recorded as failed and `fa sweep` exits 1."""
+    (tmp_path / "s.toml").write_text(
+        textwrap.dedent(
+            """
+            [study]
+            name = "fails"
+            system = "deep"
+            [fixed]
+            data.source = "idx"
+            data.path = "no-such-directory"
+            train.steps = 1
+            """
+        )
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "feedback_alignment.cli",
+            "sweep",
+            "s.toml",
+            "--store",
+            "f.sqlite",
+            "--executor",
+            "inline",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "1 failed" in res.stderr and "failed: " in res.stderr
+    with Store(tmp_path / "f.sqlite", create=False) as st:
+        (row,) = st.runs()
+        assert row["status"] == "failed" and "no-such-directory" in row["reason"]
