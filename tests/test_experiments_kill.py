@@ -159,3 +159,31 @@ def test_killed_driver_leaves_no_pool_workers(tmp_path):
     assert _group_alive(proc.pid) == []
     n = _check_consistent(tmp_path / "s.sqlite")
     assert 0 < n < TOTAL
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C sends): exit 130, the
+    stored runs stay, the workers go, and the next run finishes the study."""
+    spec = SPEC.replace("steps = 600", "steps = 2000").replace(
+        "repetitions = 10", "repetitions = 3"
+    )
+    (tmp_path / "spec.toml").write_text(spec)
+    proc = _sweep(tmp_path, "s.sqlite", "--executor", "local", "--workers", "2")
+    deadline = time.time() + 60
+    while _count(tmp_path / "s.sqlite") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    err = proc.stderr.read().decode()
+    assert "interrupted, run the same command again" in err, err
+    assert "Traceback" not in err, err
+    n = _check_consistent(tmp_path / "s.sqlite")
+    assert 2 <= n < 12
+    deadline = time.time() + 15
+    while _group_alive(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _group_alive(proc.pid) == []
+    again = _sweep(tmp_path, "s.sqlite", "--executor", "local", "--workers", "2")
+    assert again.wait(timeout=120) == 0
+    assert f"{n} already finished" in again.stderr.read().decode()
+    assert _check_consistent(tmp_path / "s.sqlite") == 12
