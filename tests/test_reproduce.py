@@ -106,14 +106,16 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E1/alignment.csv" in manifest["files"] and "report.html" in manifest["files"]
 
 
-def test_same_seed_same_numbers_and_rerun_into_previous_dir(smoke, tmp_path):
+def test_same_seed_same_numbers_any_executor_and_rerun_into_previous_dir(smoke, tmp_path):
     out, _ = smoke
     again = tmp_path / "again"
-    reproduce("E1", profile="smoke", out=again, seed=3)
+    # the fixture ran in the local process pool (one thread each); this run is inline
+    reproduce("E1", profile="smoke", out=again, seed=3, executor="inline:1")
     assert (again / "E1/alignment.csv").read_bytes() == (out / "E1/alignment.csv").read_bytes()
     # a previous reproduction's directory is accepted and rewritten
     reproduce("E1", profile="smoke", out=again, seed=4)
     assert (again / "E1/alignment.csv").read_bytes() != (out / "E1/alignment.csv").read_bytes()
+    assert not (again / "E2").exists()
 
 
 def _snapshot(d):
@@ -176,3 +178,17 @@ def test_profiles_say_what_they_reduce():
     full = PROFILES["full"]
     assert full.e1.widths == (200, 400, 800, 1600, 3200, 6400, 12800)
     assert (full.e1.reps, full.e2.p, full.e2.steps, full.e3.steps) == (50, 3200, 5000, 30000)
+
+
+def test_interrupted_run_directory_is_recognised(tmp_path):
+    from feedback_alignment.reproduce.cli import MANIFEST, check_out_dir, planned
+
+    out = tmp_path / "interrupted"
+    (out / "E1").mkdir(parents=True)
+    (out / MANIFEST).write_text(json.dumps({"files": planned(["E1"]), "complete": False}))
+    (out / "E1" / "alignment.csv").write_text("partial")
+    (out / "E1" / ".alignment.png.tmp").write_bytes(b"partial")
+    assert "E1/alignment.csv" in check_out_dir(out)
+    (out / "E1" / "other.txt").write_text("foreign")
+    with pytest.raises(ConfigError, match="other.txt"):
+        check_out_dir(out)

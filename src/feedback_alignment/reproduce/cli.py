@@ -49,8 +49,8 @@ def register(sub) -> None:
     p.add_argument(
         "--executor",
         default="local",
-        help="local (default: one process per core, one thread each), local:N or inline "
-        "(this process, all cores)",
+        help="local (default: one process per core, one thread each), local:N processes, "
+        "inline (this process, all cores) or inline:T (T threads)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_run)
@@ -98,7 +98,9 @@ def check_out_dir(out: Path) -> list[str]:
         raise ConfigError(
             f"--out {str(out)!r}: its {MANIFEST} is unreadable; choose a new or empty directory"
         ) from None
-    foreign = [f for f in present if f != MANIFEST and f not in listed]
+    # an interrupted write leaves ``.NAME.tmp`` beside a listed NAME
+    ours = listed | {str(Path(f).parent / f".{Path(f).name}.tmp") for f in listed}
+    foreign = [f for f in present if f != MANIFEST and f not in ours]
     if foreign:
         raise ConfigError(
             f"--out {str(out)!r} holds {len(foreign)} file(s) that are not from a previous "
@@ -137,6 +139,27 @@ def _versions() -> dict:
     }
 
 
+def planned(exps) -> list[str]:
+    """Every file a reproduction of ``exps`` writes (relative to DIR)."""
+    names = {
+        "E1": ["E1/alignment.csv", "E1/alignment.png", "E1/alignment.pdf"],
+        "E2": [
+            "E2/loss.csv",
+            "E2/prediction.csv",
+            "E2/kernels.csv",
+            "E2/loss.png",
+            "E2/loss.pdf",
+        ],
+        "E3": [
+            "E3/metrics.csv",
+            "E3/weight_alignment.csv",
+            "E3/metrics.png",
+            "E3/metrics.pdf",
+        ],
+    }
+    return [f for e in exps for f in names[e]] + ["report.md", "report.html", "summary.json"]
+
+
 # ------------------------------------------------------------------ the job
 def reproduce(
     experiment: str = "all",
@@ -168,6 +191,11 @@ def reproduce(
         (out / f).unlink(missing_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
 
+    # the manifest goes first, so an interrupted run's directory is still recognised
+    write_text(
+        out / MANIFEST,
+        json.dumps({"tool": "fa reproduce", "complete": False, "files": planned(exps)}, indent=1),
+    )
     t_all = time.perf_counter()
     results, times, files, figures, diverged = {}, {}, [], {}, []
     mods = {"E1": e1, "E2": e2, "E3": e3}
@@ -201,7 +229,8 @@ def reproduce(
                 f"training MSE against step (log scale) at p = {prof.e2.p}, mean with a +-1 s.d. "
                 "band; dashed: the loss curve predicted by the linearised dynamics with the "
                 "kernels at initialisation H(0)+G(0); dotted: the predicted settle level for "
-                "lambda > 0; lambda_min(H(0)+G(0)) and its rate in each panel.",
+                "lambda > 0; lambda_min(H(0)+G(0)) and its rate in each panel title. The y-axis "
+                "stops 14 decades below its top (E2/loss.csv holds every value).",
             )
         else:
             write_csv(d / "metrics.csv", e3.COLUMNS, res["rows"])
@@ -249,5 +278,9 @@ def reproduce(
         "report": str(out / "report.md"),
     }
     write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
-    write_text(out / MANIFEST, json.dumps({"tool": "fa reproduce", "files": files}, indent=1))
+    assert set(files) <= set(planned(exps)), sorted(set(files) - set(planned(exps)))
+    write_text(
+        out / MANIFEST,
+        json.dumps({"tool": "fa reproduce", "complete": True, "files": files}, indent=1),
+    )
     return summary

@@ -5,9 +5,10 @@ returns the results in task order, so the numbers never depend on which executor
 Each task seeds everything it draws from its own arguments.
 
 ``--executor`` accepts ``local[:N]`` (default: N worker processes, one per core, the cores
-split between them) and ``inline`` (this process, all cores). One thread per process is
-the robust choice on a small machine: measured on 2 cores shared with other jobs, one
-torch process with 2 threads ran a linear E1 ensemble 12x slower than with 1 thread.
+split between them) and ``inline[:T]`` (this process, T threads, default all cores).
+One thread per process is the robust choice on a small machine: measured on 2 cores
+shared with other jobs, one torch process with 2 threads ran a linear E1 ensemble 12x
+slower than with 1 thread.
 The sweep machinery of ``feedback_alignment.experiments`` (SQLite store, Dask, resume) is
 not wired in yet; see docs/reproduce.md.
 """
@@ -40,12 +41,13 @@ def _call(fn: Callable, kwargs: dict, threads: int):
 
 @dataclass
 class Inline:
+    threads: int | None = None  # torch threads (default: every core)
     name: str = "inline"
 
     def map(self, tasks: Sequence[Task], progress: Callable[[str], None] | None = None) -> list:
         out = []
         for i, (fn, kw) in enumerate(tasks):
-            out.append(_call(fn, kw, _threads()))
+            out.append(_call(fn, kw, self.threads or _threads()))
             if progress:
                 progress(f"{i + 1}/{len(tasks)}")
         return out
@@ -73,10 +75,17 @@ class LocalPool:
 
 
 def get_executor(spec: str):
-    """``inline`` or ``local[:N]`` (N defaults to the number of cores)."""
-    spec = (spec or "inline").strip()
-    if spec == "inline":
-        return Inline()
+    """``local[:N]`` (N processes, default one per core) or ``inline[:T]`` (T threads)."""
+    spec = (spec or "local").strip()
+    if spec == "inline" or spec.startswith("inline:"):
+        n = spec.partition(":")[2]
+        try:
+            threads = int(n) if n else None
+        except ValueError:
+            threads = 0
+        if threads is not None and threads < 1:
+            raise ConfigError(f"executor {spec!r}: T in inline:T must be a positive integer")
+        return Inline(threads)
     if spec == "local" or spec.startswith("local:"):
         n = spec.partition(":")[2]
         try:
@@ -86,4 +95,6 @@ def get_executor(spec: str):
         if workers < 1:
             raise ConfigError(f"executor {spec!r}: N in local:N must be a positive integer")
         return LocalPool(workers)
-    raise ConfigError(f"unknown executor {spec!r}; accepted: 'inline', 'local', 'local:N'")
+    raise ConfigError(
+        f"unknown executor {spec!r}; accepted: 'local', 'local:N', 'inline', 'inline:T'"
+    )

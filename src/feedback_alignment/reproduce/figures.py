@@ -141,7 +141,10 @@ def e2_figure(rows, prediction, kernels, path: Path, p: int) -> list[Path]:
         ax.set_yscale("log")
         if lo_all:
             # measured curves and settle levels set the range; a diverging prediction is cut
-            ax.set_ylim(min(lo_all) / 3, max(hi_all) * 3)
+            # (cut at 1e-14 of the top: below it only rounding noise, and the lambda > 0
+            # levels would be squeezed into a sliver; the CSV holds every value)
+            top = max(hi_all) * 3
+            ax.set_ylim(max(min(lo_all) / 3, top * 1e-14), top)
         ax.set_xlabel("step")
         ax.set_ylabel("training MSE (log scale)")
         title = f"{TITLES[act]} network, p = {p}"
