@@ -14,8 +14,11 @@ fresh store by :func:`feedback_alignment.experiments.run_study`:
 * **packing speed-up**: wall time with one run per task (``pack = 1``) over wall time with
   the planner's ensembles (``pack = "auto"``), same grid, same executor, same machine.
 
-Each configuration runs ``--rounds`` times interleaved; the figures are medians (the
-machine is shared). The last line of output is one JSON object. ``--quick``: 40 runs.
+Every measurement runs in a fresh Python process, as ``fa sweep`` does, so a pool's start
+(the forkserver importing torch, then forking the workers) is counted each time; it is
+also reported on its own (``local_start_s``) with the fraction after it. Each
+configuration runs ``--rounds`` times interleaved; the figures are medians (the machine
+is shared). The last line of output is one JSON object. ``--quick``: 40 runs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +57,7 @@ def grid(reps: int, steps: int) -> dict:
 def one(spec: dict, executor: str, pack, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.sqlite"
+        t0_unix = time.time()
         t0 = time.perf_counter()
         rep = run_study(spec, path, executor=executor, workers=workers, pack=pack, progress=False)
         wall = time.perf_counter() - t0
@@ -62,6 +67,9 @@ def one(spec: dict, executor: str, pack, workers: int) -> dict:
         packs = {r["pack_id"]: r for r in rows}
         engine = sum(r["pack_seconds"] for r in packs.values())
         task = sum(r["task_seconds"] for r in packs.values())
+        # from the call to the first task starting: planning, store, and for a pool its
+        # start (the forkserver importing torch once, forking the workers)
+        start = min(r["started"] for r in packs.values()) - t0_unix
     w = 1 if executor == "inline" else min(workers, len(packs))
     return {
         "executor": executor,
@@ -76,9 +84,20 @@ def one(spec: dict, executor: str, pack, workers: int) -> dict:
         "store_s": rep.timings["store_seconds"],
         # the machinery: everything outside the tasks (planning, store, executor)
         "machinery_fraction": (w * wall - task) / engine,
+        "start_s": start,
+        # the same without the one-off start: what the machinery costs per run
+        "machinery_fraction_after_start": (w * (wall - start) - task) / engine,
         # everything that is not fit(): the machinery plus data and network set-up
         "overhead_fraction": (w * wall - engine) / engine,
     }
+
+
+def fresh(reps: int, steps: int, executor: str, pack, workers: int) -> dict:
+    """One measurement in a new Python process, as ``fa sweep`` runs (a cold pool)."""
+    cmd = [sys.executable, __file__, "--one", executor, str(pack), "--reps", str(reps)]
+    cmd += ["--steps", str(steps), "--workers", str(workers)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -86,21 +105,28 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="40 runs, one round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=cores())
+    ap.add_argument("--one", nargs=2, metavar=("EXECUTOR", "PACK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    reps, rounds = (2, 1) if args.quick else (10, args.rounds)
-    spec = grid(reps, args.steps)
+    if args.one:
+        ex, pack = args.one[0], args.one[1] if args.one[1] == "auto" else int(args.one[1])
+        print(json.dumps(one(grid(args.reps, args.steps), ex, pack, args.workers)))
+        return 0
+    reps, rounds = (2, 1) if args.quick else (args.reps, args.rounds)
     configs = [("inline", "auto"), ("local", "auto"), ("inline", 1), ("local", 1)]
     results: dict = {c: [] for c in configs}
     for r in range(rounds):
         for ex, pack in configs:
-            res = one(spec, ex, pack, args.workers)
+            res = fresh(reps, args.steps, ex, pack, args.workers)
             results[(ex, pack)].append(res)
             print(
                 f"round {r}: {ex:6} pack={pack!s:4} runs={res['runs']} packs={res['packs']:3} "
                 f"wall={res['wall_s']:6.2f}s engine={res['engine_s']:6.2f}s "
-                f"setup={res['setup_s']:5.2f}s store={res['store_s']:5.3f}s "
-                f"plan={res['plan_s']:5.3f}s machinery={100 * res['machinery_fraction']:5.1f}% "
+                f"start={res['start_s']:5.2f}s setup={res['setup_s']:5.2f}s "
+                f"store={res['store_s']:5.3f}s plan={res['plan_s']:5.3f}s "
+                f"machinery={100 * res['machinery_fraction']:5.1f}% "
+                f"(after start {100 * res['machinery_fraction_after_start']:4.1f}%) "
                 f"all-but-fit={100 * res['overhead_fraction']:5.1f}%",
                 flush=True,
             )
@@ -116,6 +142,10 @@ def main() -> int:
         "rounds": rounds,
         "machinery_fraction_inline": med("inline", "auto", "machinery_fraction"),
         "machinery_fraction_local": med("local", "auto", "machinery_fraction"),
+        "machinery_fraction_local_after_start": med(
+            "local", "auto", "machinery_fraction_after_start"
+        ),
+        "local_start_s": med("local", "auto", "start_s"),
         "overhead_fraction_inline": med("inline", "auto", "overhead_fraction"),
         "overhead_fraction_local": med("local", "auto", "overhead_fraction"),
         "wall_s": {f"{ex}/pack={pk}": med(ex, pk, "wall_s") for ex, pk in configs},

@@ -9,7 +9,8 @@ not depend on the executor.
 * :class:`Inline` runs packs one after another in this process.
 * :class:`LocalPool` (the default) runs them in ``workers`` processes (default:
   the cores this process may use). Workers ignore Ctrl-C (the driver handles it) and exit
-  by themselves when the driver process dies, even by SIGKILL.
+  by themselves when the driver process dies, even by SIGKILL. A single pack runs in this
+  process (no pool could finish it sooner).
 * :class:`Dask` submits them to a Dask distributed cluster: any scheduler address
   (``tcp://host:8786``; a dask-jobqueue SLURMCluster/PBSCluster's ``scheduler_address``),
   or, without an address, a LocalCluster of ``workers`` processes bound to 127.0.0.1 with
@@ -110,6 +111,10 @@ class LocalPool:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         if not packs:
+            return
+        if len(packs) == 1:
+            # one pack: a pool could not run it sooner, and starting one costs ~1 s
+            yield packs[0], run_pack(packs[0])
             return
         n = max(1, min(self.workers, len(packs)))
         if "forkserver" in mp.get_all_start_methods():
