@@ -327,7 +327,8 @@ def _check_deep_value(name: str, key: str, value, types) -> None:
     if ok and isinstance(value, float) and not math.isfinite(value):
         ok = False
     if not ok:
-        raise _bad(key, value, f"a {_typename(types)}")
+        name_ = _typename(types)
+        raise _bad(key, value, f"{'an' if name_[0] in 'aeiou' else 'a'} {name_}")
     positive = {"train.lr": 0, "train.batch_size": 1, "train.eval_batch": 1}
     if name in positive and not (value > 0):
         raise _bad(key, value, "a number > 0")
