@@ -192,3 +192,19 @@ def test_interrupted_run_directory_is_recognised(tmp_path):
     (out / "E1" / "other.txt").write_text("foreign")
     with pytest.raises(ConfigError, match="other.txt"):
         check_out_dir(out)
+
+
+def test_e1_through_the_sweep_machinery(smoke, tmp_path):
+    from feedback_alignment.experiments import Store
+
+    out = tmp_path / "sweep"
+    summary = reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
+    h, rows = _read(out / "E1/alignment.csv")
+    h0, rows0 = _read(smoke[0] / "E1/alignment.csv")
+    assert h == h0
+    # same grid (activation, lam, p, rep) and steps; the sweep derives its own seeds
+    assert [r[:4] + r[5:] for r in rows] == [r[:4] + r[5:] for r in rows0]
+    assert len(Store(str(out / "E1/sweep.sqlite")).runs(status="done")) == len(rows)
+    assert {v["claim"] for v in summary["verdicts"]} == {"2a", "2b", "2c"}
+    # the store is part of the reproduction: a rerun into the directory is accepted
+    reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, check, choice
 from . import e1, e2, e3
-from .executors import get_executor
+from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
 from .profiles import EXPERIMENTS, PROFILES, get_profile
 from .report import build_blocks, to_html, to_markdown, write_text
@@ -50,7 +50,8 @@ def register(sub) -> None:
         "--executor",
         default="local",
         help="local (default: one process per core, one thread each), local:N processes, "
-        "inline (this process, all cores) or inline:T (T threads)",
+        "inline (this process, all cores), inline:T (T threads), or sweep[:inline|:local:N|"
+        ":dask:ADDRESS]: E1 through the fa sweep machinery (store in DIR/E1/sweep.sqlite)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_run)
@@ -142,7 +143,8 @@ def _versions() -> dict:
 def planned(exps) -> list[str]:
     """Every file a reproduction of ``exps`` writes (relative to DIR)."""
     names = {
-        "E1": ["E1/alignment.csv", "E1/alignment.png", "E1/alignment.pdf"],
+        "E1": ["E1/alignment.csv", "E1/alignment.png", "E1/alignment.pdf"]
+        + [f"E1/sweep.sqlite{x}" for x in ("", "-wal", "-shm", "-journal")],
         "E2": [
             "E2/loss.csv",
             "E2/prediction.csv",
@@ -184,6 +186,11 @@ def reproduce(
     previous = check_out_dir(out)
     say = progress or (lambda m: None)
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
+    if profile == "full":
+        say(
+            "note: 'full' is the paper's exact grid (thousands of runs up to ~140k steps); "
+            "on a small CPU it takes days: it is meant for a GPU or a cluster"
+        )
 
     out.mkdir(parents=True, exist_ok=True)
     # remove the previous reproduction's files (only those its manifest lists)
@@ -203,12 +210,20 @@ def reproduce(
         mod = mods[exp]
         say(f"{exp}: running ({prof.name} profile, executor {ex.name})")
         t0 = time.perf_counter()
-        tasks = mod.tasks(prof, seed)
-        res = mod.collect(ex.map(tasks, lambda m, exp=exp: say(f"{exp}: task {m}")))
+        (out / exp).mkdir(exist_ok=True)
+        if exp == "E1" and isinstance(ex, Sweep):
+            res = e1.run_sweep(
+                prof, seed, out / "E1" / "sweep.sqlite", ex.executor, ex.workers, ex.scheduler
+            )
+        else:
+            tasks = mod.tasks(prof, seed)
+            res = mod.collect(ex.map(tasks, lambda m, exp=exp: say(f"{exp}: task {m}")))
         results[exp] = res
         diverged += res.get("diverged", [])
         d = out / exp
         d.mkdir(exist_ok=True)
+        if exp == "E1" and isinstance(ex, Sweep):
+            files += [f"E1/{f.name}" for f in sorted(d.glob("sweep.sqlite*"))]
         if exp == "E1":
             write_csv(d / "alignment.csv", e1.COLUMNS, res["rows"])
             files.append("E1/alignment.csv")

@@ -109,3 +109,84 @@ def collect(results: list[dict]) -> dict:
         "member_steps": sum(r["member_steps"] for r in results),
         "diverged": [m for r in results for m in r["diverged"]],
     }
+
+
+# ------------------------------------------------------------------ through fa sweep
+def sweep_spec(profile: Profile, seed: int) -> dict:
+    """E1 as a spec of ``feedback_alignment.experiments`` (docs/sweeps.md).
+
+    Each activation is zipped with its task and its lambda set; widths form the grid.
+    The sweep machinery derives its own seeds (repetition seeds shared across lambdas and
+    widths), so its numbers differ from the built-in executors' for the same ``seed``.
+    """
+    s = profile.e1
+    acts, tasks_, lams = [], [], []
+    for act in profile.activations:
+        for lam in LAMS[act]:
+            acts.append(act)
+            tasks_.append("linear" if act == "linear" else "teacher")
+            lams.append(float(lam))
+    fixed = {
+        "n": N,
+        "d": D,
+        "rule": "fa",
+        "lr": "paper",
+        "metrics": ["mse", "alignment"],
+        "dtype": profile.dtype,
+        "record_every": 0,
+    }
+    if s.stop == "fixed":
+        fixed.update(stop="steps", steps=int(s.min_steps))
+    else:
+        fixed.update(stop="plateau", min_steps=int(s.min_steps), steps=0)
+        if s.max_steps:
+            fixed["max_steps"] = int(s.max_steps)
+    if s.stop != "fixed" and s.min_steps == 5000:
+        fixed["stop"] = "paper"
+        fixed.pop("min_steps")
+    return {
+        "study": {"name": f"reproduce-E1-{profile.name}", "repetitions": s.reps, "seed": seed},
+        "fixed": fixed,
+        "grid": {"p": list(s.widths)},
+        "zip": [{"activation": acts, "task": tasks_, "lam": lams}],
+    }
+
+
+def run_sweep(profile: Profile, seed: int, store, executor: str, workers, scheduler) -> dict:
+    """Run E1 through ``run_study`` into ``store`` and read the rows back."""
+    from ..errors import ConfigError
+    from ..experiments import Store, run_study
+
+    t0 = time.perf_counter()
+    report = run_study(
+        sweep_spec(profile, seed),
+        str(store),
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        progress=False,
+    )
+    if not report.ok:
+        raise ConfigError(f"E1 through fa sweep did not finish: {report.summary()}")
+    rows, member_steps, diverged = [], 0, []
+    for r in Store(str(store)).runs():
+        if r["status"] == "diverged":
+            diverged.append(f"E1 {r['activation']} p={r['p']} lam={r['lam']}: {r['reason']}")
+        rows.append(
+            {
+                "activation": r["activation"],
+                "lam": float(r["lam"]),
+                "p": int(r["p"]),
+                "rep": int(r["rep"]),
+                "alignment": float(r["final.alignment"]),
+                "steps": int(r["stop_step"]),
+            }
+        )
+        member_steps += int(r["stop_step"])
+    rows.sort(key=lambda x: (ACTIVATIONS.index(x["activation"]), x["lam"], x["p"], x["rep"]))
+    return {
+        "rows": rows,
+        "compute_seconds": time.perf_counter() - t0,
+        "member_steps": member_steps,
+        "diverged": diverged,
+    }

@@ -9,8 +9,9 @@ split between them) and ``inline[:T]`` (this process, T threads, default all cor
 One thread per process is the robust choice on a small machine: measured on 2 cores
 shared with other jobs, one torch process with 2 threads ran a linear E1 ensemble 12x
 slower than with 1 thread.
-The sweep machinery of ``feedback_alignment.experiments`` (SQLite store, Dask, resume) is
-not wired in yet; see docs/reproduce.md.
+``sweep[:inline|:local:N|:dask:ADDRESS]`` runs E1 through the sweep machinery of
+``feedback_alignment.experiments`` (SQLite store in DIR/E1, packing, Dask); see
+docs/reproduce.md.
 """
 
 from __future__ import annotations
@@ -74,6 +75,43 @@ class LocalPool:
         return out
 
 
+@dataclass
+class Sweep:
+    """E1 through ``feedback_alignment.experiments.run_study`` (its store, packing and
+    executors: ``inline``, ``local`` with ``workers``, ``dask`` with a ``scheduler``);
+    E2 and E3 then run in the local pool."""
+
+    executor: str = "local"
+    workers: int | None = None
+    scheduler: str | None = None
+    name: str = "sweep"
+
+    def map(self, tasks, progress=None) -> list:
+        return LocalPool(_threads()).map(tasks, progress)
+
+
+def _sweep(spec: str) -> Sweep:
+    rest = spec.partition(":")[2]
+    kind, _, arg = rest.partition(":")
+    kind = kind or "local"
+    if kind == "inline" and not arg:
+        return Sweep("inline")
+    if kind == "local":
+        try:
+            workers = int(arg) if arg else None
+        except ValueError:
+            workers = 0
+        if workers is not None and workers < 1:
+            raise ConfigError(f"executor {spec!r}: N in sweep:local:N must be a positive integer")
+        return Sweep("local", workers=workers)
+    if kind == "dask":
+        return Sweep("dask", scheduler=arg or None)
+    raise ConfigError(
+        f"unknown executor {spec!r}; accepted: 'sweep', 'sweep:inline', 'sweep:local:N', "
+        "'sweep:dask[:SCHEDULER_ADDRESS]'"
+    )
+
+
 def get_executor(spec: str):
     """``local[:N]`` (N processes, default one per core) or ``inline[:T]`` (T threads)."""
     spec = (spec or "local").strip()
@@ -86,6 +124,8 @@ def get_executor(spec: str):
         if threads is not None and threads < 1:
             raise ConfigError(f"executor {spec!r}: T in inline:T must be a positive integer")
         return Inline(threads)
+    if spec == "sweep" or spec.startswith("sweep:"):
+        return _sweep(spec)
     if spec == "local" or spec.startswith("local:"):
         n = spec.partition(":")[2]
         try:
@@ -96,5 +136,6 @@ def get_executor(spec: str):
             raise ConfigError(f"executor {spec!r}: N in local:N must be a positive integer")
         return LocalPool(workers)
     raise ConfigError(
-        f"unknown executor {spec!r}; accepted: 'local', 'local:N', 'inline', 'inline:T'"
+        f"unknown executor {spec!r}; accepted: 'local', 'local:N', 'inline', 'inline:T', "
+        "'sweep[:inline|:local:N|:dask:ADDRESS]'"
     )

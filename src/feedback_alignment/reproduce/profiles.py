@@ -183,9 +183,10 @@ PROFILES: dict[str, Profile] = {
         name="standard",
         purpose="about two hours on 2 CPU cores",
         dtype="float32",
-        # from measured per-member step costs (float32, one thread per core): E1 ~1900 s
-        # at the plateau rule's minimum steps (~2900 s if every member ran to the cap),
-        # E2 ~600 s, E3 ~1600 s: 70-85 min on an idle 2-core machine
+        # from measured per-member step costs (one thread per process, 2 processes): E1
+        # ~1400 s wall at the plateau rule's minimum steps (~2900 s if every member ran
+        # to the cap), E2 ~550 s, E3 ~1100 s: 50-75 min on an idle 2-core machine, up to
+        # ~2 h on a shared one (quick ran 1.6x slower shared than idle)
         e1=E1Settings(
             widths=(200, 400, 800, 1600, 3200),
             reps=12,
