@@ -154,6 +154,8 @@ def test_export_csv_and_parquet(tmp_path):
     tbl = pq.read_table(tmp_path / "runs.parquet").to_pydict()
     assert len(tbl["run_id"]) == 12
     assert dict(zip(tbl["run_id"], tbl["final.mse"], strict=True)) == ref
+    assert export(path, "parquet") == str(tmp_path / "s.parquet")  # default: beside the store
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == 12
     export(path, "parquet", tmp_path / "series.parquet", table="series")
     series = pq.read_table(tmp_path / "series.parquet").to_pydict()
     assert len(series["step"]) == 12 * 2 * 4  # runs x metrics x recorded steps

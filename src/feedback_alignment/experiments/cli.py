@@ -35,7 +35,7 @@ def register(sub) -> None:
     r = sub.add_parser("results", help="export a study store as CSV or Parquet")
     r.add_argument("store", help="the study's SQLite file")
     r.add_argument("--format", default="csv", help="csv (default) or parquet")
-    r.add_argument("--out", default=None, help="output file (csv: default stdout)")
+    r.add_argument("--out", default=None, help="output file (csv: stdout; parquet: STUDY.parquet)")
     r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
     r.add_argument("--status", default=None, help="only runs with this status")
     r.set_defaults(func=_results)
@@ -101,8 +101,10 @@ def _results(args) -> int:
     from .export import export
 
     text = export(args.store, args.format, args.out, table=args.table, status=args.status)
-    if text is not None:
+    if args.format == "csv" and text is not None:
         sys.stdout.write(text)
+    elif args.format == "parquet":
+        print(text)
     return 0
 
 

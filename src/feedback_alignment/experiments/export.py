@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -48,14 +47,19 @@ def series_table(store: Store, status=None) -> tuple[list[str], list[list]]:
 
 
 def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=None) -> str | None:
-    """Write ``table`` of ``store`` (a path or :class:`Store`) as ``fmt`` to ``out`` (a path;
-    CSV only: ``None`` returns the text). Returns the CSV text when ``out`` is None."""
+    """Write ``table`` of ``store`` (a path or :class:`Store`) as ``fmt`` to ``out``.
+
+    CSV with ``out=None`` returns the text; Parquet with ``out=None`` writes
+    ``STUDY.parquet`` (``STUDY-series.parquet``) beside the store and returns its path."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
     if table not in TABLES:
         raise ConfigError(f"--table {table!r} is not accepted; accepted: {', '.join(TABLES)}")
     if fmt == "parquet" and out is None:
-        raise ConfigError("--format parquet needs --out FILE; accepted: a file path")
+        if not isinstance(store, str | Path):
+            raise ConfigError("--format parquet needs --out FILE; accepted: a file path")
+        suffix = "" if table == "runs" else f"-{table}"
+        out = Path(store).with_name(Path(store).stem + suffix + ".parquet")
     if fmt == "parquet":
         try:
             import pyarrow as pa
@@ -99,8 +103,4 @@ def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=Non
             {c: [None if v is None else str(v) for v in vs] for c, vs in columns.items()}
         )
     pq.write_table(tbl, Path(out))
-    return None
-
-
-def write_csv_stdout(text: str) -> None:
-    sys.stdout.write(text)
+    return str(out)
