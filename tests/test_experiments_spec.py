@@ -147,6 +147,7 @@ BAD = [
     ('[fixed]\nmetrics = ["mse", "accuracy"]\n', "fixed.metrics", "alignment"),
     ('[fixed]\nlam_schedule = "cutoff:x"\n', "fixed.lam_schedule", '"cutoff:T"'),
     ('[study]\nsystem = "deep"\n[fixed]\ntrain.lr = 0\n', "fixed.train.lr", "> 0"),
+    ("[grid]\nseed = [1, 2]\n", "grid.seed", "study.seed or study.seeds"),
     ("[fixed\n", "not valid TOML", ""),
 ]
 

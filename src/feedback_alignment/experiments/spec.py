@@ -377,6 +377,11 @@ def _flatten(section: str, table: dict, system: str, leaves: dict) -> dict:
         else:
             out[k] = v
     for k in out:
+        if k in ("seed", "threads"):
+            raise ConfigError(
+                f"spec key {section}.{k} is set by the study, not per run; accepted: "
+                "study.seed or study.seeds (the repetition seeds), study.threads"
+            )
         if k not in leaves:
             accepted = ", ".join(leaves)
             raise ConfigError(
