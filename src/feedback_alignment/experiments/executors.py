@@ -19,6 +19,7 @@ not depend on the executor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -201,7 +202,7 @@ class Dask:
                     "accepted: the address of a running scheduler, e.g. tcp://127.0.0.1:8786"
                 ) from None
         else:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _workers_ignore_sigint():
                 # no dashboard; the scheduler's bare HTTP endpoint binds to 127.0.0.1 too and
                 # moves to a free port when 8787 is taken (that is all the warning says)
                 warnings.filterwarnings("ignore", message="Port .* is already in use")
@@ -245,6 +246,20 @@ class Dask:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint():
+    """Start processes with Ctrl-C ignored (inherited through spawn): the driver alone
+    handles it and closes the cluster, instead of every worker printing a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def get_executor(name: str = "local", *, workers: int | None = None, scheduler=None):
