@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from feedback_alignment.experiments import Store
 
 SPEC = """
@@ -187,3 +189,26 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     assert again.wait(timeout=120) == 0
     assert f"{n} already finished" in again.stderr.read().decode()
     assert _check_consistent(tmp_path / "s.sqlite") == 12
+
+
+def test_ctrl_c_with_dask_closes_the_cluster(tmp_path):
+    """Ctrl-C on `fa sweep --executor dask` (its own loopback LocalCluster): exit 130, no
+    worker tracebacks, no process left behind."""
+    pytest.importorskip("distributed")
+    spec = SPEC.replace("steps = 600", "steps = 4000").replace(
+        "repetitions = 10", "repetitions = 3"
+    )
+    (tmp_path / "spec.toml").write_text(spec)
+    proc = _sweep(tmp_path, "s.sqlite", "--executor", "dask", "--workers", "2")
+    deadline = time.time() + 90
+    while _count(tmp_path / "s.sqlite") < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    err = proc.stderr.read().decode()
+    assert "interrupted, run the same command again" in err and "Traceback" not in err, err
+    deadline = time.time() + 15
+    while _group_alive(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _group_alive(proc.pid) == []
+    assert 1 <= _check_consistent(tmp_path / "s.sqlite") < 12
