@@ -103,7 +103,7 @@ def test_profile_merges_over_base(tmp_path):
 def test_planner_packs_same_shapes(tmp_path):
     runs = _spec(tmp_path).runs()
     packs = plan(runs)
-    # one ensemble per (p, activation/lr? no: lr is per member) shape group
+    # one ensemble per shape group (p, activation); lr and lam are per member
     assert sum(len(pk) for pk in packs) == len(runs)
     for pk in packs:
         shapes = {(r.config["p"], r.config["activation"]) for r in pk.runs}
