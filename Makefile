@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup reproduce demo test lint bench clean
 
 $(BIN)/fa: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(BIN)/fa: pyproject.toml
 	touch $(BIN)/fa
 
 setup: $(BIN)/fa
+
+reproduce: setup
+	$(BIN)/fa reproduce all --profile quick --out results/quick
 
 demo: setup
 	$(BIN)/fa demo --out results/demo
