@@ -15,7 +15,8 @@ from feedback_alignment.twolayer.fused import Kernels
 
 @pytest.mark.parametrize("path", ["explicit", "rowspace"])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
-def test_fused_matches_plain(path, act):
+@pytest.mark.parametrize("w_decay", [0.0, 0.01])
+def test_fused_matches_plain(path, act, w_decay):
     X, y = random_teacher(8, 12, 40, act, seed=0)
     out = {}
     for fuse in (False, True):
@@ -26,7 +27,7 @@ def test_fused_matches_plain(path, act):
             rule=["fa", "bp", "fa"],
             lr=0.05,
             lam=0.1,
-            w_decay=0.01,
+            w_decay=w_decay,
             steps=300,
             record_every=100,
             path=path,
@@ -35,6 +36,7 @@ def test_fused_matches_plain(path, act):
         out[fuse] = (ens, h)
     (e0, h0), (e1, h1) = out[False], out[True]
     assert h1.path == path
+    assert e1._path.kernels.fused  # compiled kernels ran (no fallback to the plain ones)
     for m in ("mse", "alignment", "w_change", "update_alignment"):
         np.testing.assert_allclose(h1.metrics[m], h0.metrics[m], rtol=1e-10, err_msg=m)
     assert float((e1.W - e0.W).norm() / e0.W.norm()) < 1e-12

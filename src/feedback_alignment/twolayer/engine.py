@@ -38,8 +38,12 @@ from .schedules import Constant, get_schedule
 RULES = ("bp", "fa")
 # working-set budget per chunk on the CPU: measured, large products lose ~2x past it
 _CHUNK_BYTES = 24e6
-# below this many element-steps (K p n steps) compiling costs more than it saves on a CPU
-_FUSE_MIN_WORK = 5e11
+# with fused kernels (fewer, larger passes) bigger chunks pay: measured best at ~64 MB
+# (p = 3200: 25 members, 11 vs 13 ms a step at 9; p = 12800: 6 members)
+_CHUNK_BYTES_FUSED = 64e6
+# below this many element-steps (K p n steps) compiling (~5 s a shape) costs more than it
+# saves on a CPU (measured ~0.2 ns an element-step at p = 3200)
+_FUSE_MIN_WORK = 2e11
 METRICS = (
     "mse",  # mean squared error, without any penalty
     "penalty",  # lam(t)/2 |beta|^2 + wd/2 |W|_F^2
@@ -551,7 +555,8 @@ class TwoLayerEnsemble:
             else:
                 cols = self.d + 2 * n if fl.name == "explicit" else 4 * n
                 per_member = self.p * cols * self.dtype.itemsize
-                chunk_members = max(1, int(_CHUNK_BYTES // per_member))
+                budget = _CHUNK_BYTES_FUSED if fl.kernels.fused else _CHUNK_BYTES
+                chunk_members = max(1, int(budget // per_member))
         check(
             isinstance(chunk_members, int) and chunk_members >= 1,
             f"chunk_members must be a positive integer, got {chunk_members!r}",

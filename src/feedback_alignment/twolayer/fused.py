@@ -3,9 +3,11 @@
 Once the products are cheap (the row-space path) the step's time goes to element-wise
 passes over (k, p, n) arrays: psi(Z), its reductions against beta and e, psi'(Z) and the
 update M. :class:`Kernels` does them either eagerly (several passes, no set-up cost) or as
-two compiled kernels that each read Z once. Results differ only by float rounding (the
-order of summation in the reductions). Compilation costs seconds per shape, so it pays
-for long runs; any failure to compile falls back to the plain version with a warning.
+two compiled kernels that each read Z once; on the row-space path the second also
+applies A <- keep A - M in the same pass, so M is never written out. Results differ only
+by float rounding (the order of summation in the reductions). Compilation costs seconds
+per shape, so it pays for long runs; any failure to compile falls back to the plain
+version with a warning.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ def _backward(fn, deriv):
     return backward
 
 
+def _backward_update(fn, deriv):
+    def backward_update(Z, ce, fb_lr, A, keep):
+        """psi(Z) ce (k, p), and A <- keep A - fb_lr * psi'(Z) * ce in place (row-space path)."""
+        direction = (fn(Z) * ce.unsqueeze(1)).sum(-1)
+        A.mul_(keep[:, None, None]).sub_(deriv(Z) * fb_lr.unsqueeze(-1) * ce.unsqueeze(1))
+        return direction
+
+    return backward_update
+
+
 class Kernels:
     """u from Z, then (beta direction, M) from Z, for one activation."""
 
@@ -50,8 +62,9 @@ class Kernels:
                 Kernels._compiled[key] = (
                     torch.compile(_forward(act.fn), dynamic=False),
                     torch.compile(_backward(act.fn, act.deriv), dynamic=False),
+                    torch.compile(_backward_update(act.fn, act.deriv), dynamic=False),
                 )
-            self._fwd, self._bwd = Kernels._compiled[key]
+            self._fwd, self._bwd, self._bwd_update = Kernels._compiled[key]
             self.fused = True
 
     def _fallback(self, exc: Exception) -> None:
@@ -91,3 +104,18 @@ class Kernels:
             M = cache["D"] if "D" in cache else self.act.deriv(Z)
         M.mul_(fb_lr.unsqueeze(-1)).mul_(ce.unsqueeze(1))
         return direction, M
+
+    def backward_update(self, cache: dict, ce, fb_lr, A, keep) -> torch.Tensor | None:
+        """Fused only: psi(Z) ce, with A <- keep A - M applied in the same pass over Z.
+
+        Saves writing M and reading it back; returns None when not fused (the caller then
+        uses :meth:`backward` and applies M itself)."""
+        if not self.fused or "H" in cache:
+            return None
+        if keep is None:
+            keep = torch.ones(A.shape[0], dtype=A.dtype, device=A.device)
+        try:
+            return self._bwd_update(cache["Z"], ce, fb_lr, A, keep)
+        except Exception as exc:  # noqa: BLE001
+            self._fallback(exc)
+            return None

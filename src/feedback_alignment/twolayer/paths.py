@@ -149,6 +149,16 @@ class RowSpacePath(ExplicitPath):
             return torch.addmm(Zb.reshape(k * p, n), A.reshape(k * p, n), self.G).view(k, p, n)
         return torch.baddbmm(Zb, A, self.G[sl])
 
+    def step(self, sl, cache, ce, fb_lr, lr_eff, keep) -> torch.Tensor:
+        direction = self.kernels.backward_update(cache, ce, fb_lr, self.A[sl], keep)
+        if direction is None:
+            return super().step(sl, cache, ce, fb_lr, lr_eff, keep)
+        if keep is not None:
+            self.s[sl] *= keep
+            self.decayed = True
+        self._W = None
+        return direction
+
     def _apply(self, sl, M, keep) -> None:
         A = self.A[sl]
         if keep is not None:
