@@ -8,7 +8,6 @@ import re
 import tomllib
 
 import pytest
-import torch
 
 from feedback_alignment.deep.config import parse_config
 
@@ -18,12 +17,7 @@ PYTHON = re.findall(r"```python\n(.*?)```", TEXT, re.S)
 TOML = re.findall(r"```toml\n(.*?)```", TEXT, re.S)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_doc_has_examples():

@@ -17,12 +17,7 @@ DTYPES = [torch.float64, torch.float32]
 TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def setup(dtype, seed=0):

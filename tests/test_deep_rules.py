@@ -18,13 +18,7 @@ DTYPES = [torch.float64, torch.float32]
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin contention on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(act=nn.Tanh):

@@ -18,12 +18,7 @@ from feedback_alignment.errors import ConfigError, DivergenceError
 ALL_RULES = ["bp", "fa", "usf", "frsf", "brsf", "kp", "wm", "dfa"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
