@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from feedback_alignment.deep import RULES, convert, mirror, rule_layers
+from feedback_alignment.deep.rules import Backprop
 from feedback_alignment.errors import ConfigError
 
 ALL_RULES = ["bp", "fa", "usf", "frsf", "brsf", "kp", "wm", "dfa"]
@@ -399,3 +400,37 @@ def test_dfa_error_of_the_wrong_size_at_run_time_is_a_one_line_error():
 
 def test_registry_holds_every_rule():
     assert set(ALL_RULES) <= set(RULES)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bp_runs_plain_autograd_unless_recording(dtype):
+    """bp layers skip the custom backward (no per-layer Python) except while a metric
+    records their signals; both give autograd's gradients. A subclass that changes B is
+    not plain backprop and keeps the custom backward."""
+    torch.manual_seed(0)
+    plain = nn.Linear(5, 3).to(dtype)
+    layer = convert(nn.Sequential(plain), "bp")[0]
+    x = torch.randn(4, 5, dtype=dtype, requires_grad=True)
+    g = torch.randn(4, 3, dtype=dtype)
+    ref = torch.autograd.grad(plain(x), (x, plain.weight, plain.bias), g)
+    out = layer(x)
+    assert out.grad_fn.name() == "AddmmBackward0"
+    fast = torch.autograd.grad(out, (x, layer.weight, layer.bias), g)
+    layer._record = {}
+    out = layer(x)
+    assert "RuleFunction" in out.grad_fn.name()
+    recorded = torch.autograd.grad(out, (x, layer.weight, layer.bias), g)
+    assert torch.equal(layer._record["error"], g)
+    layer._record = None
+    for a, b, r in zip(fast, recorded, ref, strict=True):
+        assert torch.equal(a, r)
+        assert relerr(b, r) < TOL[dtype]
+
+    class Doubled(Backprop):  # not registered: used directly
+        def feedback(self, layer, weight, state):
+            return 2 * weight
+
+    assert not Doubled.is_backprop
+    layer.rule = Doubled()
+    (gx,) = torch.autograd.grad(layer(x), x, g)
+    assert relerr(gx, 2 * ref[0]) < TOL[dtype]

@@ -72,7 +72,11 @@ class RuleLayer:
     def forward(self, x):
         if self.dfa_output:
             self.dfa_hub.error = None
-        if self._exact or not torch.is_grad_enabled():
+        if (
+            self._exact
+            or not torch.is_grad_enabled()
+            or (self.rule.is_backprop and self._record is None)
+        ):
             return self.plain_forward(x, self.weight, self.bias)
         return _RuleFunction.apply(x, self.weight, self.bias, self.rule.state(self), self)
 

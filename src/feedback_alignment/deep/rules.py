@@ -102,11 +102,20 @@ class Rule:
     weight and that state. ``needs_weight`` says whether ``feedback`` reads W (then W is
     saved for backward); ``custom_send`` lets ``send`` compute the input gradient itself
     (DFA). A state tensor that is an ``nn.Parameter`` receives W's gradient (KP).
+    ``is_backprop`` marks the rule whose gradients are autograd's own: its layers then run
+    the plain layer (no custom backward, no Python in the backward pass) unless a metric
+    is recording the layer's signals.
     """
 
     name = ""
     needs_weight = False
     custom_send = False
+    is_backprop = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "is_backprop" not in cls.__dict__:  # a subclass of Backprop may change B
+            cls.is_backprop = False
 
     def __init__(self, **options):
         if options:
@@ -153,10 +162,11 @@ def _store(layer, name: str, value: torch.Tensor, parameter: bool = False) -> No
 
 @register
 class Backprop(Rule):
-    """B = W: exact backpropagation through the custom backward."""
+    """B = W: exact backpropagation (plain autograd; the custom backward when recording)."""
 
     name = "bp"
     needs_weight = True
+    is_backprop = True
 
     def feedback(self, layer, weight, state):
         return weight
