@@ -60,3 +60,24 @@ def test_bad_fuse_value():
     X, y = random_teacher(8, 12, 40, "relu", seed=0)
     with pytest.raises(ConfigError, match="fuse must be True, False or 'auto', got 'yes'"):
         TwoLayerEnsemble(12, 40).fit(X, y, steps=1, fuse="yes")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compile_friendly_tanh_is_tanh_to_a_few_ulp(dtype):
+    from feedback_alignment.twolayer.fused import _tanh_deriv_for_compile, _tanh_for_compile
+
+    scales = (1e-30, 1e-12, 1e-6, 1e-2, 1.0, 5.0, 30.0, 1e30)
+    z = torch.cat(
+        [
+            torch.randn(20000, dtype=dtype, generator=torch.Generator().manual_seed(0)) * s
+            for s in scales
+        ]
+    )
+    z = torch.cat([z, torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=dtype)])
+    ref = torch.tanh(z)
+    got = _tanh_for_compile(z)
+    eps = torch.finfo(dtype).eps
+    assert ((got - ref).abs() <= 4 * eps * ref.abs()).all()
+    d = _tanh_deriv_for_compile(z)
+    assert ((d - (1 - ref * ref)).abs() <= 8 * eps).all()
+    assert torch.isnan(_tanh_for_compile(torch.tensor([float("nan")], dtype=dtype))).all()
