@@ -174,10 +174,10 @@ def project_e1(quick: bool) -> dict:
     for act in ("linear", "relu", "tanh"):
         secs = {}
         for p in WIDTHS_E1:
-            steps = 3 if quick else 10
+            steps = 3 if quick else 100 if p <= 800 else 50 if p <= 3200 else 30
             min_steps = round(5000 * math.sqrt(p / 200))
             fuse = K * p * N * min_steps >= _FUSE_MIN_WORK  # what fuse="auto" picks
-            t_step, path, setup = engine_seconds(p, steps, 1, "auto", act, members=K, fuse=fuse)
+            t_step, path, setup = engine_seconds(p, steps, 2, "auto", act, members=K, fuse=fuse)
             runs = 4 * 50
             secs[p] = (t_step * min_steps + setup) * runs / K
         per_act[act] = {"path": path, "seconds_by_width": secs}
