@@ -78,30 +78,13 @@ def run_activation(
     rows, prow, krow = [], [], []
     for k in range(reps * L):
         r, i = divmod(k, L)
+        member = {"activation": activation, "lam": float(lams[i]), "rep": r}
         for j, s in enumerate(steps_rec):
-            rows.append(
-                {
-                    "activation": activation,
-                    "lam": float(lams[i]),
-                    "rep": r,
-                    "step": int(s),
-                    "mse": float(mse[j, k]),
-                }
-            )
-            prow.append(
-                {
-                    "activation": activation,
-                    "lam": float(lams[i]),
-                    "rep": r,
-                    "step": int(s),
-                    "predicted_mse": float(pred_at[j, k]),
-                }
-            )
+            rows.append({**member, "step": int(s), "mse": float(mse[j, k])})
+            prow.append({**member, "step": int(s), "predicted_mse": float(pred_at[j, k])})
         krow.append(
             {
-                "activation": activation,
-                "lam": float(lams[i]),
-                "rep": r,
+                **member,
                 "lambda_min": float(lmin[k]),
                 "predicted_rate": float(rate[k]),
                 "settle_mse": float(settle[k]),
