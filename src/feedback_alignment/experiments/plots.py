@@ -69,13 +69,28 @@ def _save(fig, outs) -> list[Path]:
     return outs
 
 
+def _finish(fig, ax, xlabel, ylabel, title, legend, outs) -> None:
+    """Label, grid, write every requested file, close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, outs)
+    plt.close(fig)
+
+
 def _figure():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(figsize=(5.5, 4))
+    return plt.subplots(figsize=(5.5, 4))
 
 
 def plot_final(
@@ -113,7 +128,7 @@ def plot_final(
             r.get(f"final.{metric}", np.nan)
         )
     drawn = {}
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     numeric = all(isinstance(r[x], int | float) and not isinstance(r[x], bool) for r in rows)
     for bv in sorted(groups, key=_key):
         xs = sorted(groups[bv], key=_key)
@@ -134,15 +149,7 @@ def plot_final(
         ax.set_xticks(range(len(allx)), [str(v) for v in allx])
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(f"final {metric} (mean +- 1 s.d.)")
-    if title:
-        ax.set_title(title)
-    if by is not None:
-        ax.legend()
-    ax.grid(alpha=0.3)
-    _save(fig, outs)
-    plt.close(fig)
+    _finish(fig, ax, x, f"final {metric} (mean +- 1 s.d.)", title, by is not None, outs)
     return drawn
 
 
@@ -179,7 +186,7 @@ def plot_curves(
     groups: dict = {}
     for s in series:
         groups.setdefault(s[by] if by else None, []).append(s)
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     drawn = {}
     for bv in sorted(groups, key=_key):
         members = groups[bv]
@@ -203,13 +210,5 @@ def plot_curves(
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("symlog")
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"{metric} (mean +- 1 s.d.)")
-    if title:
-        ax.set_title(title)
-    if by is not None:
-        ax.legend()
-    ax.grid(alpha=0.3)
-    _save(fig, outs)
-    plt.close(fig)
+    _finish(fig, ax, "step", f"{metric} (mean +- 1 s.d.)", title, by is not None, outs)
     return drawn
