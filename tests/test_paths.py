@@ -120,3 +120,40 @@ def test_auto_choice_and_explicit_requests():
         ens.fit(X, y, steps=1, path="linear_fa")
     with pytest.raises(ConfigError, match="unknown path 'fast'"):
         ens.fit(X, y, steps=1, path="fast")
+
+
+@pytest.mark.parametrize(
+    "path, act, rule, fuse",
+    [
+        ("explicit", "tanh", "fa", False),
+        ("explicit", "relu", "bp", True),
+        ("rowspace", "relu", "fa", False),
+        ("rowspace", "tanh", "fa", True),
+        ("rowspace", "sigmoid", "bp", True),
+        ("linear_fa", "linear", "fa", False),
+    ],
+)
+def test_every_path_runs_in_float32_close_to_float64(path, act, rule, fuse):
+    X, y = random_teacher(N, D, P, "tanh", seed=0)
+    out = {}
+    for dtype in ("float64", "float32"):
+        ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation=act, dtype=dtype)
+        h = ens.fit(
+            X.to(getattr(torch, dtype)),
+            y.to(getattr(torch, dtype)),
+            rule=rule,
+            lr=0.02,
+            lam=[0.0, 0.2, 0.05],
+            w_decay=0.01,
+            steps=200,
+            record_every=50,
+            path=path,
+            fuse=fuse,
+        )
+        assert h.path == path and ens.W.dtype == getattr(torch, dtype)
+        out[dtype] = (ens, h)
+    (e64, h64), (e32, h32) = out["float64"], out["float32"]
+    for m in ("mse", "penalty", "alignment", "w_change", "beta_change"):
+        assert np.isfinite(h32.metrics[m]).all(), m
+        np.testing.assert_allclose(h32.metrics[m], h64.metrics[m], rtol=2e-3, atol=1e-6, err_msg=m)
+    assert float((e32.W.double() - e64.W).norm() / e64.W.norm()) < 1e-5
