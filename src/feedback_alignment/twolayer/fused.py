@@ -110,12 +110,13 @@ class Kernels:
     def backward(self, cache: dict, ce: torch.Tensor, fb_lr: torch.Tensor):
         """(psi(Z) ce, M); consumes the cache's buffers."""
         Z = cache["Z"]
-        if "H" not in cache:
+        if "H" not in cache and self.fused:
             try:
                 return self._bwd(Z, ce, fb_lr)
             except Exception as exc:  # noqa: BLE001
                 self._fallback(exc)
-                cache["H"] = self.act(Z)
+        if "H" not in cache:  # fused forward, then a fallback: psi(Z) is still to compute
+            cache["H"] = self.act(Z)
         H = cache["H"]
         direction = torch.bmm(H, ce.unsqueeze(-1)).squeeze(-1)
         if self.act.relu_like:
