@@ -4,7 +4,7 @@ Once the products are cheap (the row-space path) the step's time goes to element
 passes over (k, p, n) arrays: psi(Z), its reductions against beta and e, psi'(Z) and the
 update M. :class:`Kernels` does them either eagerly (several passes, no set-up cost) or as
 two compiled kernels that each read Z once; on the row-space path the second also
-applies A <- keep A - M in the same pass, so M is never written out. Results differ only
+applies A <- keep A - M in the same pass. Results differ only
 by float rounding (the order of summation in the reductions). Compilation costs seconds
 per shape, so it pays for long runs; any failure to compile falls back to the plain
 version with a warning.
@@ -58,10 +58,17 @@ def _backward(fn, deriv):
 
 
 def _backward_update(fn, deriv):
-    def backward_update(Z, ce, fb_lr, A, keep):
-        """psi(Z) ce (k, p), and A <- keep A - fb_lr * psi'(Z) * ce in place (row-space path)."""
+    def backward_update(Z, ce, fb_lr, A, keep, M):
+        """psi(Z) ce (k, p); M = fb_lr * psi'(Z) * ce into M and A <- keep A - M, in place
+        (row-space path: one pass reads Z and A, writes A and M)."""
         direction = (fn(Z) * ce.unsqueeze(1)).sum(-1)
-        A.mul_(keep[:, None, None]).sub_(deriv(Z) * fb_lr.unsqueeze(-1) * ce.unsqueeze(1))
+        m = deriv(Z) * fb_lr.unsqueeze(-1) * ce.unsqueeze(1)
+        # a select with equal branches changes no value, but makes the update depend on
+        # its row's reduction: Inductor then emits one loop over rows of Z (each read once,
+        # the second use from L1) instead of two passes; measured 10-12% faster a step
+        m = torch.where(direction.unsqueeze(-1) == 0, m, m)
+        M.copy_(m)
+        A.mul_(keep[:, None, None]).sub_(M)
         return direction
 
     return backward_update
@@ -126,17 +133,16 @@ class Kernels:
         M.mul_(fb_lr.unsqueeze(-1)).mul_(ce.unsqueeze(1))
         return direction, M
 
-    def backward_update(self, cache: dict, ce, fb_lr, A, keep) -> torch.Tensor | None:
-        """Fused only: psi(Z) ce, with A <- keep A - M applied in the same pass over Z.
-
-        Saves writing M and reading it back; returns None when not fused (the caller then
-        uses :meth:`backward` and applies M itself)."""
+    def backward_update(self, cache: dict, ce, fb_lr, A, keep, M) -> torch.Tensor | None:
+        """Fused only: psi(Z) ce, with M written to ``M`` and A <- keep A - M applied in
+        the same pass over Z; returns None when not fused (the caller then uses
+        :meth:`backward` and applies M itself)."""
         if not self.fused or "H" in cache:
             return None
         if keep is None:
             keep = torch.ones(A.shape[0], dtype=A.dtype, device=A.device)
         try:
-            return self._bwd_update(cache["Z"], ce, fb_lr, A, keep)
+            return self._bwd_update(cache["Z"], ce, fb_lr, A, keep, M)
         except Exception as exc:  # noqa: BLE001
             self._fallback(exc)
             return None
