@@ -180,6 +180,34 @@ def test_divergent_member_is_reported_and_others_finish():
     assert (h.final["mse"][[0, 2]] < h.metrics["mse"][0, [0, 2]] * 0.1).all()
 
 
+@pytest.mark.parametrize("check_every, window", [(1, 256), (37, 256), (1000, 4)])
+def test_divergence_step_is_the_first_bad_step(monkeypatch, check_every, window):
+    """Divergence is judged at sync steps from a ring buffer of MSEs: the step reported
+    must still be the first step whose MSE is non-finite or blown up, whatever the
+    spacing of the checks (window 4 < check_every forces extra syncs)."""
+    import feedback_alignment.twolayer.engine as engine
+
+    monkeypatch.setattr(engine, "_MSE_WINDOW", window)
+    X, y = linear_teacher(10, 20, seed=0)
+    ens = TwoLayerEnsemble(20, 100, seeds=[0, 1, 2], activation="relu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = ens.fit(
+            X,
+            y,
+            lr=[1e-2, 0.3, 1e-2],
+            steps=300,
+            record_every=1,
+            blowup=1e3,
+            check_every=check_every,
+        )
+    mse = h.metrics["mse"][:, 1]
+    bad = ~np.isfinite(mse) | (mse > 1e3 * mse[0])
+    assert h.diverged == [1] and bad.any() and h.diverged_at[1] > 10  # not at once
+    assert h.diverged_at[1] == h.steps[np.argmax(bad)]
+    assert h.stop_step[1] >= h.diverged_at[1]
+
+
 def test_mixed_rules_and_continued_fit():
     X, y = linear_teacher(10, 5, seed=0)
     ens = TwoLayerEnsemble(5, 30, seeds=[0, 0], activation="tanh")

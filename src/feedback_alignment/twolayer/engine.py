@@ -44,6 +44,8 @@ _CHUNK_BYTES_FUSED = 64e6
 # below this many element-steps (K p n steps) compiling (~5 s a shape) costs more than it
 # saves on a CPU (measured ~0.2 ns an element-step at p = 3200)
 _FUSE_MIN_WORK = 2e11
+# most steps between two divergence checks (the ring buffer of MSEs holds this many)
+_MSE_WINDOW = 256
 METRICS = (
     "mse",  # mean squared error, without any penalty
     "penalty",  # lam(t)/2 |beta|^2 + wd/2 |W|_F^2
@@ -340,7 +342,7 @@ class TwoLayerEnsemble:
 
         to = {"dtype": self.dtype, "device": self.device}
         c = loss_factor(loss, n)
-        sqrt_p = math.sqrt(p)
+        c_p = c / math.sqrt(p)  # e -> the error the updates use
         lr_t = torch.as_tensor(lr_np, **to)
         lam_t = torch.as_tensor(lam_np, **to)
         wd_t = torch.as_tensor(wd_np, **to) if wd_np.any() else None
@@ -365,35 +367,57 @@ class TwoLayerEnsemble:
         have_ckpt = False
         constant_schedule = isinstance(schedule, Constant)
         lam_now = lam_t
+        # divergence is judged at sync steps from a ring buffer of every step's MSE since
+        # the last one (no per-step bookkeeping, no host sync between them)
+        window = min(check_every, _MSE_WINDOW, max_steps + 1)
+        mse_buf = torch.empty(window, K, **to)
+        last_sync = -1
+        rates: dict[str, torch.Tensor] = {}
+
+        def update_rates() -> None:
+            """Per-member step factors; they change only with `active` or lam(t)."""
+            lr_eff = lr_t * active
+            rates["lr"] = lr_eff[:, None]
+            rates["lam"] = lam_now[:, None]
+            rates["b_lr"] = self.b * rates["lr"]
+            if wd_t is not None:
+                rates["keep"] = 1 - lr_eff * wd_t
+            rates["lr_eff"] = lr_eff
 
         rec_steps: list[int] = []
         rec: dict[str, list[torch.Tensor]] = {m: [] for m in metrics}
         t0 = time.perf_counter()
         t = 0
+        update_rates()
         while True:
             if not constant_schedule:
                 lam_now = lam_t * torch.as_tensor(schedule(self.t), **to)
+                update_rates()
             last = t >= max_steps
             checkpoint = (
                 stop is not None
                 and t >= stop.min_steps
                 and (t - stop.min_steps) % stop.check_every == 0
             )
-            sync = last or checkpoint or t % check_every == 0
+            sync = last or checkpoint or t % check_every == 0 or t - last_sync >= window
             recording = last or (record_every and t % record_every == 0) or t in record_set
             row = {m: torch.empty(K, **to) for m in metrics} if recording else None
+            if sync:  # the steps since the last sync, oldest first, as ring-buffer rows
+                since = torch.arange(last_sync + 1, t + 1, device=self.device)
+                rows = since % window
             for sl in chunks:
                 beta = self.beta[sl]
                 u, cache = fl.outputs(sl, beta)
                 e = u - y[sl]
-                mse = (e * e).mean(1)
+                mse = torch.mean(e * e, 1, out=mse_buf[t % window, sl])
                 if t == 0:
                     mse0[sl] = mse
-                # divergence bookkeeping without a host sync
-                bad = ~torch.isfinite(mse) | (mse > blowup * mse0[sl].clamp_min(1e-300))
-                first_bad[sl] = torch.where(
-                    bad & (first_bad[sl] < 0) & active[sl], t, first_bad[sl]
-                )
+                if sync:
+                    # first step since the last sync with a non-finite or blown-up MSE
+                    hist = mse_buf[rows, sl]
+                    bad = ~torch.isfinite(hist) | (hist > blowup * mse0[sl].clamp_min(1e-300))
+                    newly = bad.any(0) & (first_bad[sl] < 0) & active[sl]
+                    first_bad[sl] = torch.where(newly, since[bad.int().argmax(0)], first_bad[sl])
                 if checkpoint:
                     if have_ckpt:
                         plateaued = ((mse - mse_ckpt[sl]).abs() < stop.tol) & active[sl]
@@ -405,26 +429,38 @@ class TwoLayerEnsemble:
                     if bool(diverged.any()):
                         stop_step[sl][diverged.cpu().numpy()] = t
                         active[sl] &= ~diverged
-                fb = (
-                    self.b[sl]
-                    if all_fa
-                    else beta
-                    if all_bp
-                    else torch.where(is_fa[sl, None], self.b[sl], beta)
-                )
                 if recording:
+                    fb = (
+                        self.b[sl]
+                        if all_fa
+                        else beta
+                        if all_bp
+                        else torch.where(is_fa[sl, None], self.b[sl], beta)
+                    )
                     vals = self._metrics(metrics, fl, sl, cache, e, mse, fb, lam_now[sl], wd_t)
                     for m in metrics:
                         row[m][sl] = vals[m]
                 if last:
                     continue
                 # ---- the update, both layers from the same e(t); frozen members get lr 0
-                lr_eff = lr_t[sl] * active[sl]
-                ce = e * (c / sqrt_p)
-                keep = None if wd_t is None else 1 - lr_eff * wd_t[sl]
-                grad_beta = fl.step(sl, cache, ce, fb * lr_eff[:, None], lr_eff, keep)
-                beta.sub_(lr_eff[:, None] * (grad_beta + lam_now[sl, None] * beta))
+                if sync:
+                    update_rates()  # `active` may have changed
+                lr = rates["lr"][sl]
+                fb_lr = (
+                    rates["b_lr"][sl]
+                    if all_fa
+                    else beta * lr
+                    if all_bp
+                    else torch.where(is_fa[sl, None], rates["b_lr"][sl], beta * lr)
+                )
+                keep = None if wd_t is None else rates["keep"][sl]
+                grad_beta = fl.step(sl, cache, e * c_p, fb_lr, rates["lr_eff"][sl], keep)
+                # beta <- beta - lr (grad + lam beta); not (1 - lr lam) beta - lr grad, whose
+                # rounded factor would bias every step the same way in float32
+                beta.addcmul_(lr, grad_beta.addcmul_(rates["lam"][sl], beta), value=-1.0)
                 del cache
+            if sync:
+                last_sync = t
             have_ckpt |= checkpoint
             if recording:
                 rec_steps.append(t)
