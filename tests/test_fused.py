@@ -16,7 +16,8 @@ from feedback_alignment.twolayer.fused import Kernels
 @pytest.mark.parametrize("path", ["explicit", "rowspace"])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 @pytest.mark.parametrize("w_decay", [0.0, 0.01])
-def test_fused_matches_plain(path, act, w_decay):
+def test_fused_matches_plain(path, act, w_decay, monkeypatch):
+    monkeypatch.setenv("FA_NATIVE", "0")  # the compiled kernels, not the native ones (ReLU)
     X, y = random_teacher(8, 12, 40, act, seed=0)
     out = {}
     for fuse in (False, True):
@@ -37,6 +38,7 @@ def test_fused_matches_plain(path, act, w_decay):
     (e0, h0), (e1, h1) = out[False], out[True]
     assert h1.path == path
     assert e1._path.kernels.fused  # compiled kernels ran (no fallback to the plain ones)
+    assert (h0.kernels, h1.kernels) == ("torch", "compiled")
     for m in ("mse", "alignment", "w_change", "update_alignment"):
         np.testing.assert_allclose(h1.metrics[m], h0.metrics[m], rtol=1e-10, err_msg=m)
     assert float((e1.W - e0.W).norm() / e0.W.norm()) < 1e-12

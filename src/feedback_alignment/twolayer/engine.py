@@ -96,7 +96,10 @@ class History:
     ``final[name]`` is (K,) at each member's last step. ``status[k]`` is ``"done"`` or
     ``"diverged"``; ``stop_step[k]`` the step count at which member k stopped (its
     parameters are frozen from there); ``diverged_at[k]`` the first step whose MSE was
-    non-finite or exploded (-1 if none), with ``messages[k]`` saying why.
+    non-finite or exploded (-1 if none), with ``messages[k]`` saying why. ``path`` names
+    the first layer's representation and ``kernels`` what ran its element-wise work:
+    ``"torch"`` (eager ops), ``"compiled"`` (torch.compile) or ``"native"`` (the C++
+    row-space kernels for ReLU).
     """
 
     steps: np.ndarray
@@ -108,6 +111,7 @@ class History:
     messages: list[str]
     path: str
     seconds: float
+    kernels: str = "torch"
     extra: dict = field(default_factory=dict)
 
     def member(self, k: int) -> dict[str, np.ndarray]:
@@ -352,10 +356,11 @@ class TwoLayerEnsemble:
             fuse in (True, False, "auto"),
             f"fuse must be True, False or 'auto', got {fuse!r}",
         )
+        native = fuse is not False  # built once a machine, cheap at any size
         if fuse == "auto":
             work = K * p * n * (steps if stop is None else stop.min_steps)  # element-steps
             fuse = self.device.type == "cuda" or work >= _FUSE_MIN_WORK
-        fl = self._make_path(path, n, all_fa, bool(fuse))
+        fl = self._make_path(path, n, all_fa, bool(fuse), native)
         fl.bind(X)
         self._path = fl
         chunks = self._chunks(chunk_members, fl, n)
@@ -454,10 +459,14 @@ class TwoLayerEnsemble:
                     else torch.where(is_fa[sl, None], rates["b_lr"][sl], beta * lr)
                 )
                 keep = None if wd_t is None else rates["keep"][sl]
-                grad_beta = fl.step(sl, cache, e * c_p, fb_lr, rates["lr_eff"][sl], keep)
-                # beta <- beta - lr (grad + lam beta); not (1 - lr lam) beta - lr grad, whose
-                # rounded factor would bias every step the same way in float32
-                beta.addcmul_(lr, grad_beta.addcmul_(rates["lam"][sl], beta), value=-1.0)
+                lam = rates["lam"][sl]
+                grad_beta = fl.step(
+                    sl, cache, e * c_p, fb_lr, rates["lr_eff"][sl], keep, (beta, lr, lam)
+                )
+                if grad_beta is not None:  # else the path updated beta itself, the same way
+                    # beta <- beta - lr (grad + lam beta); not (1 - lr lam) beta - lr grad,
+                    # whose rounded factor would bias every step the same way in float32
+                    beta.addcmul_(lr, grad_beta.addcmul_(lam, beta), value=-1.0)
                 del cache
             if sync:
                 last_sync = t
@@ -510,6 +519,7 @@ class TwoLayerEnsemble:
             diverged_at=first_bad_np,
             messages=messages,
             path=fl.name,
+            kernels=fl.kernel_kind,
             seconds=time.perf_counter() - t0,
         )
 
@@ -561,7 +571,7 @@ class TwoLayerEnsemble:
         return out
 
     # ------------------------------------------------------------------ paths
-    def _make_path(self, name: str, n: int, all_fa: bool, fuse: bool = False):
+    def _make_path(self, name: str, n: int, all_fa: bool, fuse: bool = False, native: bool = False):
         """The first-layer representation for this fit, starting from the current W."""
         choice("path", name, ("auto", *PATHS))
         linear = (
@@ -579,15 +589,15 @@ class TwoLayerEnsemble:
         if name == "explicit":
             return ExplicitPath(W.clone() if W is self.W0 else W, self.W0, self.activation, fuse)
         if name == "rowspace":
-            return RowSpacePath(W, self.W0, self.activation, fuse)
+            return RowSpacePath(W, self.W0, self.activation, fuse, native)
         return LinearFAPath(W, self.W0, self.activation, self.b)
 
     def _chunks(self, chunk_members, fl, n) -> list[slice]:
         """Member slices whose working set stays in cache (CPU) or the whole ensemble (GPU)."""
         K = self.K
         if chunk_members is None:
-            if self.device.type != "cpu":
-                chunk_members = K
+            if self.device.type != "cpu" or getattr(fl, "native", None) is not None:
+                chunk_members = K  # (the native kernels stream rows: nothing to keep cached)
             else:
                 cols = self.d + 2 * n if fl.name == "explicit" else 4 * n
                 per_member = self.p * cols * self.dtype.itemsize

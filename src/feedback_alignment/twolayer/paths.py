@@ -26,6 +26,7 @@ import math
 import torch
 
 from ..activations import Activation
+from . import native as _native
 from .fused import Kernels
 
 
@@ -41,6 +42,12 @@ class ExplicitPath:
     def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
         self.W, self.W0, self.act = W, W0, act
         self.kernels = Kernels(act, fuse)
+
+    @property
+    def kernel_kind(self) -> str:
+        if getattr(self, "native", None) is not None:
+            return "native"
+        return "compiled" if self.kernels.fused else "torch"
 
     # -- data
     def bind(self, X: torch.Tensor) -> None:
@@ -67,8 +74,11 @@ class ExplicitPath:
             cache["D"] = self.act.deriv(cache["Z"])
         return cache["D"]
 
-    def step(self, sl, cache, ce, fb_lr, lr_eff, keep) -> torch.Tensor:
-        """Apply W <- keep W - M X, M = fb_lr * psi'(Z) * ce; return psi(Z) ce (k, p).
+    def step(self, sl, cache, ce, fb_lr, lr_eff, keep, beta_step=None) -> torch.Tensor | None:
+        """Apply W <- keep W - M X, M = fb_lr * psi'(Z) * ce; return psi(Z) ce (k, p), the
+        second layer's gradient direction, for the engine to apply. A path may instead
+        apply beta <- beta - lr (psi(Z) ce + lam beta) itself, given ``beta_step`` =
+        (beta, lr, lam), and return None.
 
         Consumes the cache's buffers."""
         direction, M = self.kernels.backward(cache, ce, fb_lr)
@@ -114,10 +124,20 @@ class RowSpacePath(ExplicitPath):
 
     name = "rowspace"
 
-    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
+    def __init__(
+        self,
+        W: torch.Tensor,
+        W0: torch.Tensor,
+        act: Activation,
+        fuse: bool = False,
+        native: bool = False,
+    ):
         super().__init__(W, W0, act, fuse)
         self.Wb = W
         self._W = None
+        self.want_native = native
+        self.native = None
+        self._u_next: dict = {}  # member slice -> beta^T psi(Z) the native update computed
 
     def bind(self, X: torch.Tensor) -> None:
         super().bind(X)
@@ -127,6 +147,8 @@ class RowSpacePath(ExplicitPath):
         self.Zb = super().preactivations(slice(None))  # W_b X^T, (K, p, n)
         self.Z = self.Zb.clone()
         self._M = None  # the fused kernels' scratch for M, one chunk's size, reused
+        if self.want_native and _native.applies(self.act, X, n):
+            self.native = _native.RowSpaceReLU(self.G)  # one pass a step (native/)
         self.base_is_init = self.Wb is self.W0
         self.Z0 = self.Zb if self.base_is_init else self._project(self.W0)
         self.A = torch.zeros(K, p, n, dtype=X.dtype, device=X.device)
@@ -149,6 +171,15 @@ class RowSpacePath(ExplicitPath):
     def preactivations(self, sl) -> torch.Tensor:
         return self.Z[sl]
 
+    def outputs(self, sl, beta: torch.Tensor):
+        if self.native is None:
+            return super().outputs(sl, beta)
+        Z = self.Z[sl]
+        u = self._u_next.pop((sl.start, sl.stop), None)  # left by the last update
+        if u is None:
+            u = self.native.forward(Z, beta)
+        return u / math.sqrt(Z.shape[1]), {"Z": Z}
+
     def _move_Z(self, sl, M, keep) -> None:
         """Z <- keep Z - M G, in place."""
         Z = self.Z[sl]
@@ -166,7 +197,16 @@ class RowSpacePath(ExplicitPath):
             self._M = torch.empty_like(Z)
         return self._M[:k]
 
-    def step(self, sl, cache, ce, fb_lr, lr_eff, keep) -> torch.Tensor:
+    def step(self, sl, cache, ce, fb_lr, lr_eff, keep, beta_step=None):
+        if self.native is not None and beta_step is not None:
+            beta, _, lam = beta_step
+            self._u_next[(sl.start, sl.stop)] = self.native.update(
+                self.Z[sl], self.A[sl], ce, fb_lr, keep, beta, lr_eff, lam.reshape(-1)
+            )
+            if keep is not None:
+                self.s[sl] *= keep
+            self._W = None
+            return None
         M = self._scratch(cache["Z"]) if self.kernels.fused else None
         direction = self.kernels.backward_update(cache, ce, fb_lr, self.A[sl], keep, M)
         if direction is None:
@@ -257,7 +297,7 @@ class LinearFAPath(RowSpacePath):
         u = (s * bZb + (beta * self.b[sl]).sum(1, keepdim=True) * Ga) / math.sqrt(beta.shape[1])
         return u, {"Ga": Ga}
 
-    def step(self, sl, cache, ce, fb_lr, lr_eff, keep):
+    def step(self, sl, cache, ce, fb_lr, lr_eff, keep, beta_step=None):
         # Z ce with Z = s Z_b + b (G a)^T
         Zce = torch.bmm(self.Zb[sl], ce.unsqueeze(-1)).squeeze(-1)
         direction = self.s[sl, None] * Zce + self.b[sl] * (cache["Ga"] * ce).sum(1, keepdim=True)
