@@ -136,8 +136,9 @@ def engine_seconds(
 ) -> tuple[float, str, float]:
     """Seconds per lockstep step of ``members`` networks (FA, lam 0.02, MSE recorded only).
 
-    A fit's one-off cost (binding the data, one forward pass, forming W at the end) is
-    measured by a fit of 0 steps and subtracted, and returned on its own. The path
+    The step time is the engine's own loop timer (``History.seconds``, the best of
+    ``repeats`` fits after a warm-up fit) over ``steps``; a fit's one-off cost (binding the
+    data, forming W at the end) is the rest of its wall time, returned on its own. The path
     returned is "<path>+<kernels>" (torch, compiled or native); ``native=False`` keeps
     the native kernels off (FA_NATIVE=0) to time the compiled ones.
     """
@@ -163,14 +164,22 @@ def engine_seconds(
     old = os.environ.get("FA_NATIVE")
     os.environ["FA_NATIVE"] = "1" if native else "0"
     try:
-        setup = best_time(lambda: run(0), repeats)
-        total = best_time(lambda: run(steps), repeats)
+        run(steps)  # warm-up: builds or compiles kernels, faults pages in
+        loops, walls = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(steps)
+            walls.append(time.perf_counter() - t0)
+            loops.append(hist["h"].seconds)
     finally:
         if old is None:
             del os.environ["FA_NATIVE"]
         else:
             os.environ["FA_NATIVE"] = old
-    per_step = max(total - setup, 0.5 * total) / steps  # noise can't make a step free
+    # the engine's own timer covers the step loop (one extra forward pass for the last
+    # step's record included); binding the data and forming W are the fit's set-up
+    per_step = min(loops) / steps
+    setup = min(w - lp for w, lp in zip(walls, loops, strict=True))
     return per_step, f"{hist['h'].path}+{hist['h'].kernels}", setup
 
 

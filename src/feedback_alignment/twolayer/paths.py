@@ -11,7 +11,8 @@ gradient direction and the first-layer update; the path decides how W is held:
   Z = W X^T = s W_b X^T + A (X X^T) are kept as state and moved by the same update,
   Z <- keep Z - M (X X^T): one (p, n) x (n, n) product in place, 2 K p n^2 flops.
 * :class:`LinearFAPath`: with psi linear and the FA rule every update row is b_r times
-  the same vector, so A(t) = b a(t)^T with a (K, n); a step is O(K n p) with no product.
+  the same vector, so A(t) = b a(t)^T with a (K, n), and beta stays in span{beta(0), b,
+  columns of Z_b}; a step is O(K n^2), independent of p.
 
 All three are exact (same trajectories up to float rounding). Every metric the engine
 records is computed from the path's own quantities, W is formed only by
@@ -260,12 +261,21 @@ class RowSpacePath(ExplicitPath):
 
 
 class LinearFAPath(RowSpacePath):
-    """psi linear, rule FA: A = b a^T, so the whole step is O(K n p) without a product."""
+    """psi linear, rule FA: A = b a^T, and beta = c1 beta_0 + c2 b + Z_b gamma, so a step is
+    O(K n^2), whatever p.
+
+    With psi linear, Z = s Z_b + b (G a)^T and every second-layer gradient Z ce lies in
+    span{b, columns of Z_b}; beta is held as (c1, c2, gamma) over beta_0 (beta when the
+    fit began), b and Z_b, and u = beta^T Z / sqrt p comes from precomputed n-vectors and
+    the n x n matrix Z_b^T Z_b. beta is written out (O(K n p)) only when a record needs
+    it (:meth:`write_beta`); the engine calls that before every record.
+    """
 
     name = "linear_fa"
+    owns_beta = True
 
     def __init__(self, W, W0, act, b: torch.Tensor, fuse: bool = False):
-        super().__init__(W, W0, act)  # O(n p) already: nothing to fuse
+        super().__init__(W, W0, act)  # no element-wise passes: nothing to fuse
         self.b = b
 
     def bind(self, X: torch.Tensor) -> None:
@@ -284,31 +294,62 @@ class LinearFAPath(RowSpacePath):
         self.bZ0 = (
             self.bZb if self.base_is_init else torch.bmm(self.b.unsqueeze(1), self.Z0).squeeze(1)
         )
+        self.Hb = torch.bmm(self.Zb.transpose(1, 2), self.Zb)  # Z_b^T Z_b, (K, n, n)
         self._W = None
+
+    def bind_beta(self, beta: torch.Tensor) -> None:
+        """Start beta's coordinates from its value now: beta = 1 beta_0 + 0 b + Z_b 0."""
+        K, n = self.a.shape
+        to = {"dtype": beta.dtype, "device": beta.device}
+        self.beta0 = beta.clone()
+        self.c1, self.c2 = torch.ones(K, **to), torch.zeros(K, **to)
+        self.gamma = torch.zeros(K, n, **to)
+        self.P0 = torch.bmm(beta.unsqueeze(1), self.Zb).squeeze(1)  # beta_0^T Z_b, (K, n)
+        self.beta0_b = (beta * self.b).sum(1)
+
+    def write_beta(self, sl, beta: torch.Tensor) -> None:
+        """beta[sl] <- c1 beta_0 + c2 b + Z_b gamma."""
+        Zg = torch.bmm(self.Zb[sl], self.gamma[sl].unsqueeze(-1)).squeeze(-1)
+        beta.copy_(self.c1[sl, None] * self.beta0[sl] + self.c2[sl, None] * self.b[sl] + Zg)
 
     def _Ga(self, sl):
         a = self.a[sl]
         return a @ self.G if self.shared else torch.bmm(self.G[sl], a.unsqueeze(-1)).squeeze(-1)
 
     def outputs(self, sl, beta):
-        # Z = s Z_b + b (G a)^T, so beta^T Z = s beta^T Z_b + (beta . b) G a
-        s, Ga = self.s[sl, None], self._Ga(sl)
-        bZb = torch.bmm(beta.unsqueeze(1), self.Zb[sl]).squeeze(1)
-        u = (s * bZb + (beta * self.b[sl]).sum(1, keepdim=True) * Ga) / math.sqrt(beta.shape[1])
+        # Z = s Z_b + b (G a)^T, so beta^T Z = s beta^T Z_b + (beta . b) G a, and with
+        # beta = c1 beta_0 + c2 b + Z_b gamma both terms are O(n^2) (beta itself is unused)
+        c1, c2, gamma = self.c1[sl, None], self.c2[sl, None], self.gamma[sl]
+        bZb = self.bZb[sl]
+        HG = torch.bmm(self.Hb[sl], gamma.unsqueeze(-1)).squeeze(-1)
+        beta_Zb = c1 * self.P0[sl] + c2 * bZb + HG
+        beta_b = (
+            c1 * self.beta0_b[sl, None]
+            + c2 * self.nb[sl, None]
+            + (bZb * gamma).sum(1, keepdim=True)
+        )
+        Ga = self._Ga(sl)
+        u = (self.s[sl, None] * beta_Zb + beta_b * Ga) / math.sqrt(self.Zb.shape[1])
         return u, {"Ga": Ga}
 
     def step(self, sl, cache, ce, fb_lr, lr_eff, keep, beta_step=None):
-        # Z ce with Z = s Z_b + b (G a)^T
-        Zce = torch.bmm(self.Zb[sl], ce.unsqueeze(-1)).squeeze(-1)
-        direction = self.s[sl, None] * Zce + self.b[sl] * (cache["Ga"] * ce).sum(1, keepdim=True)
-        # M = lr b (x) ce  =>  A = b a^T with a <- keep a - lr ce
+        # the gradient Z ce = s Z_b ce + b (G a . ce): beta <- beta - lr (Z ce + lam beta)
+        # moves the coordinates; M = lr b (x) ce moves a (A = b a^T): a <- keep a - lr ce
+        _, _, lam = beta_step
+        lr, lam = lr_eff[:, None], lam.reshape(-1, 1)
+        s = self.s[sl, None]
+        c1, c2, gamma = self.c1[sl], self.c2[sl], self.gamma[sl]
+        gb = (cache["Ga"] * ce).sum(1)
+        c1.sub_(lr_eff * lam[:, 0] * c1)
+        c2.sub_(lr_eff * (lam[:, 0] * c2 + gb))
+        gamma.sub_(lr * (lam * gamma + s * ce))
         a = self.a[sl]
         if keep is not None:
             a.mul_(keep[:, None])
             self.s[sl] *= keep
-        a.sub_(lr_eff[:, None] * ce)
+        a.sub_(lr * ce)
         self._W = None
-        return direction
+        return None
 
     def update_row_sq_norms(self, sl, cache, e):
         G = self._G(sl)
