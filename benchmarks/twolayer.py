@@ -28,7 +28,7 @@ import time
 import torch
 
 from feedback_alignment.twolayer.data import random_teacher
-from feedback_alignment.twolayer.engine import _FUSE_MIN_WORK, TwoLayerEnsemble
+from feedback_alignment.twolayer.engine import TwoLayerEnsemble
 
 K, N, D = 50, 50, 150
 
@@ -197,9 +197,9 @@ def project_e1(quick: bool) -> dict:
         for p in WIDTHS_E1:
             steps = 3 if quick else 100 if p <= 800 else 50 if p <= 3200 else 30
             min_steps = round(5000 * math.sqrt(p / 200))
-            # what fuse="auto" picks for runs of min_steps: native kernels for ReLU, the
-            # compiled ones for long runs of the other activations
-            fuse = "auto" if act == "relu" else K * p * N * min_steps >= _FUSE_MIN_WORK
+            # what fuse="auto" picks for runs of min_steps: the native kernels for ReLU and
+            # tanh; the linear FA path has no element-wise work to fuse
+            fuse = "auto"
             t_step, path, setup = engine_seconds(p, steps, 2, "auto", act, members=K, fuse=fuse)
             runs = 4 * 50
             secs[p] = (t_step * min_steps + setup) * runs / K

@@ -1,4 +1,4 @@
-"""The native (C++) row-space kernels for ReLU against the torch ops they replace."""
+"""The native (C++) row-space kernels (ReLU, tanh) against the torch ops they replace."""
 
 import warnings
 
@@ -17,10 +17,20 @@ pytestmark = pytest.mark.skipif(native.library() is None, reason="no C++ compile
 N, D, P, SEEDS = 20, 60, 400, [0, 1, 2]
 
 
-def fit(fuse, dtype="float64", rule="fa", steps=300, threads=None, chunk=None, lr=None, **kw):
-    X, y = random_teacher(N, D, P, "relu", seed=1)
+def fit(
+    fuse,
+    dtype="float64",
+    rule="fa",
+    steps=300,
+    threads=None,
+    chunk=None,
+    lr=None,
+    act="relu",
+    **kw,
+):
+    X, y = random_teacher(N, D, P, act, seed=1)
     to = getattr(torch, dtype)
-    ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation="relu", dtype=dtype)
+    ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation=act, dtype=dtype)
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -42,16 +52,38 @@ def fit(fuse, dtype="float64", rule="fa", steps=300, threads=None, chunk=None, l
     return ens, h
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh"])
 @pytest.mark.parametrize("rule", ["fa", "bp", ["fa", "bp", "fa"]], ids=["fa", "bp", "mixed"])
 @pytest.mark.parametrize("w_decay", [0.0, 0.01])
-def test_native_equals_torch_ops(rule, w_decay):
-    e0, h0 = fit(False, rule=rule, w_decay=w_decay, lam_schedule=ExpDecay(0.999))
-    e1, h1 = fit("auto", rule=rule, w_decay=w_decay, lam_schedule=ExpDecay(0.999))
+def test_native_equals_torch_ops(act, rule, w_decay):
+    kw = dict(act=act, rule=rule, w_decay=w_decay, lam_schedule=ExpDecay(0.999))
+    e0, h0 = fit(False, **kw)
+    e1, h1 = fit("auto", **kw)
     assert (h0.kernels, h1.kernels) == ("torch", "native") and h1.path == "rowspace"
     for m, v in h0.metrics.items():
         np.testing.assert_allclose(h1.metrics[m], v, rtol=1e-12, atol=1e-15, err_msg=m)
     assert float((e1.W - e0.W).norm() / e0.W.norm()) < 1e-12
     assert float((e1.beta - e0.beta).norm() / e0.beta.norm()) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_tanh_is_tanh_to_a_few_ulp(dtype):
+    z = torch.cat(
+        [
+            torch.linspace(-25, 25, 100001, dtype=dtype),
+            torch.randn(10000, dtype=dtype) * 1e-3,
+            torch.tensor([0.0, 1e-30, -1e-30, float("inf"), -float("inf")], dtype=dtype),
+        ]
+    )
+    t, d = native.tanh(z)
+    ref = torch.tanh(z)
+    eps = torch.finfo(dtype).eps
+    tiny = torch.finfo(dtype).tiny
+    assert float(((t - ref).abs() / ref.abs().clamp_min(tiny)).max()) <= 3 * eps
+    assert float((d - (1 - ref * ref)).abs().max()) <= 3 * eps
+    assert t[-2:].tolist() == [1.0, -1.0] and d[-2:].tolist() == [0.0, 0.0]
+    nan = native.tanh(torch.tensor([float("nan")] * 3, dtype=dtype))
+    assert torch.isnan(nan[0]).all()
 
 
 def test_numbers_do_not_depend_on_threads_or_chunks():
@@ -64,9 +96,10 @@ def test_numbers_do_not_depend_on_threads_or_chunks():
         assert torch.equal(got[0].W, ref[0].W) and torch.equal(got[0].beta, ref[0].beta)
 
 
-def test_float32_close_to_float64():
-    e32, h32 = fit("auto", dtype="float32")
-    e64, h64 = fit("auto")
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_float32_close_to_float64(act):
+    e32, h32 = fit("auto", dtype="float32", act=act)
+    e64, h64 = fit("auto", act=act)
     assert h32.kernels == "native"
     for m in ("mse", "alignment", "w_change", "beta_change", "update_alignment"):
         np.testing.assert_allclose(h32.metrics[m], h64.metrics[m], rtol=2e-3, atol=1e-6)
@@ -86,7 +119,7 @@ def test_a_diverging_member_leaves_the_others_untouched():
 
 def test_relu_nan_propagates_like_torch():
     """relu(NaN) is NaN in the native forward too, so a NaN pre-activation shows in u."""
-    kern = native.RowSpaceReLU(torch.eye(3, dtype=torch.float64))
+    kern = native.RowSpaceKernels(torch.eye(3, dtype=torch.float64), "relu")
     Z = torch.zeros(1, 4, 3, dtype=torch.float64)
     Z[0, 2, 1] = float("nan")
     u = kern.forward(Z, torch.ones(1, 4, dtype=torch.float64))
@@ -95,8 +128,9 @@ def test_relu_nan_propagates_like_torch():
 
 def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
     X, y = random_teacher(8, 20, 30, "tanh", seed=0)
-    tanh = TwoLayerEnsemble(20, 30, activation="tanh").fit(X, y, steps=2)
-    assert tanh.kernels == "torch"
+    sigmoid = TwoLayerEnsemble(20, 30, activation="sigmoid").fit(X, y, steps=2)
+    assert sigmoid.kernels == "torch"
+    assert TwoLayerEnsemble(20, 30, activation="tanh").fit(X, y, steps=2).kernels == "native"
     relu = TwoLayerEnsemble(20, 30, activation="relu")
     assert relu.fit(X, y, steps=2).kernels == "native"
     assert relu.fit(X, y, steps=2, fuse=False).kernels == "torch"

@@ -149,7 +149,7 @@ class RowSpacePath(ExplicitPath):
         self.Z = self.Zb.clone()
         self._M = None  # the fused kernels' scratch for M, one chunk's size, reused
         if self.want_native and _native.applies(self.act, X, n):
-            self.native = _native.RowSpaceReLU(self.G)  # one pass a step (native/)
+            self.native = _native.RowSpaceKernels(self.G, self.act.name)  # one pass a step
         self.base_is_init = self.Wb is self.W0
         self.Z0 = self.Zb if self.base_is_init else self._project(self.W0)
         self.A = torch.zeros(K, p, n, dtype=X.dtype, device=X.device)

@@ -1,4 +1,4 @@
-"""The row-space step for ReLU as one compiled C++ pass (``rowspace_relu.cpp``).
+"""The row-space step for ReLU and tanh as one compiled C++ pass (``rowspace.cpp``).
 
 With torch ops a row-space step makes about nine passes over (k, p, n) arrays: the
 products are cheap (n = 50) and memory traffic is the cost. The kernel here reads each
@@ -10,7 +10,7 @@ compiler and the CPU, and runs on ``torch.get_num_threads()`` OpenMP threads; th
 runtime is the one torch has loaded, so these are torch's threads, not a second pool
 competing with them for the cores. Sums are cut into fixed blocks of rows, so the numbers
 depend neither on the thread count nor on chunking. Where it cannot be built (no
-compiler) or does not apply (not ReLU, not the CPU, one X per member, n > 1024), the
+compiler) or does not apply (another activation, not the CPU, one X per member, n > 1024), the
 engine uses the torch ops; ``FA_NATIVE=0`` turns it off. Results equal the torch path's up
 to the order of float sums.
 """
@@ -30,7 +30,9 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).with_name("rowspace_relu.cpp")
+_SOURCE = Path(__file__).with_name("rowspace.cpp")
+# activations with native kernels: name -> the torch function they must be
+KERNELS = {"relu": torch.relu, "tanh": torch.tanh}
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
 # below this many elements a kernel runs on one thread (waking the others costs more)
 _MIN_PARALLEL = 1 << 14
@@ -62,7 +64,7 @@ def _build() -> ctypes.CDLL:
     key = hashlib.sha256(
         source + cxx.encode() + " ".join(_FLAGS).encode() + _cpu_id().encode()
     ).hexdigest()[:16]
-    out = _cache_dir() / f"rowspace_relu-{key}.so"
+    out = _cache_dir() / f"rowspace-{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
@@ -80,8 +82,14 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(out))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suf in ("f32", "f64"):
-        getattr(lib, f"fa_forward_{suf}").argtypes = [i64] * 3 + [ptr] * 4 + [ctypes.c_int]
-        getattr(lib, f"fa_update_{suf}").argtypes = [i64] * 4 + [ptr] * 11 + [ctypes.c_int]
+        for act in KERNELS:
+            getattr(lib, f"fa_forward_{act}_{suf}").argtypes = (
+                [i64] * 4 + [ptr] * 4 + [ctypes.c_int]
+            )
+            getattr(lib, f"fa_update_{act}_{suf}").argtypes = (
+                [i64] * 4 + [ptr] * 11 + [ctypes.c_int]
+            )
+        getattr(lib, f"fa_eval_tanh_{suf}").argtypes = [i64, ptr, ptr, ptr]
     lib.fa_max_n.restype = i64
     lib.fa_vec_bytes.restype = i64
     lib.fa_units_per_member.restype = i64
@@ -109,11 +117,11 @@ def library() -> ctypes.CDLL | None:
 
 
 def applies(act, X: torch.Tensor, n: int) -> bool:
-    """Whether the kernels can run this fit: ReLU, the CPU, one shared X, float32/64."""
+    """Whether the kernels can run this fit: ReLU or tanh (the built-in ones), the CPU, one
+    shared X, float32/64, n <= 1024."""
     return (
         os.environ.get("FA_NATIVE", "1") != "0"
-        and act.relu_like
-        and act.fn is torch.relu
+        and KERNELS.get(act.name) is act.fn
         and X.device.type == "cpu"
         and X.dim() == 2
         and X.dtype in (torch.float32, torch.float64)
@@ -130,10 +138,10 @@ def _threads(elements: int) -> int:
     return torch.get_num_threads() if elements >= _MIN_PARALLEL else 1
 
 
-class RowSpaceReLU:
-    """The kernels bound to one fit's G (n, n)."""
+class RowSpaceKernels:
+    """The kernels for one activation, bound to one fit's G (n, n)."""
 
-    def __init__(self, G: torch.Tensor):
+    def __init__(self, G: torch.Tensor, activation: str):
         self.lib = library()
         self.n = G.shape[0]
         lanes = self.lib.fa_vec_bytes() // G.element_size()
@@ -141,8 +149,8 @@ class RowSpaceReLU:
         self.Gp = torch.zeros(self.n, self.npad, dtype=G.dtype)
         self.Gp[:, : self.n] = G
         self.suf = "f32" if G.dtype == torch.float32 else "f64"
-        self._fwd = getattr(self.lib, f"fa_forward_{self.suf}")
-        self._upd = getattr(self.lib, f"fa_update_{self.suf}")
+        self._fwd = getattr(self.lib, f"fa_forward_{activation}_{self.suf}")
+        self._upd = getattr(self.lib, f"fa_update_{activation}_{self.suf}")
 
     def _u_buffers(self, Z: torch.Tensor):
         k, p, n = Z.shape
@@ -150,15 +158,17 @@ class RowSpaceReLU:
         return units, torch.empty(k, n, dtype=Z.dtype)
 
     def forward(self, Z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """beta^T relu(Z) per member, (k, n) (without the 1/sqrt p)."""
+        """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p)."""
         k, p, n = Z.shape
         units, u = self._u_buffers(Z)
-        self._fwd(k, p, n, _ptr(Z), _ptr(beta), _ptr(units), _ptr(u), _threads(Z.numel()))
+        self._fwd(
+            k, p, n, self.npad, _ptr(Z), _ptr(beta), _ptr(units), _ptr(u), _threads(Z.numel())
+        )
         return u
 
     def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam) -> torch.Tensor:
-        """One step in place: A <- keep A - M, Z <- keep Z - M G, beta <- beta - lr (relu(Z)
-        ce + lam beta); returns the next step's beta^T relu(Z) (k, n), as :meth:`forward`."""
+        """One step in place: A <- keep A - M, Z <- keep Z - M G, beta <- beta - lr (psi(Z)
+        ce + lam beta); returns the next step's beta^T psi(Z) (k, n), as :meth:`forward`."""
         k, p, n = Z.shape
         cep = torch.zeros(k, self.npad, dtype=Z.dtype)  # ce padded like Gp
         cep[:, :n] = ce
@@ -184,3 +194,17 @@ class RowSpaceReLU:
             _threads(Z.numel()),
         )
         return u
+
+
+def tanh(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tanh and its derivative as the native kernels compute them (for the tests)."""
+    lib = library()
+    lanes = lib.fa_vec_bytes() // z.element_size()
+    flat = z.reshape(-1)
+    padded = torch.zeros(-(-flat.numel() // lanes) * lanes, dtype=z.dtype)
+    padded[: flat.numel()] = flat
+    psi, dpsi = torch.empty_like(padded), torch.empty_like(padded)
+    suf = "f32" if z.dtype == torch.float32 else "f64"
+    getattr(lib, f"fa_eval_tanh_{suf}")(padded.numel(), _ptr(padded), _ptr(psi), _ptr(dpsi))
+    m = flat.numel()
+    return psi[:m].view_as(z), dpsi[:m].view_as(z)

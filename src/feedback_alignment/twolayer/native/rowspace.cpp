@@ -1,0 +1,318 @@
+// One step of the row-space path (ReLU or tanh), each row of Z and A touched once.
+//
+// Z (k, p, n) holds the pre-activations W X^T, A (k, p, n) the row-space coordinates of
+// W - s W_b, G = X X^T (n, n), stored zero-padded to npad columns (as is ce). For the
+// rows [r0, r1) of the k * p rows (row = member * p + unit):
+//
+//   forward:  u[member] = sum over rows of beta[row] psi(Z[row])
+//   update:   m = fb_lr[row] * psi'(Z[row]) * ce[member]
+//             d = psi(Z[row]) . ce[member]
+//             A[row] <- keep A[row] - m
+//             Z[row] <- keep Z[row] - m G
+//             beta[row] <- beta[row] - lr (d + lam beta[row])
+//             u[member] = sum over rows of beta[row] psi(Z[row])  (the next forward)
+//
+// which is what paths.RowSpacePath and the engine do with torch ops (an in-place GEMM for
+// m G), in one pass over memory instead of nine. m G is done four rows at a time in
+// registers (GCC vector extensions, so the compiler picks AVX-512, AVX2 or NEON for the
+// host). tanh is computed here as t / (t + 2), t = expm1(2|z|) (range reduction and a
+// Taylor polynomial, a few ulp from libm's), psi' = 1 - tanh^2 from the same t. Float
+// rounding differs from the torch path only there and in the order of the sums. NaN stays
+// NaN through psi, as in torch, so a diverging run is still seen by its MSE.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace {
+
+constexpr int kVecBytes = 64;
+constexpr int kRows = 4;         // rows per register block of the product
+constexpr int64_t kMaxN = 1024;  // longest row (samples n) the stack buffers hold
+
+template <typename T>
+struct Vec {
+    typedef T type __attribute__((vector_size(kVecBytes), aligned(kVecBytes)));
+};
+
+// the float's bits, for building 2^k
+template <typename T>
+struct Bits;
+template <>
+struct Bits<float> {
+    typedef int32_t I __attribute__((vector_size(kVecBytes)));
+    static constexpr int kMant = 23, kBias = 127;
+};
+template <>
+struct Bits<double> {
+    typedef int64_t I __attribute__((vector_size(kVecBytes)));
+    static constexpr int kMant = 52, kBias = 1023;
+};
+
+// expm1(x) for 0 <= x <= 40 (or NaN): x = k ln2 + r, |r| <= ln2 / 2, expm1(x) =
+// 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series (to r^9 in float, r^14 in double:
+// truncation below half an ulp)
+template <typename T>
+inline typename Vec<T>::type vexpm1(typename Vec<T>::type x) {
+    typedef typename Vec<T>::type V;
+    typedef typename Bits<T>::I I;
+    const T ln2_hi = T(0.693145751953125), ln2_lo = T(1.42860682030941723212e-6);
+    const V kf = __builtin_convertvector(
+        __builtin_convertvector(x * T(1.44269504088896340736) + T(0.5), I), V);
+    const V r = (x - kf * ln2_hi) - kf * ln2_lo;
+    constexpr int kTerms = sizeof(T) == 4 ? 9 : 14;
+    T coef = T(1);
+    T coefs[kTerms];  // 1/1!, 1/2!, ..., 1/kTerms!
+    for (int i = 1; i <= kTerms; ++i) coefs[i - 1] = (coef /= T(i));
+    V poly = V{} + coefs[kTerms - 1];  // 1/1! + r/2! + ... + r^(kTerms-1)/kTerms!
+    for (int i = kTerms - 2; i >= 0; --i) poly = poly * r + coefs[i];
+    const V em1 = r * poly;  // expm1(r)
+    const I ki = __builtin_convertvector(kf, I);
+    const V two_k = (V)((ki + Bits<T>::kBias) << Bits<T>::kMant);
+    return two_k * em1 + (two_k - T(1));
+}
+
+struct ReLU {
+    template <typename V>
+    static inline void eval(V z, V& psi, V& dpsi) {
+        const V zero = {};
+        psi = z < zero ? zero : z;          // NaN stays NaN
+        dpsi = z > zero ? zero + 1 : zero;  // matches torch.autograd: 0 at z = 0
+    }
+};
+
+struct Tanh {
+    template <typename V>
+    static inline void eval(V z, V& psi, V& dpsi) {
+        typedef decltype(z[0] + 0) T;
+        const V zero = {};
+        V a = z < zero ? -z : z;
+        a = a > T(20) ? zero + T(20) : a;  // tanh(20) = 1 in both precisions; NaN kept
+        const V t = vexpm1<T>(a + a);
+        const V th = t / (t + T(2));
+        psi = z < zero ? -th : th;
+        dpsi = T(1) - th * th;
+    }
+};
+
+// uacc[0, npad) += b psi(zp[0, npad))
+template <typename T, typename Act>
+inline void accumulate(int64_t npad, const T* zp, T b, T* uacc) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    for (int64_t v = 0; v < npad; v += L) {
+        V psi, dpsi;
+        Act::eval(*reinterpret_cast<const V*>(zp + v), psi, dpsi);
+        *reinterpret_cast<V*>(uacc + v) += b * psi;
+    }
+}
+
+// rows [r0, r1) all belong to one member; uu is that member's (n) slot
+template <typename T, typename Act>
+void forward(int64_t r0, int64_t r1, int64_t n, int64_t npad, const T* Z, const T* beta,
+             T* uu) {
+    alignas(kVecBytes) T zp[kMaxN];
+    alignas(kVecBytes) T uacc[kMaxN];
+    for (int64_t j = 0; j < npad; ++j) zp[j] = uacc[j] = T(0);
+    for (int64_t row = r0; row < r1; ++row) {
+        const T* z = Z + row * n;
+        for (int64_t j = 0; j < n; ++j) zp[j] = z[j];
+        accumulate<T, Act>(npad, zp, beta[row], uacc);
+    }
+    for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
+}
+
+// zp[0..4)[v, v + NV L) -= m[0..4)[0, n) G[0, n)[v, v + NV L)
+template <typename T, int NV>
+inline void panel(int64_t n, int64_t npad, int64_t v, const T* Gp, const T (*m)[kMaxN],
+                  T (*zp)[kMaxN]) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    V s[kRows][NV];
+    for (int b = 0; b < kRows; ++b)
+        for (int q = 0; q < NV; ++q) s[b][q] = *reinterpret_cast<const V*>(&zp[b][v + q * L]);
+    for (int64_t i = 0; i < n; ++i) {
+        V g[NV];
+        for (int q = 0; q < NV; ++q) g[q] = *reinterpret_cast<const V*>(Gp + i * npad + v + q * L);
+        for (int b = 0; b < kRows; ++b) {
+            const T mb = m[b][i];
+            for (int q = 0; q < NV; ++q) s[b][q] -= mb * g[q];
+        }
+    }
+    for (int b = 0; b < kRows; ++b)
+        for (int q = 0; q < NV; ++q) *reinterpret_cast<V*>(&zp[b][v + q * L]) = s[b][q];
+}
+
+template <typename T, typename Act>
+void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T* A,
+            const T* Gp, const T* cep, const T* fb_lr, const T* keep, T* beta, const T* lr,
+            const T* lam, T* uu) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    alignas(kVecBytes) T m[kRows][kMaxN];
+    alignas(kVecBytes) T zp[kRows][kMaxN];
+    alignas(kVecBytes) T uacc[kMaxN];
+    for (int64_t j = 0; j < npad; ++j) uacc[j] = T(0);
+    for (int64_t b = 0; b < kRows; ++b)
+        for (int64_t j = 0; j < npad; ++j) m[b][j] = zp[b][j] = T(0);
+
+    for (int64_t r = r0; r < r1; r += kRows) {
+        const int64_t rb = std::min<int64_t>(kRows, r1 - r);
+        for (int64_t b = 0; b < rb; ++b) {
+            const int64_t row = r + b, member = row / p;
+            const T* z = Z + row * n;
+            T* a = A + row * n;
+            const T* c = cep + member * npad;
+            const T f = fb_lr[row];
+            const T kp = keep ? keep[member] : T(1);
+            for (int64_t j = 0; j < n; ++j) zp[b][j] = z[j];
+            // the padding must be 0 again: a diverging row (m = inf) leaves inf * 0 = NaN
+            // there, which would reach the next rows' reductions (other members)
+            for (int64_t j = n; j < npad; ++j) zp[b][j] = T(0);
+            V acc = {};
+            for (int64_t v = 0; v < npad; v += L) {
+                const V zv = *reinterpret_cast<const V*>(&zp[b][v]);
+                const V cv = *reinterpret_cast<const V*>(c + v);
+                V psi, dpsi;
+                Act::eval(zv, psi, dpsi);
+                acc += psi * cv;
+                *reinterpret_cast<V*>(&m[b][v]) = (f * dpsi) * cv;  // 0 where c is padding
+                if (keep) *reinterpret_cast<V*>(&zp[b][v]) = kp * zv;
+            }
+            T d = 0;
+            for (int64_t l = 0; l < L; ++l) d += acc[l];
+            beta[row] -= lr[member] * (d + lam[member] * beta[row]);
+            if (keep) {
+                for (int64_t j = 0; j < n; ++j) a[j] = kp * a[j] - m[b][j];
+            } else {
+                for (int64_t j = 0; j < n; ++j) a[j] -= m[b][j];
+            }
+        }
+        for (int64_t b = rb; b < kRows; ++b)  // a short last block: rows of zeros
+            for (int64_t j = 0; j < n; ++j) m[b][j] = T(0);
+        // zp[b] -= m[b] G in panels of up to four column vectors: 4 x NV accumulators in
+        // registers, each load of G shared by the four rows
+        int64_t v = 0;
+        for (; v + 4 * L <= npad; v += 4 * L) panel<T, 4>(n, npad, v, Gp, m, zp);
+        switch ((npad - v) / L) {
+            case 3: panel<T, 3>(n, npad, v, Gp, m, zp); break;
+            case 2: panel<T, 2>(n, npad, v, Gp, m, zp); break;
+            case 1: panel<T, 1>(n, npad, v, Gp, m, zp); break;
+            default: break;
+        }
+        for (int64_t b = 0; b < rb; ++b) {
+            const int64_t row = r + b;
+            T* z = Z + row * n;
+            for (int64_t j = 0; j < n; ++j) z[j] = zp[b][j];
+            accumulate<T, Act>(npad, zp[b], beta[row], uacc);
+        }
+    }
+    for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
+}
+
+// Work is cut into units of kUnit rows of one member; each unit adds its rows' share of
+// u into its own (n) slot of u_units (k, units_per_member, n), and the slots are summed
+// in order afterwards. So the numbers depend neither on the thread count nor on how the
+// engine chunks the members.
+constexpr int64_t kUnit = 256;
+
+inline int64_t units_per_member(int64_t p) { return (p + kUnit - 1) / kUnit; }
+
+template <typename T>
+void sum_units(int64_t k, int64_t p, int64_t n, const T* u_units, T* u) {
+    const int64_t nu = units_per_member(p);
+#pragma omp for schedule(static)
+    for (int64_t member = 0; member < k; ++member) {
+        T* out = u + member * n;
+        for (int64_t j = 0; j < n; ++j) out[j] = T(0);
+        for (int64_t q = 0; q < nu; ++q) {
+            const T* part = u_units + (member * nu + q) * n;
+            for (int64_t j = 0; j < n; ++j) out[j] += part[j];
+        }
+    }
+}
+
+template <typename T, typename Act>
+void forward_all(int64_t k, int64_t p, int64_t n, int64_t npad, const T* Z, const T* beta,
+                 T* u_units, T* u, int threads) {
+    const int64_t nu = units_per_member(p);
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t unit = 0; unit < k * nu; ++unit) {
+            const int64_t member = unit / nu, q = unit - member * nu;
+            const int64_t r0 = member * p + q * kUnit;
+            const int64_t r1 = member * p + std::min(p, (q + 1) * kUnit);
+            T* slot = u_units + unit * n;
+            for (int64_t j = 0; j < n; ++j) slot[j] = T(0);
+            forward<T, Act>(r0, r1, n, npad, Z, beta, slot);
+        }
+        sum_units<T>(k, p, n, u_units, u);
+    }
+}
+
+template <typename T, typename Act>
+void update_all(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z, T* A, const T* Gp,
+                const T* cep, const T* fb_lr, const T* keep, T* beta, const T* lr,
+                const T* lam, T* u_units, T* u, int threads) {
+    const int64_t nu = units_per_member(p);
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t unit = 0; unit < k * nu; ++unit) {
+            const int64_t member = unit / nu, q = unit - member * nu;
+            const int64_t r0 = member * p + q * kUnit;
+            const int64_t r1 = member * p + std::min(p, (q + 1) * kUnit);
+            T* slot = u_units + unit * n;
+            for (int64_t j = 0; j < n; ++j) slot[j] = T(0);
+            update<T, Act>(r0, r1, p, n, npad, Z, A, Gp, cep, fb_lr, keep, beta, lr, lam,
+                           slot);
+        }
+        sum_units<T>(k, p, n, u_units, u);
+    }
+}
+
+}  // namespace
+
+// OpenMP here is the runtime torch already loaded (same soname), so these threads are
+// torch's own pool, not a second one competing for the cores.
+extern "C" {
+
+int64_t fa_max_n() { return kMaxN; }
+int64_t fa_vec_bytes() { return kVecBytes; }
+int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
+
+// for the tests: psi and psi' of n values (n a multiple of the vector length)
+void fa_eval_tanh_f32(int64_t n, const float* z, float* psi, float* dpsi) {
+    typedef Vec<float>::type V;
+    for (int64_t i = 0; i < n; i += kVecBytes / 4)
+        Tanh::eval(*reinterpret_cast<const V*>(z + i), *reinterpret_cast<V*>(psi + i),
+                   *reinterpret_cast<V*>(dpsi + i));
+}
+void fa_eval_tanh_f64(int64_t n, const double* z, double* psi, double* dpsi) {
+    typedef Vec<double>::type V;
+    for (int64_t i = 0; i < n; i += kVecBytes / 8)
+        Tanh::eval(*reinterpret_cast<const V*>(z + i), *reinterpret_cast<V*>(psi + i),
+                   *reinterpret_cast<V*>(dpsi + i));
+}
+
+#define FA_KERNELS(ACT, NAME, T, SUF)                                                       \
+    void fa_forward_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, int64_t npad,           \
+                                   const T* Z, const T* beta, T* u_units, T* u,             \
+                                   int threads) {                                           \
+        forward_all<T, ACT>(k, p, n, npad, Z, beta, u_units, u, threads);                   \
+    }                                                                                       \
+    void fa_update_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z,      \
+                                  T* A, const T* Gp, const T* cep, const T* fb_lr,          \
+                                  const T* keep, T* beta, const T* lr, const T* lam,        \
+                                  T* u_units, T* u, int threads) {                          \
+        update_all<T, ACT>(k, p, n, npad, Z, A, Gp, cep, fb_lr, keep, beta, lr, lam,        \
+                           u_units, u, threads);                                            \
+    }
+
+FA_KERNELS(ReLU, relu, float, f32)
+FA_KERNELS(ReLU, relu, double, f64)
+FA_KERNELS(Tanh, tanh, float, f32)
+FA_KERNELS(Tanh, tanh, double, f64)
+
+}  // extern "C"
