@@ -15,6 +15,8 @@ import pytest
 
 from feedback_alignment.experiments import Store
 
+# sigmoid runs on torch ops (tanh and ReLU have native kernels, ~10x faster at these
+# sizes): the signals below must land while packs are still running
 SPEC = """
 [study]
 name = "kill"
@@ -27,7 +29,7 @@ n = 10
 d = 20
 steps = 600
 record_every = 100
-activation = "tanh"
+activation = "sigmoid"
 metrics = ["mse", "alignment"]
 
 [grid]
