@@ -35,6 +35,15 @@ def _gram(X: torch.Tensor) -> torch.Tensor:
     return X @ X.transpose(-1, -2)
 
 
+def _sub_product_(out: torch.Tensor, M: torch.Tensor, R: torch.Tensor) -> None:
+    """out -= M R in place, out and M (k, p, m); R (m, c) shared or (k, m, c) per member."""
+    if R.dim() == 2:
+        k, p, _ = M.shape
+        out.view(k * p, -1).addmm_(M.reshape(k * p, -1), R, alpha=-1.0)
+    else:
+        out.baddbmm_(M, R, alpha=-1.0)
+
+
 class ExplicitPath:
     """W held as a dense (K, p, d) tensor."""
 
@@ -90,11 +99,7 @@ class ExplicitPath:
         W = self.W[sl]
         if keep is not None:
             W.mul_(keep[:, None, None])
-        if self.shared:
-            k, p, d = W.shape
-            W.view(k * p, d).addmm_(M.view(k * p, -1), self.X, alpha=-1.0)
-        else:
-            W.baddbmm_(M, self.X[sl], alpha=-1.0)
+        _sub_product_(W, M, self._X(sl))
 
     # -- metrics
     def update_row_sq_norms(self, sl, cache, e) -> torch.Tensor:
@@ -186,11 +191,7 @@ class RowSpacePath(ExplicitPath):
         Z = self.Z[sl]
         if keep is not None:
             Z.mul_(keep[:, None, None])
-        if self.shared:
-            k, p, n = Z.shape
-            Z.view(k * p, n).addmm_(M.reshape(k * p, n), self.G, alpha=-1.0)
-        else:
-            Z.baddbmm_(M, self.G[sl], alpha=-1.0)
+        _sub_product_(Z, M, self._G(sl))
 
     def _scratch(self, Z: torch.Tensor) -> torch.Tensor:
         k = Z.shape[0]

@@ -232,44 +232,39 @@ void sum_units(int64_t k, int64_t p, int64_t n, const T* u_units, T* u) {
     }
 }
 
-template <typename T, typename Act>
-void forward_all(int64_t k, int64_t p, int64_t n, int64_t npad, const T* Z, const T* beta,
-                 T* u_units, T* u, int threads) {
+// work(r0, r1, slot) for every unit, on `threads` threads; then u = the slots' sums
+template <typename T, typename Work>
+void for_each_unit(int64_t k, int64_t p, int64_t n, T* u_units, T* u, int threads,
+                   const Work& work) {
     const int64_t nu = units_per_member(p);
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp for schedule(static)
         for (int64_t unit = 0; unit < k * nu; ++unit) {
             const int64_t member = unit / nu, q = unit - member * nu;
-            const int64_t r0 = member * p + q * kUnit;
-            const int64_t r1 = member * p + std::min(p, (q + 1) * kUnit);
             T* slot = u_units + unit * n;
             for (int64_t j = 0; j < n; ++j) slot[j] = T(0);
-            forward<T, Act>(r0, r1, n, npad, Z, beta, slot);
+            work(member * p + q * kUnit, member * p + std::min(p, (q + 1) * kUnit), slot);
         }
         sum_units<T>(k, p, n, u_units, u);
     }
 }
 
 template <typename T, typename Act>
+void forward_all(int64_t k, int64_t p, int64_t n, int64_t npad, const T* Z, const T* beta,
+                 T* u_units, T* u, int threads) {
+    for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
+        forward<T, Act>(r0, r1, n, npad, Z, beta, slot);
+    });
+}
+
+template <typename T, typename Act>
 void update_all(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z, T* A, const T* Gp,
                 const T* cep, const T* fb_lr, const T* keep, T* beta, const T* lr,
                 const T* lam, T* u_units, T* u, int threads) {
-    const int64_t nu = units_per_member(p);
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static)
-        for (int64_t unit = 0; unit < k * nu; ++unit) {
-            const int64_t member = unit / nu, q = unit - member * nu;
-            const int64_t r0 = member * p + q * kUnit;
-            const int64_t r1 = member * p + std::min(p, (q + 1) * kUnit);
-            T* slot = u_units + unit * n;
-            for (int64_t j = 0; j < n; ++j) slot[j] = T(0);
-            update<T, Act>(r0, r1, p, n, npad, Z, A, Gp, cep, fb_lr, keep, beta, lr, lam,
-                           slot);
-        }
-        sum_units<T>(k, p, n, u_units, u);
-    }
+    for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
+        update<T, Act>(r0, r1, p, n, npad, Z, A, Gp, cep, fb_lr, keep, beta, lr, lam, slot);
+    });
 }
 
 }  // namespace
