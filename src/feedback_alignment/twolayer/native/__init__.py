@@ -8,7 +8,8 @@ pass. It is built on first use with the system C++ compiler (``$CXX`` or ``c++``
 -march=native -fopenmp``, about a second) into a per-user cache keyed by the source, the
 compiler and the CPU, and runs on ``torch.get_num_threads()`` OpenMP threads; the OpenMP
 runtime is the one torch has loaded, so these are torch's threads, not a second pool
-competing with them for the cores. Sums are cut into fixed blocks of rows, so the numbers
+competing with them for the cores (the kernels are linked against the libgomp file torch
+loaded, whatever it is called). Sums are cut into fixed blocks of rows, so the numbers
 depend neither on the thread count nor on chunking. Where it cannot be built (no
 compiler) or does not apply (another activation, not the CPU, one X per member, n > 1024), the
 engine uses the torch ops; ``FA_NATIVE=0`` turns it off. Results equal the torch path's up
@@ -33,7 +34,7 @@ import torch
 _SOURCE = Path(__file__).with_name("rowspace.cpp")
 # activations with native kernels: name -> the torch function they must be
 KERNELS = {"relu": torch.relu, "tanh": torch.tanh}
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC", "-fopenmp"]
 # below this many elements a kernel runs on one thread (waking the others costs more)
 _MIN_PARALLEL = 1 << 14
 
@@ -56,29 +57,49 @@ def _cache_dir() -> Path:
     return Path(root) / "feedback-alignment" / "native"
 
 
+def _torch_openmp() -> str | None:
+    """The OpenMP runtime torch has loaded (its own libgomp, whatever its file name), so
+    the kernels link against that one and share torch's threads; None if not found."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "libgomp" in ln and "/" in ln}
+    except OSError:
+        return None
+    return min(paths) if len(paths) == 1 else None
+
+
+def _commands(cxx: str, out: str, gomp: str | None) -> list[list[str]]:
+    if gomp is None:  # the compiler's own OpenMP runtime
+        return [[cxx, *_FLAGS, "-shared", "-o", out, str(_SOURCE)]]
+    obj = out + ".o"  # compile with OpenMP, link torch's runtime instead of the system's
+    return [
+        [cxx, *_FLAGS, "-c", "-o", obj, str(_SOURCE)],
+        [cxx, "-shared", "-o", out, obj, gomp, f"-Wl,-rpath,{os.path.dirname(gomp)}"],
+    ]
+
+
 def _build() -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (set CXX)")
+    gomp = _torch_openmp()
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(
-        source + cxx.encode() + " ".join(_FLAGS).encode() + _cpu_id().encode()
-    ).hexdigest()[:16]
+    key = hashlib.sha256(source + f"{cxx} {_FLAGS} {gomp} {_cpu_id()}".encode()).hexdigest()[:16]
     out = _cache_dir() / f"rowspace-{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
         try:
-            res = subprocess.run(
-                [cxx, *_FLAGS, "-o", tmp, str(_SOURCE)], capture_output=True, text=True
-            )
-            if res.returncode != 0:
-                raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
+            for cmd in _commands(cxx, tmp, gomp):
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
             os.replace(tmp, out)  # atomic: a concurrent build never loads half a file
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for leftover in (tmp, tmp + ".o"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
     lib = ctypes.CDLL(str(out))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suf in ("f32", "f64"):
