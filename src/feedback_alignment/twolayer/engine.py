@@ -99,7 +99,7 @@ class History:
     non-finite or exploded (-1 if none), with ``messages[k]`` saying why. ``path`` names
     the first layer's representation and ``kernels`` what ran its element-wise work:
     ``"torch"`` (eager ops), ``"compiled"`` (torch.compile) or ``"native"`` (the C++
-    row-space kernels for ReLU).
+    row-space kernels for ReLU and tanh).
     """
 
     steps: np.ndarray
