@@ -362,7 +362,7 @@ class TwoLayerEnsemble:
             fuse = self.device.type == "cuda" or work >= _FUSE_MIN_WORK
         fl = self._make_path(path, n, all_fa, bool(fuse), native)
         fl.bind(X)
-        if getattr(fl, "owns_beta", False):
+        if fl.owns_beta:
             fl.bind_beta(self.beta)  # the path holds beta in its own coordinates
         self._path = fl
         chunks = self._chunks(chunk_members, fl, n)
@@ -541,7 +541,7 @@ class TwoLayerEnsemble:
     def _metrics(self, names, fl, sl, cache, e, mse, fb, lam_now, wd_t):
         """The recorded metrics, (k,) each, for members ``sl``; changes no parameter."""
         out: dict[str, torch.Tensor] = {}
-        if getattr(fl, "owns_beta", False):
+        if fl.owns_beta:
             fl.write_beta(sl, self.beta[sl])
         beta, b, beta0 = self.beta[sl], self.b[sl], self.beta0[sl]
 
@@ -600,11 +600,7 @@ class TwoLayerEnsemble:
         """Member slices whose working set stays in cache (CPU) or the whole ensemble (GPU)."""
         K = self.K
         if chunk_members is None:
-            if (
-                self.device.type != "cpu"
-                or getattr(fl, "native", None) is not None
-                or fl.name == "linear_fa"
-            ):
+            if self.device.type != "cpu" or fl.native is not None or fl.name == "linear_fa":
                 # native kernels stream rows and a linear-FA step touches O(n^2) numbers:
                 # nothing to keep in cache, so one chunk (fewest calls)
                 chunk_members = K

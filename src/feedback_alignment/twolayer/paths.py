@@ -48,6 +48,8 @@ class ExplicitPath:
     """W held as a dense (K, p, d) tensor."""
 
     name = "explicit"
+    native = None  # the native kernels, where a path runs them (RowSpacePath)
+    owns_beta = False  # True: the path holds beta itself (LinearFAPath)
 
     def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
         self.W, self.W0, self.act = W, W0, act
@@ -55,7 +57,7 @@ class ExplicitPath:
 
     @property
     def kernel_kind(self) -> str:
-        if getattr(self, "native", None) is not None:
+        if self.native is not None:
             return "native"
         return "compiled" if self.kernels.fused else "torch"
 
@@ -142,7 +144,6 @@ class RowSpacePath(ExplicitPath):
         self.Wb = W
         self._W = None
         self.want_native = native
-        self.native = None
         self._u_next: dict = {}  # member slice -> beta^T psi(Z) the native update computed
 
     def bind(self, X: torch.Tensor) -> None:

@@ -146,8 +146,8 @@ def applies(act, X: torch.Tensor, n: int) -> bool:
         and X.device.type == "cpu"
         and X.dim() == 2
         and X.dtype in (torch.float32, torch.float64)
-        and 1 <= n <= 1024
-        and library() is not None
+        and (lib := library()) is not None
+        and 1 <= n <= lib.fa_max_n()  # the kernels' stack buffers
     )
 
 
