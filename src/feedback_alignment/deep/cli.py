@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError, DivergenceError
+from ..progress import wanted
 
 
 def register(sub) -> None:
@@ -29,7 +30,7 @@ def register(sub) -> None:
     )
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
     p.set_defaults(func=_run)
 
 
@@ -71,7 +72,10 @@ def _run(args) -> int:
             f"config file {str(path)!r} is not valid TOML: {exc}".splitlines()[0]
         ) from None
     raw = apply_overrides(raw, args.set)
-    progress = args.progress if args.progress is not None else None
+    progress = args.progress
+    train = raw.get("train")
+    if progress is None and not (isinstance(train, dict) and "progress" in train):
+        progress = wanted(None)  # neither flag nor config: on when stderr is a terminal
     try:
         result = run_from_config(raw, progress=progress)
     except DivergenceError as exc:

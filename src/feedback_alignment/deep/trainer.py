@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -352,9 +351,10 @@ class Trainer:
         """Train for the configured number of steps; returns the history (plain lists)."""
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
+            from ..progress import Progress
 
-            bar = tqdm(total=self.steps, initial=self.step, file=sys.stderr, unit="step")
+            # elapsed and time left; whole lines (no carriage returns) when not a terminal
+            bar = Progress(self.steps - self.step, label="train", enabled=True)
         if self.step == 0 and not self.history["eval_step"]:
             self._log_eval()
         try:
@@ -372,11 +372,10 @@ class Trainer:
                 for cb in self.callbacks:
                     cb(self, row)
                 if bar is not None:
-                    bar.update(1)
-                    post = {"loss": f"{row['loss']:.3f}"}
+                    status = f"step {self.step}/{self.steps}, loss {row['loss']:.3f}"
                     if self.history["test_accuracy"]:
-                        post["test_acc"] = f"{self.history['test_accuracy'][-1]:.3f}"
-                    bar.set_postfix(post, refresh=False)
+                        status += f", test accuracy {self.history['test_accuracy'][-1]:.3f}"
+                    bar.done(1, status=status)
         finally:
             if bar is not None:
                 bar.close()

@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and plan, run nothing")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
     p.set_defaults(func=_sweep)
 
     r = sub.add_parser("results", help="export a study store as CSV or Parquet")

@@ -13,12 +13,12 @@ import functools
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..progress import Progress, wanted
 from .executors import get_executor
 from .planner import Pack, plan
 from .spec import Spec, load_spec
@@ -143,10 +143,11 @@ def run_study(
     open for the caller to reuse and close; one made from a name is closed); ``workers``:
     processes for local/dask (default: the cores); ``scheduler``: a Dask scheduler
     address (default: a LocalCluster on 127.0.0.1); ``pack``: ``"auto"`` or the most runs
-    per ensemble (default: the spec's ``study.pack``); ``progress``: a progress bar on
-    stderr (default: when stderr is a terminal). The whole spec is validated, and the
-    executor started, before the store file is created: bad input raises ConfigError and
-    writes nothing.
+    per ensemble (default: the spec's ``study.pack``); ``progress``: elapsed time and
+    time left (from the planner's work estimate) on stderr (default: when stderr is a
+    terminal; forced into a file, whole lines and no carriage returns). The whole spec is
+    validated, and the executor started, before the store file is created: bad input
+    raises ConfigError and writes nothing.
     """
     t_start = time.perf_counter()
     spec, runs, packs = prepare(spec, profile=profile, pack=pack)
@@ -182,7 +183,12 @@ def run_study(
         st.set_meta(study=spec.name, spec=json.dumps(spec.to_dict(), sort_keys=True))
         prov = provenance(ex.name)
         t_store += time.perf_counter() - t0
-        bar = _bar(sum(len(pk) for pk in todo), report.skipped, spec.name, progress)
+        # elapsed time and time left from the planner's work estimate of the packs to run
+        bar = Progress(
+            sum(pk.cost for pk in todo),
+            label=f"fa sweep {spec.name}",
+            enabled=wanted(progress) and bool(todo),
+        )
         try:
             for pk, results in ex.run(todo):
                 if isinstance(results, BaseException):
@@ -201,14 +207,12 @@ def run_study(
                     if res.get("pack_seconds") and res["pack_id"] not in seen_packs:
                         seen_packs.add(res["pack_id"])
                         engine += res["pack_seconds"]
-                if bar is not None:
-                    bar.update(len(results))
+                bar.done(pk.cost, status=f"{report.skipped + report.ran}/{report.total} runs")
         except KeyboardInterrupt:
             report.interrupted = True
             ex.cancel()
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     finally:
         try:
             if own_executor:
@@ -223,13 +227,3 @@ def run_study(
         "wall_seconds": time.perf_counter() - t_start,
     }
     return report
-
-
-def _bar(total: int, initial: int, name: str, progress):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=name, unit="run", file=sys.stderr, dynamic_ncols=True)

@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, check, choice
+from ..progress import Progress, wanted
 from . import e1, e2, e3
 from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
 from .profiles import EXPERIMENTS, PROFILES, get_profile
 from .report import build_blocks, to_html, to_markdown, write_text
 from .verdicts import all_verdicts
+from .work import KIND, plan_work
 
 MANIFEST = ".fa-reproduce.json"
 CHOICES = (*EXPERIMENTS, "all")
@@ -53,22 +55,32 @@ def register(sub) -> None:
         "inline (this process, all cores), inline:T (T threads), or sweep[:inline|:local:N|"
         ":dask:ADDRESS]: E1 through the fa sweep machinery (store in DIR/E1/sweep.sqlite)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress with elapsed time and time left on stderr even when it is not a "
+        "terminal (default: only on a terminal)",
+    )
+    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    res = reproduce(
-        args.experiment,
-        profile=args.profile,
-        out=args.out,
-        seed=args.seed,
-        executor=args.executor,
-        progress=None if args.quiet else lambda m: print(m, file=sys.stderr, flush=True),
-        command="fa reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 2
-        else None,
-    )
+    with Progress({}, label="fa reproduce", enabled=wanted(args.progress)) as meter:
+        res = reproduce(
+            args.experiment,
+            profile=args.profile,
+            out=args.out,
+            seed=args.seed,
+            executor=args.executor,
+            progress=meter,
+            command="fa reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+            if len(sys.argv) > 2
+            else None,
+        )
     print(f"report: {res['report']}")
     for v in res["verdicts"]:
         print(f"  claim {v['claim']}: {v['verdict']}")
@@ -162,6 +174,18 @@ def planned(exps) -> list[str]:
     return [f for e in exps for f in names[e]] + ["report.md", "report.html", "summary.json"]
 
 
+def _on_task(exp: str, costs: list[float], meter, say):
+    """The executors' callback ("i/N" as tasks finish, in task order) for one experiment."""
+
+    def on(m: str) -> None:
+        if meter is None:
+            say(f"{exp}: task {m}")
+        else:
+            meter.done(costs[int(m.partition("/")[0]) - 1], KIND[exp], status=f"{exp} task {m}")
+
+    return on
+
+
 # ------------------------------------------------------------------ the job
 def reproduce(
     experiment: str = "all",
@@ -184,8 +208,13 @@ def reproduce(
     ex = get_executor(executor)
     out = Path(out)
     previous = check_out_dir(out)
-    say = progress or (lambda m: None)
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
+    # progress: a callable for status lines, or a Progress that also shows the time left
+    meter = progress if isinstance(progress, Progress) else None
+    say = meter.note if meter else (progress or (lambda m: None))
+    costs, totals = plan_work(exps, lambda e: {"E1": e1, "E2": e2, "E3": e3}[e].tasks(prof, seed))
+    if meter:
+        meter.set_work(totals)
     if profile == "full":
         say(
             "note: 'full' is the paper's exact grid (thousands of runs up to ~140k steps); "
@@ -215,9 +244,11 @@ def reproduce(
             res = e1.run_sweep(
                 prof, seed, out / "E1" / "sweep.sqlite", ex.executor, ex.workers, ex.scheduler
             )
+            if meter:
+                meter.done(sum(costs["E1"]), KIND["E1"], status="E1 (sweep) done")
         else:
             tasks = mod.tasks(prof, seed)
-            res = mod.collect(ex.map(tasks, lambda m, exp=exp: say(f"{exp}: task {m}")))
+            res = mod.collect(ex.map(tasks, _on_task(exp, costs[exp], meter, say)))
         results[exp] = res
         diverged += res.get("diverged", [])
         d = out / exp

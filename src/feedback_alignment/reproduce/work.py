@@ -1,0 +1,46 @@
+"""The known work of a reproduction, for the time-left estimate of ``fa reproduce``.
+
+Each task's cost is computed from its arguments before it runs, in multiply-adds
+(:mod:`feedback_alignment.progress`): E1 and E2 members x steps x p n (n + d) for the
+two-layer engine (E1 under the paper's plateau rule counts its minimum steps, so the
+estimate can grow when members train longer), E3 3 x lambdas x steps x batch x weights.
+"""
+
+from __future__ import annotations
+
+from ..progress import deep_work, twolayer_work
+from .profiles import E3_LAMS, LAMS, D, N
+
+KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep"}
+INPUTS = {"digits": 64}  # every other source is 28 x 28 images
+CLASSES = 10
+
+
+def task_work(exp: str, kw: dict) -> float:
+    """Multiply-adds of one task of experiment ``exp`` with arguments ``kw``."""
+    if exp == "E1":
+        p = kw["p"]
+        steps = kw["min_steps"]
+        if kw.get("stop") == "plateau":
+            steps = round(steps * (p / 200) ** 0.5)
+        return twolayer_work(kw["reps"] * len(LAMS[kw["activation"]]), steps, p, N, D)
+    if exp == "E2":
+        members = kw["reps"] * len(LAMS[kw["activation"]])
+        return twolayer_work(members, kw["steps"], kw["p"], N, D)
+    if exp == "E3":
+        inputs = INPUTS.get(kw["source"], 784)
+        layers = [(inputs, kw["hidden"]), (kw["hidden"], CLASSES)]
+        return deep_work(kw["steps"], kw["batch"], layers, copies=len(E3_LAMS))
+    raise ValueError(f"unknown experiment {exp!r}")
+
+
+def plan_work(exps, tasks_of) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per experiment the cost of each task (in task order), and the total by kind.
+
+    ``tasks_of(exp)`` returns the experiment's task list [(fn, kwargs), ...].
+    """
+    costs = {e: [task_work(e, kw) for _, kw in tasks_of(e)] for e in exps}
+    totals: dict[str, float] = {}
+    for e, c in costs.items():
+        totals[KIND[e]] = totals.get(KIND[e], 0.0) + sum(c)
+    return costs, totals
