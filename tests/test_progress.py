@@ -156,7 +156,9 @@ def test_fa_reproduce_progress_forced_into_a_file(tmp_path, monkeypatch):
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
     assert lines[0] == "E2: running (smoke profile, executor inline)"
-    assert lines[1].startswith("fa reproduce: E2 task 1/3 | ")  # the first line is never held
+    assert lines[1].startswith("fa reproduce: E2 task 0/3 | 0% done | elapsed ")
+    assert lines[1].endswith("| time left not known yet")
+    assert all(x.startswith("fa reproduce: E2 task ") for x in lines[1:-1])
     assert lines[-2].startswith("fa reproduce: E2 task 3/3 | 100% done | elapsed ")
     assert lines[-1].startswith("E2: done in")
 

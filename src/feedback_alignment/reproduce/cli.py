@@ -176,6 +176,8 @@ def planned(exps) -> list[str]:
 
 def _on_task(exp: str, costs: list[float], meter, say):
     """The executors' callback ("i/N" as tasks finish, in task order) for one experiment."""
+    if meter is not None:
+        meter.set_status(f"{exp} task 0/{len(costs)}")
 
     def on(m: str) -> None:
         if meter is None:
