@@ -7,6 +7,9 @@ For a layer with forward weight W and feedback B (the B its next backward pass u
                       left out): 1 for the sign rules whatever the magnitudes, ~0.5 for a
                       random B.
 ``norm_ratio``        |B|_F / |W|_F.
+``sign_cosine``       cos(sign W, W) = |W|_1 / (sqrt(m) |W|_F), m the number of nonzero
+                      entries of W: the cosine any B = s * sign(W) attains (uSF's
+                      ``cosine`` equals it at every step); a property of W alone.
 ``error_alignment``   the paper's hidden-error alignment: for each sample i, the cosine
                       between the signal the rule sends to the layer's input, e_i B, and
                       the one backprop would send from the same error, e_i W; averaged
@@ -33,7 +36,7 @@ from torch import nn
 from .convert import rule_layers
 from .layers import RuleLayer, RuleLinear
 
-WEIGHT_METRICS = ("cosine", "angle_deg", "sign_concordance", "norm_ratio")
+WEIGHT_METRICS = ("cosine", "angle_deg", "sign_concordance", "norm_ratio", "sign_cosine")
 
 
 def _pair_metrics(w: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
@@ -46,9 +49,10 @@ def _pair_metrics(w: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
             w @ b,
             (torch.sign(w) * torch.sign(b) > 0).sum().to(w.dtype),
             (w != 0).sum().to(w.dtype),
+            w.abs().sum(),
         ]
     ).tolist()
-    ww, bb, wb, agree, nonzero = stats
+    ww, bb, wb, agree, nonzero, l1 = stats
     nw, nb = math.sqrt(ww), math.sqrt(bb)
     cos = wb / (nw * nb) if nw > 0 and nb > 0 else float("nan")
     cos = max(-1.0, min(1.0, cos)) if cos == cos else cos
@@ -57,6 +61,7 @@ def _pair_metrics(w: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
         "angle_deg": math.degrees(math.acos(cos)) if cos == cos else cos,
         "sign_concordance": agree / nonzero if nonzero else 0.0,
         "norm_ratio": nb / nw if nw > 0 else float("inf"),
+        "sign_cosine": l1 / (math.sqrt(nonzero) * nw) if nonzero else float("nan"),
     }
 
 

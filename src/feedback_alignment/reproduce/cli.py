@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, check, choice
 from ..progress import Progress, wanted
-from . import e1, e2, e3
+from . import conservation, e1, e2, e3
 from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
 from .profiles import EXPERIMENTS, PROFILES, get_profile
@@ -163,6 +163,9 @@ def planned(exps) -> list[str]:
             "E2/kernels.csv",
             "E2/loss.png",
             "E2/loss.pdf",
+            "E2/conservation.csv",
+            "E2/conservation.png",
+            "E2/conservation.pdf",
         ],
         "E3": [
             "E3/metrics.csv",
@@ -280,6 +283,8 @@ def reproduce(
                 "lambda > 0; lambda_min(H(0)+G(0)) and its rate in each panel title. The y-axis "
                 "stops 14 decades below its top (E2/loss.csv holds every value).",
             )
+            more, figures["E2 conservation"] = conservation.run(prof, seed, d, say)  # issue 15
+            files += more
         else:
             write_csv(d / "metrics.csv", e3.COLUMNS, res["rows"])
             write_csv(d / "weight_alignment.csv", e3.WEIGHT_COLUMNS, res["weight_rows"])

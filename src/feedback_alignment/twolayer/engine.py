@@ -55,6 +55,15 @@ METRICS = (
     "w_change",  # |W - W(0)|_F / |W(0)|_F
     "update_alignment",  # cos(first-layer update applied, true backprop gradient)
 )
+# the terms of the conservation law (twolayer/conservation.py); asked for by name only,
+# as they cost about a step each when recorded
+CONSERVATION_METRICS = (
+    "b_beta",  # b . beta, the alignment's numerator
+    "w_sq_norm",  # |W|_F^2
+    "beta_sq_norm",  # |beta|^2
+    "w_step_sq",  # |lr (fb * psi'(Z) * c e / sqrt p) X|_F^2: this step's W update less decay
+    "beta_step_sq",  # |beta(t+1) - beta(t)|^2, this step's second-layer update
+)
 
 
 # --------------------------------------------------------------------------- stopping
@@ -323,7 +332,7 @@ class TwoLayerEnsemble:
         wd_np = _per_member("w_decay", w_decay, K)
         schedule = get_schedule(lam_schedule)
         for m in metrics:
-            choice("metric", m, METRICS)
+            choice("metric", m, METRICS + CONSERVATION_METRICS)
         check(
             (steps is None) != (stop is None),
             f"give exactly one of steps or stop, got steps={steps!r}, stop={stop!r}",
@@ -444,7 +453,18 @@ class TwoLayerEnsemble:
                         if all_bp
                         else torch.where(is_fa[sl, None], self.b[sl], beta)
                     )
-                    vals = self._metrics(metrics, fl, sl, cache, e, mse, fb, lam_now[sl], wd_t)
+                    vals = self._metrics(
+                        metrics,
+                        fl,
+                        sl,
+                        cache,
+                        e,
+                        mse,
+                        fb,
+                        lam_now[sl],
+                        wd_t,
+                        (lr_t[sl] * active[sl], c_p),
+                    )
                     for m in metrics:
                         row[m][sl] = vals[m]
                 if last:
@@ -532,14 +552,25 @@ class TwoLayerEnsemble:
             u, cache = fl.outputs(sl, self.beta[sl])
             e = u - y[sl]
             vals = self._metrics(
-                names, fl, sl, cache, e, (e * e).mean(1), self.b[sl], lam_now[sl], wd_t
+                names,
+                fl,
+                sl,
+                cache,
+                e,
+                (e * e).mean(1),
+                self.b[sl],
+                lam_now[sl],
+                wd_t,
+                (torch.zeros_like(lam_now[sl]), 0.0),  # every member stopped: no step
             )
             for m in names:
                 out[m][sl] = vals[m]
         return out
 
-    def _metrics(self, names, fl, sl, cache, e, mse, fb, lam_now, wd_t):
-        """The recorded metrics, (k,) each, for members ``sl``; changes no parameter."""
+    def _metrics(self, names, fl, sl, cache, e, mse, fb, lam_now, wd_t, step=None):
+        """The recorded metrics, (k,) each, for members ``sl``; changes no parameter.
+
+        ``step`` = (lr (k,), c / sqrt p): the step about to be taken (the *_step_sq)."""
         out: dict[str, torch.Tensor] = {}
         if fl.owns_beta:
             fl.write_beta(sl, self.beta[sl])
@@ -572,6 +603,27 @@ class TwoLayerEnsemble:
                 out[m] = (fb * beta * q).sum(-1) / torch.sqrt(
                     (fb * fb * q).sum(-1) * (beta * beta * q).sum(-1)
                 )
+            elif m == "b_beta":
+                out[m] = (b * beta).sum(-1)
+            elif m == "w_sq_norm":
+                out[m] = fl.sq_norm(sl)
+            elif m == "beta_sq_norm":
+                out[m] = beta.square().sum(-1)
+            elif m == "w_step_sq":
+                lr, c_p = step
+                q = fl.update_row_sq_norms(sl, cache, e)
+                out[m] = (lr * c_p).square() * (fb * fb * q).sum(-1)
+            elif m == "beta_step_sq":
+                lr, c_p = step
+                if "H" in cache:
+                    H = cache["H"]
+                elif "Z" in cache:
+                    H = self.activation(cache["Z"])
+                else:  # linear_fa keeps no Z: form it (slow, exact)
+                    X = fl.X if fl.shared else fl.X[sl]
+                    H = self.activation(fl.materialise()[sl] @ X.transpose(-1, -2))
+                grad = torch.einsum("kpn,kn->kp", H, e) * c_p
+                out[m] = (lr[:, None] * (grad + lam_now[:, None] * beta)).square().sum(-1)
         return out
 
     # ------------------------------------------------------------------ paths
