@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, check, choice
-from . import e1, e2, e3
+from . import e1, e2, e3, published
 from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
 from .profiles import EXPERIMENTS, PROFILES, get_profile
@@ -70,6 +70,8 @@ def _run(args) -> int:
         else None,
     )
     print(f"report: {res['report']}")
+    if "e1_published" in res:
+        print(f"  {res['e1_published']['headline']}")
     for v in res["verdicts"]:
         print(f"  claim {v['claim']}: {v['verdict']}")
     return 0
@@ -227,11 +229,12 @@ def reproduce(
         if exp == "E1":
             write_csv(d / "alignment.csv", e1.COLUMNS, res["rows"])
             files.append("E1/alignment.csv")
-            figs = e1_figure(res["rows"], d / "alignment")
+            figs = e1_figure(res["rows"], d / "alignment", published.load()["cells"])
             figures["E1"] = (
                 "E1/alignment.png",
                 "alignment cos(beta, b) at the end of training against width (log scale), "
-                "mean +- 1 s.d. over repetitions, one line per lambda.",
+                "mean +- 1 s.d. over repetitions, one line per lambda; hollow squares (shifted "
+                "right a little): the paper's published values, mean +- 1 s.d. over 50.",
             )
         elif exp == "E2":
             write_csv(d / "loss.csv", e2.COLUMNS, res["rows"])
@@ -281,7 +284,9 @@ def reproduce(
         "files": files,
         "diverged": diverged,
     }
-    blocks = build_blocks(profile=prof, meta=meta, verdicts=verdicts, figures=figures)
+    blocks = build_blocks(
+        profile=prof, meta=meta, verdicts=verdicts, figures=figures, results=results
+    )
     write_text(out / "report.md", to_markdown(blocks))
     write_text(out / "report.html", to_html(blocks, out))
     summary = {
@@ -292,6 +297,16 @@ def reproduce(
         "verdicts": [v.as_dict() for v in verdicts],
         "report": str(out / "report.md"),
     }
+    if "E1" in results:
+        cells = published.compare(results["E1"]["rows"])
+        summary["e1_published"] = {
+            "headline": published.headline(cells),
+            "agree": sum(c.agree for c in cells),
+            "cells": len(cells),
+            "capped": results["E1"].get("capped", 0),
+            "rule": published.AGREE_RULE,
+            "table": [c.as_dict() for c in cells],
+        }
     write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     assert set(files) <= set(planned(exps)), sorted(set(files) - set(planned(exps)))
     write_text(
