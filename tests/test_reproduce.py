@@ -219,3 +219,20 @@ def test_e1_through_the_sweep_machinery(smoke, tmp_path):
     assert {v["claim"] for v in summary["verdicts"]} == {"2a", "2b", "2c", "2d"}
     # the store is part of the reproduction: a rerun into the directory is accepted
     reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
+
+
+def test_help_and_readme_state_the_same_times(capsys):
+    from pathlib import Path
+
+    from feedback_alignment.reproduce.profiles import CPU_TIMES
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, t in CPU_TIMES.items():
+        assert f"| `{name}` |" in readme and readme.split(f"| `{name}` |")[1].split("\n")[
+            0
+        ].endswith(f"| {t} |"), name
+        assert t in text, name
+    assert f"quick profile, {CPU_TIMES['quick']} on 2 cores" in readme

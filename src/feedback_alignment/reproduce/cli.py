@@ -21,7 +21,7 @@ from ..errors import ConfigError, check, choice
 from . import e1, e2, e3, published
 from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
-from .profiles import EXPERIMENTS, PROFILES, get_profile
+from .profiles import CPU_TIMES, EXPERIMENTS, PROFILES, get_profile
 from .report import build_blocks, to_html, to_markdown, write_text
 from .verdicts import all_verdicts
 
@@ -41,8 +41,9 @@ def register(sub) -> None:
     p.add_argument(
         "--profile",
         default="quick",
-        help="smoke (<1 min, tests), quick (~10 min), standard (~2 h), full (the paper's "
-        "settings; GPU or cluster). Default quick.",
+        help=f"smoke (tests, {CPU_TIMES['smoke']}), quick ({CPU_TIMES['quick']}), standard "
+        f"({CPU_TIMES['standard']}), full (the paper's settings; {CPU_TIMES['full']}); times "
+        "for all three experiments on 2 CPU cores. Default quick.",
     )
     p.add_argument("--out", required=True, help="output directory (new, empty or a previous one)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")

@@ -224,6 +224,17 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+# wall time of `fa reproduce all` per profile on 2 CPU cores: `fa reproduce --help` prints
+# these and README's profile table quotes them (a test checks both); measured figures with
+# the CPU they ran on are in docs/reproduce.md
+CPU_TIMES = {
+    "smoke": "1-4 min",
+    "quick": "~20 min",
+    "standard": "several hours",
+    "full": "GPU or cluster",
+}
+
+
 def get_profile(name: str) -> Profile:
     choice("profile", name, PROFILES)
     return PROFILES[name]
