@@ -94,8 +94,8 @@ def test_smoke_report_and_verdicts(smoke):
         allowed = {INFO_AGREES, INFO_DEVIATES} if c == "1b" else VERDICTS
         assert v["verdict"] in allowed
         assert v["evidence"] and v["criterion"]
-    # the smoke profile is small but lambda = 0 alignment still falls with width
-    assert verdicts["2a"]["verdict"] == HOLDS
+    # smoke checks the plumbing, not the science (its run-length rule is scaled down):
+    # every verdict's outcomes are forced by synthetic rows in test_verdicts.py
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     for v in verdicts.values():

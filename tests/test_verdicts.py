@@ -245,3 +245,24 @@ def test_criteria_quote_their_constants():
     assert f"{V.C2B_KEEP:g}" in text and f"t > {V.C2B_T}" in text
     assert f"{100 * V.C2D_SHARE:g}%" in V.claim2_published([]).criterion
     assert f"{V.C1_FALL}-fold" in V.claim1_convergence([], []).criterion
+
+
+def test_report_sets_the_paper_beside_the_run():
+    from feedback_alignment.reproduce.report import e1_blocks, e3_blocks, to_markdown
+
+    rows = paper_rows(acts=("relu",), widths=(200, 400))
+    for r in rows:
+        r["steps"] = 5050
+    md = to_markdown(e1_blocks(published.compare(rows), {"rows": rows, "capped": 0}))
+    assert "**E1: 8 of 8 cells agree with the published values**" in md
+    assert md.count("| agree |") == 8 and "0 of 40 reached the step cap" in md
+    rows[0]["alignment"] = 2.0  # one repetition far off: that cell's mean moves 0.3
+    md = to_markdown(e1_blocks(published.compare(rows), {"rows": rows, "capped": 0}))
+    assert "7 of 8 cells" in md and md.count("**disagree**") == 1
+    md = to_markdown(
+        e3_blocks(
+            {"rows": e3_rows({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, {0.0: 0.9, 0.1: 0.91, 0.3: 0.92})}
+        )
+    )
+    # 0.1 + mean over reps (0, 0.01) + 0.002 sin(200) at the last step
+    assert "| 0.1 | 0.103 | 91.0 % | 200 | 0.55 | 91.6 % |" in md

@@ -154,7 +154,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        purpose="under a minute, for tests: every file, column and verdict, not the science",
+        purpose="for tests: every file, column and verdict, not the science",
         dtype="float64",
         e1=E1Settings(widths=(100, 200), reps=2, min_base=500, check_every=100),
         e2=E2Settings(p=200, steps=300, reps=2, points=40),
@@ -171,9 +171,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick",
-        purpose="about ten minutes on 2 CPU cores for all three experiments",
+        purpose="the main job: every claim testable and E1 beside the published values",
         dtype="float32",
-        # measured on 2 cores (one process per core): E1 ~150 s, E2 ~95 s, E3 ~160 s
         e1=E1Settings(widths=(200, 400, 800, 1600), reps=3),
         e2=E2Settings(p=1600, steps=5000, reps=4),
         e3=E3Settings(
@@ -189,7 +188,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "standard": Profile(
         name="standard",
-        purpose="about two hours on 2 CPU cores",
+        purpose="more widths and repetitions than quick",
         dtype="float32",
         e1=E1Settings(widths=(200, 400, 800, 1600, 3200), reps=12),
         e2=E2Settings(p=3200, steps=5000, reps=12),
