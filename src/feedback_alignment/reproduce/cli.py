@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ..errors import ConfigError, check, choice
 from ..progress import Progress, wanted
-from . import conservation, e1, e2, e3
+from . import conservation, e1, e2, e3, published
 from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
-from .profiles import EXPERIMENTS, PROFILES, get_profile
+from .profiles import CPU_TIMES, EXPERIMENTS, PROFILES, get_profile
 from .report import build_blocks, to_html, to_markdown, write_text
 from .verdicts import all_verdicts
 from .work import KIND, plan_work
@@ -43,8 +43,9 @@ def register(sub) -> None:
     p.add_argument(
         "--profile",
         default="quick",
-        help="smoke (<1 min, tests), quick (~10 min), standard (~2 h), full (the paper's "
-        "settings; GPU or cluster). Default quick.",
+        help=f"smoke (tests, {CPU_TIMES['smoke']}), quick ({CPU_TIMES['quick']}), standard "
+        f"({CPU_TIMES['standard']}), full (the paper's settings; {CPU_TIMES['full']}); times "
+        "for all three experiments on 2 CPU cores. Default quick.",
     )
     p.add_argument("--out", required=True, help="output directory (new, empty or a previous one)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
@@ -82,6 +83,8 @@ def _run(args) -> int:
             else None,
         )
     print(f"report: {res['report']}")
+    if "e1_published" in res:
+        print(f"  {res['e1_published']['headline']}")
     for v in res["verdicts"]:
         print(f"  claim {v['claim']}: {v['verdict']}")
     return 0
@@ -263,11 +266,12 @@ def reproduce(
         if exp == "E1":
             write_csv(d / "alignment.csv", e1.COLUMNS, res["rows"])
             files.append("E1/alignment.csv")
-            figs = e1_figure(res["rows"], d / "alignment")
+            figs = e1_figure(res["rows"], d / "alignment", published.load()["cells"])
             figures["E1"] = (
                 "E1/alignment.png",
                 "alignment cos(beta, b) at the end of training against width (log scale), "
-                "mean +- 1 s.d. over repetitions, one line per lambda.",
+                "mean +- 1 s.d. over repetitions, one line per lambda; hollow squares (shifted "
+                "right a little): the paper's published values, mean +- 1 s.d. over 50.",
             )
         elif exp == "E2":
             write_csv(d / "loss.csv", e2.COLUMNS, res["rows"])
@@ -319,7 +323,9 @@ def reproduce(
         "files": files,
         "diverged": diverged,
     }
-    blocks = build_blocks(profile=prof, meta=meta, verdicts=verdicts, figures=figures)
+    blocks = build_blocks(
+        profile=prof, meta=meta, verdicts=verdicts, figures=figures, results=results
+    )
     write_text(out / "report.md", to_markdown(blocks))
     write_text(out / "report.html", to_html(blocks, out))
     summary = {
@@ -330,6 +336,16 @@ def reproduce(
         "verdicts": [v.as_dict() for v in verdicts],
         "report": str(out / "report.md"),
     }
+    if "E1" in results:
+        cells = published.compare(results["E1"]["rows"])
+        summary["e1_published"] = {
+            "headline": published.headline(cells),
+            "agree": sum(c.agree for c in cells),
+            "cells": len(cells),
+            "capped": results["E1"].get("capped", 0),
+            "rule": published.AGREE_RULE,
+            "table": [c.as_dict() for c in cells],
+        }
     write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     assert set(files) <= set(planned(exps)), sorted(set(files) - set(planned(exps)))
     write_text(

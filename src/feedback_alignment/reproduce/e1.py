@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ..twolayer.data import linear_teacher, random_teacher
-from ..twolayer.engine import Plateau, TwoLayerEnsemble
+from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
 from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
 
 COLUMNS = ("activation", "lam", "p", "rep", "alignment", "steps")
@@ -32,9 +32,9 @@ def run_cell(
     reps: int,
     base_seed: int,
     dtype: str,
-    stop: str,
-    min_steps: int,
-    max_steps: int | None,
+    max_steps: int | None = None,
+    min_base: int = 5000,
+    check_every: int = 1000,
 ) -> dict:
     """Train all repetitions x lambdas of one (activation, p); return the rows and timing."""
     import torch
@@ -49,12 +49,12 @@ def run_cell(
     seeds = [net_seeds[r] for r in range(reps) for _ in lams]
     lam = np.tile(np.asarray(lams, dtype=np.float64), reps)
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
-    if stop == "plateau":
-        kw = {"stop": Plateau(round(min_steps * (p / 200) ** 0.5), 1000, 1e-3, max_steps)}
-    else:
-        kw = {"steps": int(min_steps)}
+    # the paper's run length, as the authors' code runs it (docs/reproduce.md)
+    stop = Plateau(paper_min_steps(p, min_base), check_every, 1e-3, max_steps, "authors")
     t0 = time.perf_counter()
-    h = ens.fit(X, y, rule="fa", lr=LR[activation], lam=lam, metrics=("mse", "alignment"), **kw)
+    h = ens.fit(
+        X, y, rule="fa", lr=LR[activation], lam=lam, metrics=("mse", "alignment"), stop=stop
+    )
     seconds = time.perf_counter() - t0
     rows = []
     for k in range(reps * L):
@@ -73,6 +73,7 @@ def run_cell(
         "rows": rows,
         "seconds": seconds,
         "member_steps": int(h.stop_step.sum()),
+        "capped": int((h.stop_step >= max_steps).sum()) if max_steps else 0,
         "diverged": [h.messages[k] for k in h.diverged],
         "path": h.path,
     }
@@ -89,9 +90,9 @@ def tasks(profile: Profile, seed: int) -> list:
                 "reps": s.reps,
                 "base_seed": seed,
                 "dtype": profile.dtype,
-                "stop": s.stop,
-                "min_steps": s.min_steps,
                 "max_steps": s.max_steps,
+                "min_base": s.min_base,
+                "check_every": s.check_every,
             },
         )
         for act in profile.activations
@@ -107,6 +108,7 @@ def collect(results: list[dict]) -> dict:
         "rows": rows,
         "compute_seconds": sum(r["seconds"] for r in results),
         "member_steps": sum(r["member_steps"] for r in results),
+        "capped": sum(r.get("capped", 0) for r in results),
         "diverged": [m for r in results for m in r["diverged"]],
     }
 
@@ -135,15 +137,12 @@ def sweep_spec(profile: Profile, seed: int) -> dict:
         "dtype": profile.dtype,
         "record_every": 0,
     }
-    if s.stop == "fixed":
-        fixed.update(stop="steps", steps=int(s.min_steps))
-    else:
-        fixed.update(stop="plateau", min_steps=int(s.min_steps), steps=0)
-        if s.max_steps:
-            fixed["max_steps"] = int(s.max_steps)
-    if s.stop != "fixed" and s.min_steps == 5000:
-        fixed["stop"] = "paper"
-        fixed.pop("min_steps")
+    if s.paper_rule:
+        fixed.update(stop="paper", steps=0)
+    else:  # smoke's scaled-down rule: the sweep's own plateau rule (checks from the minimum)
+        fixed.update(stop="plateau", min_steps=s.min_base, check_every=s.check_every, steps=0)
+    if s.max_steps:
+        fixed["max_steps"] = int(s.max_steps)
     return {
         "study": {"name": f"reproduce-E1-{profile.name}", "repetitions": s.reps, "seed": seed},
         "fixed": fixed,
@@ -157,6 +156,7 @@ def run_sweep(profile: Profile, seed: int, store, executor: str, workers, schedu
     from ..errors import ConfigError
     from ..experiments import Store, run_study
 
+    s = profile.e1
     t0 = time.perf_counter()
     report = run_study(
         sweep_spec(profile, seed),
@@ -184,9 +184,11 @@ def run_sweep(profile: Profile, seed: int, store, executor: str, workers, schedu
         )
         member_steps += int(r["stop_step"])
     rows.sort(key=lambda x: (ACTIVATIONS.index(x["activation"]), x["lam"], x["p"], x["rep"]))
+    capped = sum(r["steps"] >= s.max_steps for r in rows) if s.max_steps else 0
     return {
         "rows": rows,
         "compute_seconds": time.perf_counter() - t0,
         "member_steps": member_steps,
+        "capped": int(capped),
         "diverged": diverged,
     }

@@ -61,7 +61,11 @@ def _colors(n):
     return ["black"] + [cmap(x) for x in np.linspace(0.15, 0.85, n - 1)]
 
 
-def e1_figure(rows, path: Path) -> list[Path]:
+def e1_figure(rows, path: Path, published: dict | None = None) -> list[Path]:
+    """E1 figure; ``published`` ({(act, lam, p): (mean, sd)}) adds the paper's values as
+    hollow markers with +-1 s.d. bars, shifted right a little, at the widths drawn."""
+    from matplotlib.lines import Line2D
+
     plt = _plt()
     acts = [a for a in ACTIVATIONS if any(r["activation"] == a for r in rows)]
     fig, axes = plt.subplots(
@@ -81,6 +85,23 @@ def e1_figure(rows, path: Path) -> list[Path]:
             ax.errorbar(
                 ps, m, yerr=s, marker="o", ms=4, capsize=3, color=color, label=f"λ = {lam:g}"
             )
+            pub = [p for p in ps if published and (act, lam, p) in published]
+            if pub:
+                pm = np.array([published[(act, lam, p)][0] for p in pub])
+                psd = np.array([published[(act, lam, p)][1] for p in pub])
+                ax.errorbar(
+                    np.array(pub) * 1.07,
+                    pm,
+                    yerr=psd,
+                    marker="s",
+                    ms=5,
+                    mfc="white",
+                    mec=color,
+                    capsize=2,
+                    color=color,
+                    ls=":",
+                    lw=0.9,
+                )
         ax.set_xscale("log")
         ps_all = sorted({k[2] for k in g if k[0] == act})
         ax.set_xticks(ps_all, [str(p) for p in ps_all])
@@ -89,10 +110,18 @@ def e1_figure(rows, path: Path) -> list[Path]:
         ax.set_xlabel("width p (hidden units, log scale)")
         ax.set_ylabel("alignment cos(β, b)")
         ax.set_title(f"{TITLES[act]} network")
-        ax.legend(title="weight decay", loc="best")
+        handles, labels = ax.get_legend_handles_labels()
+        if published:
+            handles += [
+                Line2D([], [], color="grey", marker="o", ms=4),
+                Line2D([], [], color="grey", marker="s", ms=5, mfc="white", ls=":", lw=0.9),
+            ]
+            labels += ["this run", "paper (50 reps)"]
+        ax.legend(handles, labels, title="weight decay", loc="best")
         ax.grid(alpha=0.3)
     fig.suptitle(
-        "E1: alignment at the end of training vs width (mean ± 1 s.d.)",
+        "E1: alignment at the end of training vs width (mean ± 1 s.d.)"
+        + ("; hollow squares: the paper's published values" if published else ""),
     )
     out = _save(fig, path)
     plt.close(fig)

@@ -21,7 +21,122 @@ def _md_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def build_blocks(*, profile: Profile, meta: dict, verdicts, figures: dict) -> list[tuple]:
+def e1_blocks(cells, e1: dict) -> list[tuple]:
+    """E1 beside the paper: the run lengths, then one row per published cell."""
+    from .published import AGREE_RULE, PAPER_REPS, headline, provenance
+
+    b: list[tuple] = [("h2", "E1 beside the published values")]
+    steps = [r["steps"] for r in e1["rows"]]
+    capped = e1.get("capped", 0)
+    b.append(
+        (
+            "p",
+            "Run length: the paper's rule as the authors' code runs it, at every profile: at "
+            "least rint(5000 sqrt(p) // 14) steps, the MSE checked when t % 1000 == 999, on "
+            "until it changed by < 1e-3 between checks. "
+            f"Members trained {min(steps)}-{max(steps)} steps (median "
+            f"{int(sorted(steps)[len(steps) // 2])}); {capped} of {len(steps)} reached the "
+            f"step cap{'' if e1.get('max_steps') else ' (none set)'}.",
+        )
+    )
+    b.append(("p", f"**{headline(cells)}** by the rule {AGREE_RULE}."))
+    if cells:
+        b.append(("p", f"Published values: {provenance()}"))
+        b.append(
+            (
+                "table",
+                [
+                    "activation",
+                    "λ",
+                    "p",
+                    "ours: mean ± s.e. (reps)",
+                    f"paper: mean ± s.d. ({PAPER_REPS} reps)",
+                    "difference (s.e.)",
+                    "tolerance",
+                    "",
+                ],
+                [
+                    [
+                        c.activation,
+                        f"{c.lam:g}",
+                        c.p,
+                        f"{c.mean:.3f} ± {c.se:.3f} ({c.reps})",
+                        f"{c.paper_mean:.3f} ± {c.paper_sd:.3f}",
+                        f"{c.diff:+.3f} ({c.z:+.1f})",
+                        f"{c.tolerance:.3f}",
+                        "agree" if c.agree else "**disagree**",
+                    ]
+                    for c in cells
+                ],
+            )
+        )
+        b.append(
+            (
+                "p",
+                "The difference in standard errors divides ours - paper by sqrt(sd^2/reps + "
+                f"sd^2/{PAPER_REPS}), sd the paper's standard deviation.",
+            )
+        )
+    return b
+
+
+def e3_blocks(e3: dict) -> list[tuple]:
+    """E3's end point beside the paper's values after 30,000 steps."""
+    from .e3 import PAPER_FINAL
+
+    rows = e3["rows"]
+    last = max(r["step"] for r in rows)
+    out = []
+    for lam, (al, acc) in PAPER_FINAL.items():
+        a = [r["alignment"] for r in rows if r["lam"] == lam and r["step"] == last]
+        last_eval = max(
+            (r["step"] for r in rows if r["lam"] == lam and r["test_accuracy"] != ""), default=None
+        )
+        t = [
+            r["test_accuracy"]
+            for r in rows
+            if r["lam"] == lam and r["step"] == last_eval and r["test_accuracy"] != ""
+        ]
+        out.append(
+            [
+                f"{lam:g}",
+                f"{sum(a) / len(a):.3f}" if a else "",
+                f"{100 * sum(t) / len(t):.1f} %" if t else "",
+                str(last),
+                f"{al:.2f}",
+                f"{acc:.1f} %",
+            ]
+        )
+    return [
+        ("h2", "E3 beside the paper's final values"),
+        (
+            "table",
+            [
+                "λ",
+                "alignment (this run)",
+                "test accuracy (this run)",
+                "at step",
+                "paper: alignment",
+                "paper: test accuracy (30,000 steps)",
+            ],
+            out,
+        ),
+        (
+            "p",
+            "The paper's values are read at the end of its 30,000 steps (300 epochs); this run's "
+            "at its last step, alignment on that step's training batch (mean over "
+            "repetitions). Shorter runs stop while the alignment is still rising.",
+        ),
+    ]
+
+
+def build_blocks(
+    *, profile: Profile, meta: dict, verdicts, figures: dict, results: dict | None = None
+) -> list[tuple]:
+    from .published import compare, headline
+
+    results = results or {}
+    cells = compare(results["E1"]["rows"]) if "E1" in results else None
     b: list[tuple] = [("h1", "Reproduction of Song, Xu & Lafferty (2021)")]
     b.append(
         (
@@ -32,6 +147,8 @@ def build_blocks(*, profile: Profile, meta: dict, verdicts, figures: dict) -> li
             f"Total wall time {meta['wall_seconds']:.1f} s.",
         )
     )
+    if cells is not None:
+        b.append(("p", f"**{headline(cells)}.**"))
     b.append(("h2", "Verdicts"))
     b.append(
         (
@@ -56,6 +173,10 @@ def build_blocks(*, profile: Profile, meta: dict, verdicts, figures: dict) -> li
     b.append(("h2", "Figures"))
     for exp, (path, caption) in figures.items():
         b.append(("fig", path, f"{exp}: {caption}"))
+    if cells is not None:
+        b += e1_blocks(cells, {**results["E1"], "max_steps": profile.e1.max_steps})
+    if "E3" in results:
+        b += e3_blocks(results["E3"])
     b.append(("h2", "Settings"))
     b.append(("p", STEP_SIZE_NOTE))
     b.append(

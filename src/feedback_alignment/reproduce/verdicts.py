@@ -18,6 +18,24 @@ from .profiles import ACTIVATIONS, E3_LAMS, LAMS
 HOLDS, NOT_SHOWN, FAILS = "holds", "not shown at this profile", "does not hold"
 INFO_AGREES, INFO_DEVIATES = "agrees", "deviates"
 
+# every threshold, defined once: the criteria's text and the code both read these
+C1_FALL = 100  # 1a: the MSE must fall at least this many times over the run
+C1_RATE_LO, C1_RATE_HI = 0.67, 1.5  # 1b: measured/predicted rate counted as agreeing
+C1_FLOOR_RATIO = 3  # 1c: lambda > 0 ends at least this many times above lambda = 0
+C1_LEVEL_CHANGE = 0.10  # 1c: most relative change over the last quarter ("levelled off")
+C1_NO_FLOOR_GAP = 10  # 1c: lambda = 0 below the settle level by this factor ...
+C1_NO_FLOOR_RATIO = 2  # ... while lambda > 0 ends within this factor of lambda = 0
+C2_T = 2  # 2a: |t| of the slope of alignment on log2 p
+C2B_KEEP = 0.5  # 2b: the widest width keeps at least this fraction of the narrowest's
+C2B_T = 2  # 2b: t of (widest - KEEP x narrowest) needed either way
+C2B_ZERO_SE = 3  # 2b: the widest width's mean above zero by this many standard errors
+C2C_T = 3  # 2c: t of the paired difference (largest lambda - lambda 0)
+C2C_RHO = 0.8  # 2c: mean Spearman rho of alignment against lambda over widths
+C2D_SHARE = 0.9  # 2d: share of cells that must agree with the published values
+C3A_T = 3  # 3a: t of the alignment difference
+C3A_WINDOW = 0.1  # 3a: the alignment is averaged over this last fraction of the steps
+C3B_T = 2  # 3b: t of the test-accuracy difference
+
 
 @dataclass
 class Verdict:
@@ -62,11 +80,11 @@ def claim1_convergence(rows, kernels) -> Verdict:
         "1a",
         "Feedback alignment drives the training error to zero exponentially fast "
         "(lambda = 0, over-parameterised).",
-        "E2, lambda = 0: 'holds' if in every repetition the MSE falls at least 100-fold from "
-        "step 0 to the last step and the least-squares slope of ln MSE over the second half of "
-        "training is negative (a positive exponential rate); 'does not hold' if the median "
-        "rate is not positive (the loss stopped falling); otherwise 'not shown at this "
-        "profile' (falling, but too few steps to show a 100-fold fall).",
+        f"E2, lambda = 0: 'holds' if in every repetition the MSE falls at least {C1_FALL}-fold "
+        "from step 0 to the last step and the least-squares slope of ln MSE over the second "
+        "half of training is negative (a positive exponential rate); 'does not hold' if the "
+        "median rate is not positive (the loss stopped falling); otherwise 'not shown at this "
+        f"profile' (falling, but too few steps to show a {C1_FALL}-fold fall).",
         NOT_SHOWN,
     )
     verdicts = []
@@ -81,7 +99,7 @@ def claim1_convergence(rows, kernels) -> Verdict:
             logm = np.log(np.maximum(m[half], 1e-300))
             rates.append(-np.polyfit(s[half].astype(float), logm, 1)[0])
         falls, rates = np.array(falls), np.array(rates)
-        ok = bool((falls >= 100).all() and (rates > 0).all())
+        ok = bool((falls >= C1_FALL).all() and (rates > 0).all())
         bad = bool(np.median(rates) <= 0)
         verdicts.append(HOLDS if ok else FAILS if bad else NOT_SHOWN)
         v.evidence.append(
@@ -100,7 +118,8 @@ def claim1_theory(rows, prediction, kernels) -> Verdict:
         "set by lambda_min (lambda = 0).",
         "E2, lambda = 0: measured vs predicted MSE at the last step and the ratio of fitted "
         "rates (least-squares slope of ln MSE, whole run). 'agrees' where the mean rate ratio "
-        "lies in [0.67, 1.5], else 'deviates' (finite-width drift of G(t); see docs/theory.md). "
+        f"lies in [{C1_RATE_LO}, {C1_RATE_HI}], else 'deviates' (finite-width drift of G(t); "
+        "see docs/theory.md). "
         "Informational: the paper's claim is about the limit p -> infinity.",
         INFO_AGREES,
     )
@@ -124,7 +143,7 @@ def claim1_theory(rows, prediction, kernels) -> Verdict:
             end_ratio.append(m[-1] / p[-1])
         ratios = np.array(ratios)
         rr = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan")
-        out.append(INFO_AGREES if 0.67 <= rr <= 1.5 else INFO_DEVIATES)
+        out.append(INFO_AGREES if C1_RATE_LO <= rr <= C1_RATE_HI else INFO_DEVIATES)
         rate_txt = (
             f"measured/predicted rate {rr:.3g} (reps {np.nanmin(ratios):.3g}.."
             f"{np.nanmax(ratios):.3g})"
@@ -150,10 +169,12 @@ def claim1_settle(rows, kernels) -> Verdict:
         "1c",
         "A constant lambda > 0 makes the loss level off instead of reaching zero, near the level "
         "the linearised dynamics predict.",
-        "E2, every lambda > 0: 'holds' if the final mean MSE is at least 3x the lambda = 0 final "
-        "mean MSE and changed by less than 10% over the last quarter of training (levelled "
-        "off); 'does not hold' if the lambda = 0 loss has fallen 10x below this lambda's "
-        "predicted settle level yet this lambda ends within 2x of lambda = 0 (no floor); "
+        f"E2, every lambda > 0: 'holds' if the final mean MSE is at least {C1_FLOOR_RATIO}x the "
+        "lambda = 0 final mean MSE and changed by less than "
+        f"{100 * C1_LEVEL_CHANGE:g}% over the last quarter of training (levelled off); 'does "
+        f"not hold' if the lambda = 0 loss has fallen {C1_NO_FLOOR_GAP}x below this lambda's "
+        f"predicted settle level yet this lambda ends within {C1_NO_FLOOR_RATIO}x of lambda = 0 "
+        "(no floor); "
         "otherwise 'not shown at this profile' (too few steps to reach the floor). The ratio of "
         "the final MSE to the predicted settle level is reported (geometric mean over reps).",
         NOT_SHOWN,
@@ -173,9 +194,9 @@ def claim1_settle(rows, kernels) -> Verdict:
             end = meas[(act, lam, T)].mean()
             change = abs(end / meas[(act, lam, q)].mean() - 1)
             level = settle[(act, lam)].mean()
-            if end >= 3 * base and change < 0.10:
+            if end >= C1_FLOOR_RATIO * base and change < C1_LEVEL_CHANGE:
                 vd = HOLDS
-            elif base < level / 10 and end < 2 * base:
+            elif base < level / C1_NO_FLOOR_GAP and end < C1_NO_FLOOR_RATIO * base:
                 vd = FAILS
             else:
                 vd = NOT_SHOWN
@@ -197,7 +218,8 @@ def claim2_width(rows) -> Verdict:
         "Without regularisation (lambda = 0) the alignment cos(beta, b) decreases as the width p "
         "grows (towards zero).",
         "E1, lambda = 0: least-squares slope of alignment (every repetition) on log2 p; 'holds' "
-        "if slope < 0 with t = slope/SE < -2, 'does not hold' if t > 2, else 'not shown'. "
+        f"if slope < 0 with t = slope/SE < -{C2_T}, 'does not hold' if t > {C2_T}, else 'not "
+        "shown'. "
         "Spearman rho of the mean alignment against p is reported.",
         NOT_SHOWN,
     )
@@ -217,7 +239,7 @@ def claim2_width(rows) -> Verdict:
         ps = sorted({p for p, _ in pts})
         means = [np.mean([a for p, a in pts if p == q]) for q in ps]
         rho = stats.spearmanr(ps, means).statistic if len(ps) > 2 else np.sign(means[-1] - means[0])
-        vd = HOLDS if (res.slope < 0 and t < -2) else FAILS if t > 2 else NOT_SHOWN
+        vd = HOLDS if (res.slope < 0 and t < -C2_T) else FAILS if t > C2_T else NOT_SHOWN
         verdicts.append(vd)
         v.evidence.append(
             f"{act}: mean alignment {means[0]:.3g} at p = {ps[0]} -> {means[-1]:.3g} at p = "
@@ -239,11 +261,14 @@ def _paired(rows, act, p, lam):
 def claim2_bounded(rows) -> Verdict:
     v = Verdict(
         "2b",
-        "With lambda > 0 the alignment stays bounded away from zero as p grows.",
-        "E1, at the largest width: for every lambda > 0 the mean alignment exceeds 3 standard "
-        "errors above zero and exceeds the lambda = 0 alignment by 3 standard errors of the "
-        "paired difference (repetitions share data and initialisation across lambdas). "
-        "'does not hold' if a lambda > 0 mean is not above zero at all.",
+        "With lambda > 0 the alignment stays bounded away from zero as p grows (it does not "
+        "fall towards zero: the paper's lines stay flat or rise).",
+        "E1, every lambda > 0, narrowest vs widest width: 'holds' if the widest width keeps at "
+        f"least {C2B_KEEP:g} of the narrowest width's mean alignment with t > {C2B_T} (t of "
+        f"mean(widest) - {C2B_KEEP:g} mean(narrowest), independent repetitions) and its mean is "
+        f"{C2B_ZERO_SE} standard errors above zero; 'does not hold' if t < -{C2B_T} (the "
+        "alignment falls towards zero) or the widest mean is not above zero; otherwise 'not "
+        "shown at this profile' (one width only, or too few repetitions to tell).",
         NOT_SHOWN,
     )
     verdicts = []
@@ -251,22 +276,59 @@ def claim2_bounded(rows) -> Verdict:
         ps = sorted({r["p"] for r in rows if r["activation"] == act})
         if not ps:
             continue
-        p = ps[-1]
-        base = _paired(rows, act, p, 0.0)
         for lam in LAMS[act][1:]:
-            a = _paired(rows, act, p, lam)
-            reps = sorted(set(a) & set(base))
-            x = np.array([a[r] for r in reps])
-            d = x - np.array([base[r] for r in reps])
-            se_x, se_d = _se(x), _se(d)
-            ok = x.mean() > 3 * se_x and d.mean() > 3 * se_d
-            vd = HOLDS if ok else FAILS if x.mean() <= 0 else NOT_SHOWN
+            wide = np.array(list(_paired(rows, act, ps[-1], lam).values()))
+            narrow = np.array(list(_paired(rows, act, ps[0], lam).values()))
+            if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
+                verdicts.append(NOT_SHOWN)
+                v.evidence.append(f"{act}, lambda = {lam:g}: one width only -> {NOT_SHOWN}")
+                continue
+            d = wide.mean() - C2B_KEEP * narrow.mean()
+            se_w, se_n = _se(wide), _se(narrow)
+            se_d = float(np.sqrt(se_w**2 + (C2B_KEEP * se_n) ** 2))
+            t = d / se_d if se_d > 0 else np.inf * np.sign(d)
+            if np.isnan(t):
+                vd = NOT_SHOWN
+            elif t < -C2B_T or wide.mean() <= 0:
+                vd = FAILS
+            elif t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w:
+                vd = HOLDS
+            else:
+                vd = NOT_SHOWN
             verdicts.append(vd)
             v.evidence.append(
-                f"{act}, lambda = {lam:g}, p = {p}: alignment {x.mean():.3g} +- {se_x:.2g} (SE), "
-                f"above lambda = 0 by {d.mean():.3g} +- {se_d:.2g} -> {vd}"
+                f"{act}, lambda = {lam:g}: alignment {narrow.mean():.3g} at p = {ps[0]} -> "
+                f"{wide.mean():.3g} +- {se_w:.2g} (SE) at p = {ps[-1]} (kept "
+                f"{wide.mean() / narrow.mean():.2f}; t = {t:.3g}) -> {vd}"
             )
     v.verdict = _combine(verdicts)
+    return v
+
+
+def claim2_published(rows) -> Verdict:
+    from .published import AGREE_RULE, compare
+
+    v = Verdict(
+        "2d",
+        "E1 agrees with the published values (the authors' means over 50 repetitions).",
+        f"E1, every cell the paper reports: agree if {AGREE_RULE}. 'holds' if at least "
+        f"{100 * C2D_SHARE:g}% of the cells agree, 'does not hold' if fewer do, 'not shown at "
+        "this profile' if no cell of the profile is among the published ones.",
+        NOT_SHOWN,
+    )
+    cells = compare(rows)
+    if not cells:
+        v.evidence.append("no cell of this profile is among the published ones")
+        return v
+    n = sum(c.agree for c in cells)
+    v.verdict = HOLDS if n >= C2D_SHARE * len(cells) else FAILS
+    v.evidence.append(f"{n} of {len(cells)} cells agree ({100 * n / len(cells):.0f}%)")
+    for c in cells:
+        if not c.agree:
+            v.evidence.append(
+                f"disagrees: {c.activation}, lambda = {c.lam:g}, p = {c.p}: {c.mean:.3f} vs "
+                f"{c.paper_mean:.3f} (difference {c.diff:+.3f}, tolerance {c.tolerance:.3f})"
+            )
     return v
 
 
@@ -275,9 +337,9 @@ def claim2_lambda(rows) -> Verdict:
         "2c",
         "Higher lambda, higher alignment.",
         "E1, at every width: the mean alignment at the largest lambda exceeds that at lambda = 0 "
-        "by 3 standard errors of the paired difference, and the Spearman rho of mean alignment "
-        "against lambda averages >= 0.8 over widths. 'does not hold' if the largest lambda is "
-        "significantly below lambda = 0 at some width (t < -3).",
+        f"by {C2C_T} standard errors of the paired difference, and the Spearman rho of mean "
+        f"alignment against lambda averages >= {C2C_RHO} over widths. 'does not hold' if the "
+        f"largest lambda is significantly below lambda = 0 at some width (t < -{C2C_T}).",
         NOT_SHOWN,
     )
     verdicts = []
@@ -295,8 +357,8 @@ def claim2_lambda(rows) -> Verdict:
             se = _se(d)
             ts.append(d.mean() / se if se > 0 else np.inf * np.sign(d.mean()))
         rho = float(np.mean(rhos))
-        ok = all(t > 3 for t in ts) and rho >= 0.8
-        vd = HOLDS if ok else FAILS if min(ts) < -3 else NOT_SHOWN
+        ok = all(t > C2C_T for t in ts) and rho >= C2C_RHO
+        vd = HOLDS if ok else FAILS if min(ts) < -C2C_T else NOT_SHOWN
         verdicts.append(vd)
         v.evidence.append(
             f"{act}: mean Spearman rho(lambda, alignment) {rho:.3g} over widths {ps}; "
@@ -308,7 +370,7 @@ def claim2_lambda(rows) -> Verdict:
 
 
 # ------------------------------------------------------------------ E3 (claim 3)
-def _e3_window(rows, key, lam, frac=0.1):
+def _e3_window(rows, key, lam, frac=C3A_WINDOW):
     """Per rep: mean of ``key`` over the last ``frac`` of steps (or the last evaluation)."""
     by = group(rows, ("lam", "rep"), key)
     st = group(rows, ("lam", "rep"), "step") if key == "alignment" else None
@@ -329,10 +391,11 @@ def claim3_alignment(rows) -> Verdict:
         "3a",
         "On MNIST (SGD, cross-entropy) regularisation raises the alignment of the hidden-layer "
         "error signals.",
-        "E3: mean hidden-error alignment over the last 10% of steps, lambda = 0.3 vs 0 (and "
-        "0.1 vs 0); 'holds' if both differences exceed 3 standard errors (across repetitions "
-        "when there are >= 2, otherwise across the steps of the window, which understates "
-        "the error), 'does not hold' if a difference is below -3 SE.",
+        f"E3: mean hidden-error alignment over the last {100 * C3A_WINDOW:g}% of steps, lambda "
+        "= 0.3 vs 0 (and "
+        f"0.1 vs 0); 'holds' if both differences exceed {C3A_T} standard errors (across "
+        "repetitions when there are >= 2, otherwise across the steps of the window, which "
+        f"understates the error), 'does not hold' if a difference is below -{C3A_T} SE.",
         NOT_SHOWN,
     )
     base = _e3_window(rows, "alignment", 0.0)
@@ -348,7 +411,7 @@ def claim3_alignment(rows) -> Verdict:
             d = top[reps[0]] - base[reps[0]]
         se = _se(d)
         t = d.mean() / se if se > 0 else np.inf * np.sign(d.mean())
-        vd = HOLDS if t > 3 else FAILS if t < -3 else NOT_SHOWN
+        vd = HOLDS if t > C3A_T else FAILS if t < -C3A_T else NOT_SHOWN
         verdicts.append(vd)
         v.evidence.append(
             f"lambda = {lam:g}: alignment {np.mean([top[r].mean() for r in reps]):.3g} vs "
@@ -364,9 +427,9 @@ def claim3_accuracy(rows, n_test: int) -> Verdict:
         "3b",
         "On MNIST regularisation raises test accuracy.",
         "E3: final test accuracy, lambda = 0.3 vs 0 (and 0.1 vs 0), averaged over repetitions; "
-        "'holds' if both gains exceed 2 standard errors (binomial error of each accuracy on the "
-        "test set, combined, divided by sqrt(reps)), 'does not hold' if a difference is below "
-        "-2 SE, else 'not shown at this profile'.",
+        f"'holds' if both gains exceed {C3B_T} standard errors (binomial error of each accuracy "
+        "on the test set, combined, divided by sqrt(reps)), 'does not hold' if a difference is "
+        f"below -{C3B_T} SE, else 'not shown at this profile'.",
         NOT_SHOWN,
     )
     base = _e3_window(rows, "test_accuracy", 0.0)
@@ -380,7 +443,7 @@ def claim3_accuracy(rows, n_test: int) -> Verdict:
         a0 = float(np.mean([base[r][-1] for r in reps]))
         se = np.sqrt((a1 * (1 - a1) + a0 * (1 - a0)) / n_test / len(reps))
         t = (a1 - a0) / se if se > 0 else np.inf * np.sign(a1 - a0)
-        vd = HOLDS if t > 2 else FAILS if t < -2 else NOT_SHOWN
+        vd = HOLDS if t > C3B_T else FAILS if t < -C3B_T else NOT_SHOWN
         verdicts.append(vd)
         v.evidence.append(
             f"lambda = {lam:g}: test accuracy {a1:.4f} vs {a0:.4f} at lambda = 0 "
@@ -402,7 +465,7 @@ def all_verdicts(results: dict) -> list[Verdict]:
         ]
     if "E1" in results:
         r = results["E1"]["rows"]
-        out += [claim2_width(r), claim2_bounded(r), claim2_lambda(r)]
+        out += [claim2_width(r), claim2_bounded(r), claim2_lambda(r), claim2_published(r)]
     if "E3" in results:
         r = results["E3"]
         out += [claim3_alignment(r["rows"]), claim3_accuracy(r["rows"], r["n_test"])]

@@ -67,26 +67,48 @@ CONSERVATION_METRICS = (
 
 
 # --------------------------------------------------------------------------- stopping
+PLATEAU_CHECKS = ("after_min", "authors")
+
+
+def paper_min_steps(p: int, base: int = 5000) -> int:
+    """The authors' minimum run length at width p: rint(base sqrt(p) // rint(sqrt(200))).
+
+    Floor division by 14 then rounding, as their code computes it: 5050 at p = 200, 10101 at
+    p = 800, 20203 at p = 3200 (not round(base sqrt(p/200)), which gives 5000, 10000, 20000).
+    """
+    return int(np.rint(base * np.sqrt(p) // np.rint(np.sqrt(200))))
+
+
 @dataclass(frozen=True)
 class Plateau:
-    """The paper's stopping rule, decided per member.
+    """A plateau stopping rule, decided per member; ``max_steps`` caps the run.
 
-    Train at least ``min_steps``; from then on, at every multiple of ``check_every``, stop
-    a member whose MSE changed by less than ``tol`` since the previous checkpoint
-    (``check_every`` steps earlier). ``max_steps`` caps the run.
+    ``checks="after_min"``: train at least ``min_steps``; from then on, at ``min_steps +
+    k check_every`` (k >= 1), stop a member whose MSE changed by less than ``tol`` since the
+    previous checkpoint (``check_every`` steps earlier).
+
+    ``checks="authors"``: the loop of the paper's published code. The MSE is checked at
+    every step t (t updates applied) with ``t % check_every == check_every - 1``, from the
+    start, against the previous check (the first against 0); once a change below ``tol``
+    has been seen the member stops at the first step >= ``min_steps`` that its loop reaches
+    (a check at t lets the update at t through, so a stop after ``min_steps`` comes at a
+    multiple of ``check_every``). :meth:`paper` builds this rule.
     """
 
     min_steps: int
     check_every: int = 1000
     tol: float = 1e-3
     max_steps: int | None = None
+    checks: str = "after_min"
 
     @classmethod
     def paper(cls, p: int, max_steps: int | None = None) -> Plateau:
-        """At least round(5000 sqrt(p/200)) steps, then 1e-3 between checkpoints 1000 apart."""
-        return cls(round(5000 * math.sqrt(p / 200)), 1000, 1e-3, max_steps)
+        """The paper's rule as its code runs it: at least :func:`paper_min_steps` (p) steps,
+        MSE checked at t % 1000 == 999, on until it changed by < 1e-3 between checks."""
+        return cls(paper_min_steps(p), 1000, 1e-3, max_steps, "authors")
 
     def __post_init__(self):
+        choice("Plateau checks", self.checks, PLATEAU_CHECKS)
         check(self.min_steps >= 0, f"Plateau min_steps must be >= 0, got {self.min_steps!r}")
         check(self.check_every >= 1, f"Plateau check_every must be >= 1, got {self.check_every!r}")
         check(self.tol >= 0, f"Plateau tol must be >= 0, got {self.tol!r}")
@@ -381,6 +403,10 @@ class TwoLayerEnsemble:
         mse0 = torch.empty(K, **to)
         mse_ckpt = torch.empty(K, **to)
         have_ckpt = False
+        authors = stop is not None and stop.checks == "authors"
+        if authors:  # the authors' loop: the first check compares with 0, a plateau sticks
+            mse_ckpt.zero_()
+            settled = torch.zeros(K, dtype=torch.bool, device=self.device)
         constant_schedule = isinstance(schedule, Constant)
         lam_now = lam_t
         # divergence is judged at sync steps from a ring buffer of every step's MSE since
@@ -412,10 +438,20 @@ class TwoLayerEnsemble:
             last = t >= max_steps
             checkpoint = (
                 stop is not None
+                and not authors
                 and t >= stop.min_steps
                 and (t - stop.min_steps) % stop.check_every == 0
             )
-            sync = last or checkpoint or t % check_every == 0 or t - last_sync >= window
+            # authors' rule: a settled member stops at min_steps or just after a check
+            auth_stop = (
+                authors
+                and t >= stop.min_steps
+                and (t == stop.min_steps or t % stop.check_every == 0)
+            )
+            auth_check = authors and t % stop.check_every == stop.check_every - 1
+            sync = (
+                last or checkpoint or auth_stop or t % check_every == 0 or t - last_sync >= window
+            )
             recording = last or (record_every and t % record_every == 0) or t in record_set
             row = {m: torch.empty(K, **to) for m in metrics} if recording else None
             if sync:  # the steps since the last sync, oldest first, as ring-buffer rows
@@ -439,6 +475,13 @@ class TwoLayerEnsemble:
                         plateaued = ((mse - mse_ckpt[sl]).abs() < stop.tol) & active[sl]
                         stop_step[sl][plateaued.cpu().numpy()] = t
                         active[sl] &= ~plateaued
+                    mse_ckpt[sl] = mse
+                if auth_stop:  # settled by a check before t
+                    done = settled[sl] & active[sl]
+                    stop_step[sl][done.cpu().numpy()] = t
+                    active[sl] &= ~done
+                if auth_check:
+                    settled[sl] |= (mse - mse_ckpt[sl]).abs() < stop.tol
                     mse_ckpt[sl] = mse
                 if sync:
                     diverged = (first_bad[sl] >= 0) & active[sl]

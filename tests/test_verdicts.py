@@ -1,0 +1,268 @@
+"""Every verdict function forced into each of its outcomes by synthetic rows.
+
+Each case builds the smallest data that should give one outcome ('holds', 'not shown at
+this profile', 'does not hold'; 'agrees' / 'deviates' for 1b) and checks the function
+says so. The thresholds come from the named constants, so a changed constant moves the
+data with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from feedback_alignment.reproduce import published
+from feedback_alignment.reproduce import verdicts as V
+from feedback_alignment.reproduce.profiles import E3_LAMS, LAMS
+
+FAILS, HOLDS, NOT_SHOWN = V.FAILS, V.HOLDS, V.NOT_SHOWN
+Z = np.array([-1.5, -0.5, 0.0, 0.5, 1.5])  # fixed spread: repetitions without randomness
+Z = (Z - Z.mean()) / Z.std(ddof=1)  # mean 0, s.d. 1 exactly
+
+
+def e1_rows(act, cells, sd=0.02):
+    """E1 rows from {(lam, p): mean}, len(Z) repetitions with standard deviation sd."""
+    rows = []
+    for (lam, p), m in cells.items():
+        for r, z in enumerate(Z):
+            rows.append(
+                {"activation": act, "lam": float(lam), "p": p, "rep": r, "alignment": m + sd * z}
+            )
+    return rows
+
+
+# ------------------------------------------------------------------ E1: 2a
+@pytest.mark.parametrize(
+    ("means", "expected"),
+    [
+        ({200: 0.3, 800: 0.1, 3200: 0.02}, HOLDS),  # falls with width
+        ({200: 0.1, 800: 0.2, 3200: 0.3}, FAILS),  # rises
+        ({200: 0.2, 800: 0.2 + 1e-3, 3200: 0.2}, NOT_SHOWN),  # flat within the noise
+    ],
+)
+def test_claim2_width_outcomes(means, expected):
+    rows = e1_rows("linear", {(0.0, p): m for p, m in means.items()}, sd=0.05)
+    assert V.claim2_width(rows).verdict == expected
+
+
+# ------------------------------------------------------------------ E1: 2b
+def paper_rows(acts=("linear", "relu", "tanh"), widths=None):
+    cells = published.load()["cells"]
+    rows = []
+    for (act, lam, p), (m, sd) in cells.items():
+        if act in acts and (widths is None or p in widths):
+            rows += e1_rows(act, {(lam, p): m}, sd=sd)
+    return rows
+
+
+def test_claim2_bounded_holds_on_the_papers_table():
+    assert V.claim2_bounded(paper_rows()).verdict == HOLDS
+    # also at quick-like widths (three doublings)
+    assert V.claim2_bounded(paper_rows(widths=(200, 400, 800, 1600))).verdict == HOLDS
+
+
+def test_claim2_bounded_fails_on_the_bad_quick_figure():
+    # issue 11's quick numbers (fixed 5000 steps): lambda > 0 falls towards zero with p
+    bad = {
+        (0.0, 200): 0.2,
+        (0.0, 800): 0.06,
+        (0.0, 3200): 0.015,
+        (0.2, 200): 0.374,
+        (0.2, 800): 0.163,
+        (0.2, 3200): 0.048,
+        (0.3, 200): 0.5,
+        (0.3, 800): 0.3,
+        (0.3, 3200): 0.12,
+        (0.5, 200): 0.602,
+        (0.5, 800): 0.404,
+        (0.5, 3200): 0.206,
+    }
+    v = V.claim2_bounded(e1_rows("linear", bad, sd=0.04))
+    assert v.verdict == FAILS
+    assert "lambda = 0.2" in v.evidence[0] and "-> does not hold" in v.evidence[0]
+
+
+def test_claim2_bounded_not_shown():
+    # one width: the shape cannot be judged
+    one = e1_rows("linear", {(lam, 200): 0.5 for lam in LAMS["linear"]})
+    assert V.claim2_bounded(one).verdict == NOT_SHOWN
+    # the widest keeps just about half: within C2B_T standard errors of the threshold
+    k = V.C2B_KEEP
+    edge = {(lam, p): 0.6 for lam in LAMS["linear"] for p in (200, 1600)}
+    edge.update({(lam, 1600): 0.6 * k + 0.005 for lam in LAMS["linear"][1:]})
+    assert V.claim2_bounded(e1_rows("linear", edge, sd=0.05)).verdict == NOT_SHOWN
+
+
+# ------------------------------------------------------------------ E1: 2c
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [(0.8, HOLDS), (0.05, FAILS), (0.2 + 0.005, NOT_SHOWN)],
+)
+def test_claim2_lambda_outcomes(top, expected):
+    lams = LAMS["relu"]
+    means = dict(zip(lams, np.linspace(0.2, top, len(lams)), strict=True))
+    rows = e1_rows("relu", {(lam, p): means[lam] for lam in lams for p in (200, 800)}, sd=0.05)
+    # paired repetitions: add a shared per-rep offset so the paired t uses the real spread
+    rng = np.random.default_rng(0)
+    noise = {(p, r): rng.normal(0, 0.05) for p in (200, 800) for r in range(len(Z))}
+    for row in rows:
+        row["alignment"] += noise[(row["p"], row["rep"])] if row["lam"] != lams[-1] else 0
+    assert V.claim2_lambda(rows).verdict == expected
+
+
+# ------------------------------------------------------------------ E1: 2d
+def test_claim2_published_outcomes():
+    assert V.claim2_published(paper_rows()).verdict == HOLDS
+    # the issue's quick numbers miss the lambda > 0 cells: fewer than C2D_SHARE agree
+    rows = paper_rows(acts=("linear",), widths=(200, 800, 3200))
+    for r in rows:
+        if r["lam"] > 0:
+            r["alignment"] -= 0.3
+    v = V.claim2_published(rows)
+    assert v.verdict == FAILS and v.evidence[0].startswith("3 of 12 cells agree")
+    # widths the paper did not run: nothing to compare
+    assert V.claim2_published(e1_rows("linear", {(0.0, 100): 0.3})).verdict == NOT_SHOWN
+
+
+def test_agreement_rule_and_headline():
+    # the rule's floor and its standard-error term, each binding in turn
+    assert published.tolerance(0.01, 4) == published.AGREE_FLOOR
+    sd = 0.2
+    assert published.tolerance(sd, 4) == pytest.approx(3 * np.sqrt(sd**2 / 4 + sd**2 / 50))
+    cells = published.compare(paper_rows(acts=("tanh",), widths=(200,)))
+    assert len(cells) == 4 and all(c.agree and abs(c.diff) < 1e-12 for c in cells)
+    assert published.headline(cells) == "E1: 4 of 4 cells agree with the published values"
+    assert "sd^2/50" in published.AGREE_RULE and "0.08" in published.AGREE_RULE
+
+
+# ------------------------------------------------------------------ E2: 1a, 1b, 1c
+def e2_rows(curves, steps):
+    """E2 rows from {(act, lam): per-rep MSE arrays over ``steps``}."""
+    rows = []
+    for (act, lam), reps in curves.items():
+        for r, mse in enumerate(reps):
+            rows += [
+                {"activation": act, "lam": lam, "rep": r, "step": int(s), "mse": float(m)}
+                for s, m in zip(steps, mse, strict=True)
+            ]
+    return rows
+
+
+STEPS = np.linspace(0, 1000, 51)
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [(1e-2, HOLDS), (-1e-4, FAILS), (1e-3, NOT_SHOWN)],  # 1e-3: falls e^1 = 2.7x only
+)
+def test_claim1_convergence_outcomes(rate, expected):
+    curves = {("linear", 0.0): [np.exp(-rate * STEPS) * (1 + 0.1 * r) for r in range(3)]}
+    assert V.claim1_convergence(e2_rows(curves, STEPS), []).verdict == expected
+
+
+@pytest.mark.parametrize(("ratio", "expected"), [(1.0, V.INFO_AGREES), (3.0, V.INFO_DEVIATES)])
+def test_claim1_theory_outcomes(ratio, expected):
+    pred_rate = 5e-3
+    curves = {("relu", 0.0): [np.exp(-ratio * pred_rate * STEPS)]}
+    rows = e2_rows(curves, STEPS)
+    prediction = [{**r, "predicted_mse": float(np.exp(-pred_rate * r["step"]))} for r in rows]
+    kernels = [{"activation": "relu", "lam": 0.0, "lambda_min": 0.1}]
+    assert V.claim1_theory(rows, prediction, kernels).verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("floor", HOLDS), ("none", FAILS), ("slow", NOT_SHOWN)]
+)
+def test_claim1_settle_outcomes(kind, expected):
+    base = np.exp(-2e-2 * STEPS)  # lambda = 0 falls to ~2e-9
+    curves, kernels = {("tanh", 0.0): [base]}, []
+    for lam in LAMS["tanh"][1:]:
+        if kind == "floor":  # levels off at 1e-3, far above lambda = 0
+            m = 1e-3 + base
+        elif kind == "none":  # follows lambda = 0 below its own predicted level
+            m = base * 1.2
+        else:  # still falling at the end, far above lambda = 0
+            m = np.exp(-5e-3 * STEPS)
+        curves[("tanh", lam)] = [m]
+        kernels.append(
+            {"activation": "tanh", "lam": lam, "settle_mse": 1e-3, "measured_final_mse": m[-1]}
+        )
+    assert V.claim1_settle(e2_rows(curves, STEPS), kernels).verdict == expected
+
+
+# ------------------------------------------------------------------ E3: 3a, 3b
+def e3_rows(align, acc, reps=2, steps=200):
+    """E3 rows: alignment[lam] (rep-dependent) over steps, test accuracy at the last step."""
+    rows = []
+    for lam in E3_LAMS:
+        for r in range(reps):
+            for t in range(steps + 1):
+                a = align[lam] + 0.01 * r + 0.002 * np.sin(t)
+                rows.append(
+                    {
+                        "lam": lam,
+                        "rep": r,
+                        "step": t,
+                        "alignment": a,
+                        "test_accuracy": acc[lam] if t == steps else "",
+                    }
+                )
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("align", "expected"),
+    [
+        ({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, HOLDS),
+        ({0.0: 0.2, 0.1: 0.1, 0.3: 0.05}, FAILS),
+        ({0.0: 0.02, 0.1: 0.02, 0.3: 0.02}, NOT_SHOWN),
+    ],
+)
+def test_claim3_alignment_outcomes(align, expected):
+    rows = e3_rows(align, dict.fromkeys(E3_LAMS, 0.9))
+    # per-rep differences vary a little so the paired standard error is not zero
+    for row in rows:
+        if row["lam"] == 0.3 and row["rep"] == 1:
+            row["alignment"] += 0.003
+    assert V.claim3_alignment(rows).verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("acc", "expected"),
+    [
+        ({0.0: 0.885, 0.1: 0.916, 0.3: 0.906}, HOLDS),  # the paper's numbers, 10k test samples
+        ({0.0: 0.92, 0.1: 0.88, 0.3: 0.88}, FAILS),
+        ({0.0: 0.90, 0.1: 0.901, 0.3: 0.90}, NOT_SHOWN),
+    ],
+)
+def test_claim3_accuracy_outcomes(acc, expected):
+    rows = e3_rows(dict.fromkeys(E3_LAMS, 0.1), acc)
+    assert V.claim3_accuracy(rows, 10_000).verdict == expected
+
+
+def test_criteria_quote_their_constants():
+    text = V.claim2_bounded([]).criterion
+    assert f"{V.C2B_KEEP:g}" in text and f"t > {V.C2B_T}" in text
+    assert f"{100 * V.C2D_SHARE:g}%" in V.claim2_published([]).criterion
+    assert f"{V.C1_FALL}-fold" in V.claim1_convergence([], []).criterion
+
+
+def test_report_sets_the_paper_beside_the_run():
+    from feedback_alignment.reproduce.report import e1_blocks, e3_blocks, to_markdown
+
+    rows = paper_rows(acts=("relu",), widths=(200, 400))
+    for r in rows:
+        r["steps"] = 5050
+    md = to_markdown(e1_blocks(published.compare(rows), {"rows": rows, "capped": 0}))
+    assert "**E1: 8 of 8 cells agree with the published values**" in md
+    assert md.count("| agree |") == 8 and "0 of 40 reached the step cap" in md
+    rows[0]["alignment"] = 2.0  # one repetition far off: that cell's mean moves 0.3
+    md = to_markdown(e1_blocks(published.compare(rows), {"rows": rows, "capped": 0}))
+    assert "7 of 8 cells" in md and md.count("**disagree**") == 1
+    md = to_markdown(
+        e3_blocks(
+            {"rows": e3_rows({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, {0.0: 0.9, 0.1: 0.91, 0.3: 0.92})}
+        )
+    )
+    # 0.1 + mean over reps (0, 0.01) + 0.002 sin(200) at the last step
+    assert "| 0.1 | 0.103 | 91.0 % | 200 | 0.55 | 91.6 % |" in md
