@@ -135,9 +135,9 @@ def test_reproduce_work_is_known_for_every_task_of_every_profile():
     # the plateau rule's minimum grows as sqrt(p): cost ~ p^1.5 at equal repetitions
     from feedback_alignment.reproduce.work import task_work
 
-    kw = {"activation": "relu", "reps": 2, "stop": "plateau", "min_steps": 5000}
+    kw = {"activation": "relu", "reps": 2, "min_base": 5000}
     ratio = task_work("E1", {**kw, "p": 800}) / task_work("E1", {**kw, "p": 200})
-    assert ratio == pytest.approx(8.0)
+    assert ratio == pytest.approx(4 * 10101 / 5050)  # p x the authors' minimum steps
 
 
 def _smoke_e2(tmp_path, monkeypatch, tty, *flags):

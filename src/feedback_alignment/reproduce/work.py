@@ -2,13 +2,14 @@
 
 Each task's cost is computed from its arguments before it runs, in multiply-adds
 (:mod:`feedback_alignment.progress`): E1 and E2 members x steps x p n (n + d) for the
-two-layer engine (E1 under the paper's plateau rule counts its minimum steps, so the
+two-layer engine (E1 under the paper's run-length rule counts its minimum steps, so the
 estimate can grow when members train longer), E3 3 x lambdas x steps x batch x weights.
 """
 
 from __future__ import annotations
 
 from ..progress import deep_work, twolayer_work
+from ..twolayer.engine import paper_min_steps
 from .profiles import E3_LAMS, LAMS, D, N
 
 KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep"}
@@ -20,9 +21,7 @@ def task_work(exp: str, kw: dict) -> float:
     """Multiply-adds of one task of experiment ``exp`` with arguments ``kw``."""
     if exp == "E1":
         p = kw["p"]
-        steps = kw["min_steps"]
-        if kw.get("stop") == "plateau":
-            steps = round(steps * (p / 200) ** 0.5)
+        steps = paper_min_steps(p, kw["min_base"])
         return twolayer_work(kw["reps"] * len(LAMS[kw["activation"]]), steps, p, N, D)
     if exp == "E2":
         members = kw["reps"] * len(LAMS[kw["activation"]])
