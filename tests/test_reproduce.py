@@ -110,7 +110,7 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E3 beside the paper's final values" in md and "91.6 %" in md
     assert "Reduced relative to the paper" in md and "Wall times" in md and "torch" in md
     # self-contained: figures embedded, no external references
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4  # E1, E2, E2 conservation, E3
     assert 'src="E' not in html and "http" not in html.split("<body>")[1].split("Files")[0]
     manifest = json.loads((out / ".fa-reproduce.json").read_text())
     assert "E1/alignment.csv" in manifest["files"] and "report.html" in manifest["files"]
