@@ -1,18 +1,25 @@
-"""Benchmark of the two-layer engine (issues 2 and 6).
+"""Benchmark of the two-layer engine on the workload the reproduction runs (E1).
 
-For K = 50 members, n = 50, d = 150, ReLU, float32 and p in {200, 3200, 12800} it
-measures, in one run on one machine:
+E1 trains, for each activation and width p, 4 lambdas x 50 repetitions, every repetition
+on its own data: K = 50 members, each with its own X (n = 50, d = 150), FA, the
+authors' step sizes, MSE and alignment recorded, no first-layer weights kept
+(``keep_weights=False``, as ``fa reproduce`` sets it). For each activation, dtype and
+width this measures, in one run on one machine:
 
-* the engine's steps/s and achieved GFLOP/s (explicit path), beside the rate torch.matmul
-  reaches doing the same two matrix products alone on arrays of the same size (the
-  hardware limit; W streams from memory, it does not fit in cache): ``gemm_fraction``;
-* the same K runs done the authors' way, one member at a time through a custom autograd
-  layer and torch.optim.SGD: ``speedup_vs_per_run`` = per-run time / time of the fastest
-  exact path the engine picks (``speedup_explicit_vs_per_run`` for the explicit path);
-* a projection of the paper's full E1 grid on this machine from measured step times.
+* ``engine``: steps/s of the ensemble as the engine runs it by itself (``fuse="auto"``:
+  the path and kernels it picks, self-check included; ``kernels`` names them);
+* for ReLU and tanh, the row-space path on the native kernels (``FA_NATIVE=1``) and on
+  the torch ops (``fuse=False``): ``native_vs_torch`` = torch time / native time;
+* ``authors``: the same K runs done as the authors' code does, one run at a time, each
+  through autograd (the FA output layer as an ``autograd.Function``) and
+  ``torch.optim.SGD``; ``speedup`` = authors' time for K runs / engine time;
+* the full E1 grid projected on this machine at the paper's run-length rule, at least
+  rint(5000 sqrt(p) // 14) steps a run (5050 at p = 200, 20203 at 3200), from the
+  engine's measured step times (float32; widths not measured are interpolated in log-log).
 
-Ratios, not absolute times, are the figures to compare (the machine is shared). The last
-line of output is one JSON object. ``--quick`` finishes within a minute.
+Every time is the minimum over repeats of a few steps (the minimum is the least noisy
+estimate on a shared machine); ratios, not absolute times, are the figures. The last
+line of output is one JSON object. ``--quick`` measures p in {200, 3200, 12800}.
 """
 
 from __future__ import annotations
@@ -27,56 +34,73 @@ import time
 
 import torch
 
-from feedback_alignment.twolayer.data import random_teacher
+from feedback_alignment.twolayer.data import linear_teacher, random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
 
 K, N, D = 50, 50, 150
+WIDTHS_E1 = (200, 400, 800, 1600, 3200, 6400, 12800)
+LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1}  # the authors' code
+LAM = {"linear": 0.2, "relu": 0.02, "tanh": 0.002}
+E1_RUNS = 4 * 50  # lambdas x repetitions per (activation, width)
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (after one warm-up): the least noisy estimate."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def paper_steps(p: int) -> int:
+    """The authors' minimum run length: rint(5000 sqrt(p) // rint(sqrt(200)))."""
+    return int(5000 * math.sqrt(p) // 14)
 
 
-def gemm_flops(p: int) -> float:
-    """Flops of one step's two big products: Z = W X^T and the update M X."""
-    return 2 * 2 * K * N * D * p
+def cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith(("flags", "Features")):
+                    have = set(ln.split(":", 1)[1].split())
+                    keep = ("avx512f", "avx2", "fma", "avx", "sse4_2", "asimd")
+                    return " ".join(x for x in keep if x in have)
+    except OSError:
+        pass
+    return torch.backends.cpu.get_cpu_capability()
 
 
-def matmul_rate(p: int, repeats: int) -> tuple[float, float]:
-    """GFLOP/s of torch.matmul doing the engine's two products (shared X) on arrays of the
-    engine's size: all K members' W (K p x d, 96 MB at p = 3200), walked in the member
-    blocks the engine uses or all at once, the best of the two. That is the limit for the
-    engine, whose W does not fit in cache. Also returned: the rate when one block is
-    reused from cache (the optimistic figure the first version of this benchmark used)."""
-    X = torch.randn(N, D)
-    W = torch.randn(K * p, D)
-    M = torch.randn(K * p, N)
-    best = hot = 0.0
-    for block in sorted({K, max(1, min(K, int(24e6 // (p * (D + 2 * N) * 4))))}):
-        rows = block * p
-        starts = range(0, K * p - rows + 1, rows)
+def data(act: str, p: int, members: int, dtype: str):
+    to = getattr(torch, dtype)
+    if act == "linear":
+        X, y = stack(linear_teacher, range(members), n=N, d=D)
+    else:
+        X, y = stack(random_teacher, range(members), n=N, d=D, p=p, activation=act)
+    return X.to(to), y.to(to)
 
-        def products(starts=starts, rows=rows):
-            for r in starts:
-                W[r : r + rows] @ X.T
-                W[r : r + rows].addmm_(M[r : r + rows], X, alpha=-1e-30)
 
-        def reused(starts=starts, rows=rows):
-            for _ in starts:
-                W[:rows] @ X.T
-                W[:rows].addmm_(M[:rows], X, alpha=-1e-30)
-
-        flops = gemm_flops(p) * len(starts) * block / K
-        best = max(best, flops / best_time(products, repeats) / 1e9)
-        hot = max(hot, flops / best_time(reused, repeats) / 1e9)
-    return best, hot
+def engine_step(act: str, p: int, dtype: str, steps: int, repeats: int, fuse, native: str):
+    """Seconds per lockstep step of K members (each its own X), by the engine's loop timer,
+    the best of ``repeats`` fits after a warm-up fit; and the kernels that ran."""
+    X, y = data(act, p, K, dtype)
+    old = os.environ.get("FA_NATIVE")
+    os.environ["FA_NATIVE"] = native
+    best, kernels = math.inf, ""
+    try:
+        for r in range(repeats + 1):
+            ens = TwoLayerEnsemble(D, p, seeds=range(K), activation=act, dtype=dtype)
+            h = ens.fit(
+                X,
+                y,
+                rule="fa",
+                lr=LR[act],
+                lam=LAM[act],
+                steps=steps,
+                metrics=("mse", "alignment"),
+                fuse=fuse,
+                keep_weights=False,
+            )
+            if r:  # the first fit warms up (build, self-check, page faults)
+                best = min(best, h.seconds / steps)
+            kernels = f"{h.path}+{h.kernels}"
+    finally:
+        if old is None:
+            del os.environ["FA_NATIVE"]
+        else:
+            os.environ["FA_NATIVE"] = old
+    return best, kernels
 
 
 class FAOutput(torch.autograd.Function):
@@ -94,190 +118,143 @@ class FAOutput(torch.autograd.Function):
         return torch.outer(gu, b) / s, H.T @ gu / s, None
 
 
-def per_run_seconds(p: int, steps: int, members: int) -> float:
-    """The authors' way: one network at a time, autograd + torch.optim.SGD, FA rule."""
-    X, y = random_teacher(N, D, p, "relu", seed=0)
-    X, y = X.float(), y.float()
-    total = 0.0
-    for k in range(members):
+def authors_step(act: str, p: int, dtype: str, steps: int, runs: int) -> float:
+    """Seconds per step of one run done the authors' way (one network, its own data,
+    autograd + torch.optim.SGD with weight decay on beta), the best over ``runs`` runs."""
+    to = getattr(torch, dtype)
+    psi = {"linear": lambda z: z, "relu": torch.relu, "tanh": torch.tanh}[act]
+    X_all, y_all = data(act, p, runs, dtype)
+    best = math.inf
+    for k in range(runs):
+        X, y = X_all[k], y_all[k]
         g = torch.Generator().manual_seed(k)
-        W = torch.randn(p, D, generator=g).requires_grad_()
-        beta = torch.randn(p, generator=g).requires_grad_()
-        b = torch.randn(p, generator=g)
+        W = torch.randn(p, D, generator=g, dtype=to).requires_grad_()
+        beta = torch.randn(p, generator=g, dtype=to).requires_grad_()
+        b = torch.randn(p, generator=g, dtype=to)
         opt = torch.optim.SGD(
-            [{"params": [W], "weight_decay": 0.0}, {"params": [beta], "weight_decay": 0.02}],
-            lr=1e-2,
+            [{"params": [W], "weight_decay": 0.0}, {"params": [beta], "weight_decay": LAM[act]}],
+            lr=LR[act],
         )
 
-        def step(W=W, beta=beta, b=b, opt=opt):
+        def step(W=W, beta=beta, b=b, opt=opt, X=X, y=y):
             opt.zero_grad()
-            u = FAOutput.apply(torch.relu(X @ W.T), beta, b)
+            u = FAOutput.apply(psi(X @ W.T), beta, b)
             loss = ((u - y) ** 2).mean()
             loss.backward()
             opt.step()
+            return loss
 
         step()  # warm-up
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
-        total += time.perf_counter() - t0
-    return total / steps  # seconds per step for `members` runs
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
 
 
-def engine_seconds(
-    p: int,
-    steps: int,
-    repeats: int,
-    path: str = "explicit",
-    act: str = "relu",
-    members: int = K,
-    fuse: bool | str = False,
-    native: bool = True,
-) -> tuple[float, str, float]:
-    """Seconds per lockstep step of ``members`` networks (FA, lam 0.02, MSE recorded only).
+def settings(p: int, quick: bool) -> tuple[int, int]:
+    """(steps a fit, repeats): enough steps that a fit's timing is not its set-up."""
+    if p <= 800:
+        return (60, 3) if quick else (200, 5)
+    if p <= 3200:
+        return (12, 3) if quick else (40, 5)
+    return (4, 3) if quick else (15, 4)
 
-    The step time is the engine's own loop timer (``History.seconds``, the best of
-    ``repeats`` fits after a warm-up fit) over ``steps``; a fit's one-off cost (binding the
-    data, forming W at the end) is the rest of its wall time, returned on its own. The path
-    returned is "<path>+<kernels>" (torch, compiled or native); ``native=False`` keeps
-    the native kernels off (FA_NATIVE=0) to time the compiled ones.
-    """
-    X, y = random_teacher(N, D, p, act, seed=0)
-    ens = TwoLayerEnsemble(D, p, seeds=range(members), activation=act, dtype="float32")
-    hist = {}
-    lr = {"linear": 1e-3, "relu": 1e-2}.get(act, 1e-1)
 
-    def run(n_steps):
-        hist["h"] = ens.fit(
-            X,
-            y,
-            rule="fa",
-            lr=lr,
-            lam=0.02,
-            steps=n_steps,
-            metrics=("mse",),
-            path=path,
-            fuse=fuse,
-        )
-        ens.W  # noqa: B018 -- forming W is part of a fit's fixed cost
-
-    old = os.environ.get("FA_NATIVE")
-    os.environ["FA_NATIVE"] = "1" if native else "0"
-    try:
-        run(steps)  # warm-up: builds or compiles kernels, faults pages in
-        loops, walls = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run(steps)
-            walls.append(time.perf_counter() - t0)
-            loops.append(hist["h"].seconds)
-    finally:
-        if old is None:
-            del os.environ["FA_NATIVE"]
+def project(step_s: dict[int, float]) -> dict:
+    """Seconds of the full E1 grid for one activation: 200 runs per width in ensembles of
+    K, each for the paper's minimum steps; unmeasured widths interpolated in log-log."""
+    ps = sorted(step_s)
+    out = {}
+    for p in WIDTHS_E1:
+        if p in step_s:
+            t = step_s[p]
         else:
-            os.environ["FA_NATIVE"] = old
-    # the engine's own timer covers the step loop (one extra forward pass for the last
-    # step's record included); binding the data and forming W are the fit's set-up
-    per_step = min(loops) / steps
-    setup = min(w - lp for w, lp in zip(walls, loops, strict=True))
-    return per_step, f"{hist['h'].path}+{hist['h'].kernels}", setup
-
-
-WIDTHS_E1 = [200, 400, 800, 1600, 3200, 6400, 12800]
-
-
-def project_e1(quick: bool) -> dict:
-    """Wall time of the paper's full E1 grid (3 activations x 4 lambdas x 7 widths x 50
-    repetitions, at least round(5000 sqrt(p/200)) steps each) from measured step times of
-    the fastest exact path, all 200 runs of one (activation, width) in one ensemble."""
-    per_act = {}
-    total = 0.0
-    for act in ("linear", "relu", "tanh"):
-        secs = {}
-        for p in WIDTHS_E1:
-            steps = 3 if quick else 100 if p <= 800 else 50 if p <= 3200 else 30
-            min_steps = round(5000 * math.sqrt(p / 200))
-            # what fuse="auto" picks for runs of min_steps: the native kernels for ReLU and
-            # tanh; the linear FA path has no element-wise work to fuse
-            fuse = "auto"
-            t_step, path, setup = engine_seconds(p, steps, 2, "auto", act, members=K, fuse=fuse)
-            runs = 4 * 50
-            secs[p] = (t_step * min_steps + setup) * runs / K
-        per_act[act] = {"path": path, "seconds_by_width": secs}
-        print(f"  {act}: {sum(secs.values()) / 3600:.2f} h", flush=True)
-        total += sum(secs.values())
-    return {
-        "hours": total / 3600,
-        "per_activation": per_act,
-        "note": "lower bound: runs that have not plateaued at the minimum go on",
-    }
+            lo = max([q for q in ps if q < p], default=ps[0])
+            hi = min([q for q in ps if q > p], default=ps[-1])
+            if lo == hi:
+                t = step_s[lo] * p / lo
+            else:
+                a = math.log(step_s[hi] / step_s[lo]) / math.log(hi / lo)
+                t = step_s[lo] * (p / lo) ** a
+        out[p] = t * paper_steps(p) * E1_RUNS / K
+    return out
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps; under a minute")
-    ap.add_argument("--widths", type=int, nargs="*", default=[200, 3200, 12800])
-    ap.add_argument("--no-projection", action="store_true", help="skip the E1 projection")
-    ap.add_argument("--no-fused", action="store_true", help="skip timing the torch.compile kernels")
+    ap.add_argument("--quick", action="store_true", help="p in {200, 3200, 12800}, fewer steps")
+    ap.add_argument("--widths", type=int, nargs="*", default=None)
+    ap.add_argument("--activations", nargs="*", default=["linear", "relu", "tanh"])
+    ap.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
-    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    widths = args.widths or ([200, 3200, 12800] if args.quick else list(WIDTHS_E1))
     out: dict = {
         "machine": platform.machine(),
+        "cpu_flags": cpu_flags(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "K": K,
         "n": N,
         "d": D,
-        "dtype": "float32",
+        "data": "one X per member",
+        "rows": [],
     }
-    for p in args.widths:
-        if args.quick:
-            steps = 10 if p == 3200 else 5 if p > 3200 else 20
-        else:  # enough steps that a fit's set-up (~0.5 s at p = 12800) is not the signal
-            steps = 100 if p < 3200 else 50 if p == 3200 else 30
-        repeats = 2 if args.quick else 3
-        members = K if not args.quick or p <= 3200 else 10
-        t_engine, _, _ = engine_seconds(p, steps, repeats, "explicit")
-        # what the engine picks by itself (path and kernels "auto"): the figure
-        t_fast, path, setup = engine_seconds(p, steps, repeats, "auto", fuse="auto")
-        # the same path on torch ops alone, and with the torch.compile kernels
-        t_plain, _, _ = engine_seconds(p, steps, repeats, "auto", fuse=False)
-        t_fused = None
-        if not (args.no_fused or args.quick) and p >= 3200:
-            t_fused, _, _ = engine_seconds(p, steps, repeats, "auto", fuse=True, native=False)
-        rate, rate_hot = matmul_rate(p, repeats + 2)
-        t_run = per_run_seconds(p, max(2, steps // (2 if args.quick else 1)), members)
-        t_run *= K / members
-        gflops = gemm_flops(p) / t_engine / 1e9
-        row = {
-            "explicit_steps_per_s": 1 / t_engine,
-            "explicit_gflops": gflops,
-            "matmul_gflops": rate,
-            "gemm_fraction": gflops / rate,
-            "matmul_gflops_cache_hot": rate_hot,
-            "fast_path": path,
-            "fast_steps_per_s": 1 / t_fast,
-            "fast_setup_s": setup,
-            "torch_ops_steps_per_s": 1 / t_plain,
-            "compiled_steps_per_s": None if t_fused is None else 1 / t_fused,
-            "per_run_steps_per_s": 1 / t_run,
-            "speedup_explicit_vs_per_run": t_run / t_engine,
-            "speedup_vs_per_run": t_run / t_fast,
+    print(
+        f"# {out['machine']} [{out['cpu_flags']}] torch {out['torch']}, "
+        f"{out['threads']} threads, K={K} n={N} d={D}, one X per member",
+        flush=True,
+    )
+    step32: dict[str, dict[int, float]] = {}
+    for act in args.activations:
+        for dtype in args.dtypes:
+            for p in widths:
+                steps, repeats = settings(p, args.quick)
+                t_eng, kernels = engine_step(act, p, dtype, steps, repeats, "auto", "auto")
+                row = {"activation": act, "dtype": dtype, "p": p, "kernels": kernels}
+                row["engine_steps_per_s"] = 1 / t_eng
+                if act != "linear":
+                    t_nat, kn = engine_step(act, p, dtype, steps, repeats, True, "1")
+                    t_tor, kt = engine_step(act, p, dtype, steps, repeats, False, "auto")
+                    assert kn.endswith("native") and kt.endswith("torch"), (kn, kt)
+                    row["native_steps_per_s"] = 1 / t_nat
+                    row["torch_ops_steps_per_s"] = 1 / t_tor
+                    row["native_vs_torch"] = t_tor / t_nat
+                a_steps = max(5, steps // 2) if p >= 3200 else steps
+                t_run = authors_step(act, p, dtype, a_steps, 2 if args.quick else 3)
+                row["authors_steps_per_s_for_K_runs"] = 1 / (t_run * K)
+                row["speedup"] = t_run * K / t_eng
+                out["rows"].append(row)
+                if dtype == "float32":
+                    step32.setdefault(act, {})[p] = t_eng
+                print(
+                    "  ".join(
+                        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()
+                    ),
+                    flush=True,
+                )
+    if step32:
+        per_act = {act: project(s) for act, s in step32.items()}
+        hours = sum(sum(v.values()) for v in per_act.values()) / 3600
+        out["e1_full_projection"] = {
+            "hours": hours,
+            "hours_per_activation": {a: sum(v.values()) / 3600 for a, v in per_act.items()},
+            "rule": "at least rint(5000 sqrt(p) // 14) steps a run, float32, ensembles of 50",
+            "measured_widths": widths,
+            "note": "lower bound: runs that have not plateaued at the minimum go on",
         }
         print(
-            f"p={p:6d}  "
+            f"E1 full grid projected ({', '.join(step32)}): {hours:.2f} h  "
             + "  ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                f"{a}={h:.2f} h"
+                for a, h in out["e1_full_projection"]["hours_per_activation"].items()
             ),
             flush=True,
         )
-        out[f"p{p}"] = row
-        out[f"gemm_fraction_p{p}"] = row["gemm_fraction"]
-        out[f"speedup_vs_per_run_p{p}"] = row["speedup_vs_per_run"]
-        out[f"speedup_explicit_vs_per_run_p{p}"] = row["speedup_explicit_vs_per_run"]
-    if not (args.no_projection or args.quick):
-        out["e1_full_projection"] = project_e1(args.quick)
-        print(f"E1 full grid projected: {out['e1_full_projection']['hours']:.2f} h", flush=True)
     print(json.dumps(out))
     return out
 

@@ -1,20 +1,30 @@
 """The native (C++) row-space kernels (ReLU, tanh) against the torch ops they replace."""
 
+import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from feedback_alignment.errors import ConfigError
 from feedback_alignment.twolayer import native
-from feedback_alignment.twolayer.data import random_teacher
+from feedback_alignment.twolayer.data import random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
+from feedback_alignment.twolayer.native import selfcheck
 from feedback_alignment.twolayer.schedules import ExpDecay
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C++ compiler here")
 
 # big enough (K p n = 3 * 400 * 20 > 2^14) that the kernels run on every thread
 N, D, P, SEEDS = 20, 60, 400, [0, 1, 2]
+
+
+@pytest.fixture(autouse=True)
+def _native_without_self_check(monkeypatch):
+    """The kernels wherever they apply: which ones run must not depend on timing here
+    (the self-check has its own tests below)."""
+    monkeypatch.setenv("FA_NATIVE", "1")
 
 
 def fit(
@@ -26,9 +36,13 @@ def fit(
     chunk=None,
     lr=None,
     act="relu",
+    shared=True,
     **kw,
 ):
-    X, y = random_teacher(N, D, P, act, seed=1)
+    if shared:
+        X, y = random_teacher(N, D, P, act, seed=1)
+    else:  # one data set per member, as the paper's E1 draws them
+        X, y = stack(random_teacher, [1, 2, 3], n=N, d=D, p=P, activation=act)
     to = getattr(torch, dtype)
     ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation=act, dtype=dtype)
     before = torch.get_num_threads()
@@ -52,11 +66,12 @@ def fit(
     return ens, h
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-X", "X-per-member"])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 @pytest.mark.parametrize("rule", ["fa", "bp", ["fa", "bp", "fa"]], ids=["fa", "bp", "mixed"])
 @pytest.mark.parametrize("w_decay", [0.0, 0.01])
-def test_native_equals_torch_ops(act, rule, w_decay):
-    kw = dict(act=act, rule=rule, w_decay=w_decay, lam_schedule=ExpDecay(0.999))
+def test_native_equals_torch_ops(act, rule, w_decay, shared):
+    kw = dict(act=act, rule=rule, w_decay=w_decay, lam_schedule=ExpDecay(0.999), shared=shared)
     e0, h0 = fit(False, **kw)
     e1, h1 = fit("auto", **kw)
     assert (h0.kernels, h1.kernels) == ("torch", "native") and h1.path == "rowspace"
@@ -86,10 +101,11 @@ def test_native_tanh_is_tanh_to_a_few_ulp(dtype):
     assert torch.isnan(nan[0]).all()
 
 
-def test_numbers_do_not_depend_on_threads_or_chunks():
-    ref = fit("auto", dtype="float32", threads=2)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-X", "X-per-member"])
+def test_numbers_do_not_depend_on_threads_or_chunks(shared):
+    ref = fit("auto", dtype="float32", threads=2, shared=shared)
     for threads, chunk in [(1, None), (2, 1), (1, 2)]:
-        got = fit("auto", dtype="float32", threads=threads, chunk=chunk)
+        got = fit("auto", dtype="float32", threads=threads, chunk=chunk, shared=shared)
         assert got[1].kernels == "native"
         for m, v in ref[1].metrics.items():
             np.testing.assert_array_equal(got[1].metrics[m], v, err_msg=f"{m} {threads} {chunk}")
@@ -133,12 +149,19 @@ def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
     assert TwoLayerEnsemble(20, 30, activation="tanh").fit(X, y, steps=2).kernels == "native"
     relu = TwoLayerEnsemble(20, 30, activation="relu")
     assert relu.fit(X, y, steps=2).kernels == "native"
-    assert relu.fit(X, y, steps=2, fuse=False).kernels == "torch"
+    h = relu.fit(X, y, steps=2, fuse=False)
+    assert h.kernels == "torch" and "fuse=False" in h.kernels_why
     per_member = torch.stack([X, X])
     two = TwoLayerEnsemble(20, 30, seeds=[0, 1], activation="relu")
-    assert two.fit(per_member, torch.stack([y, y]), steps=2).kernels == "torch"
+    h = two.fit(per_member, torch.stack([y, y]), steps=2)
+    assert h.kernels == "native" and h.kernels_why == ""
+    assert "sigmoid" in sigmoid.kernels_why
     monkeypatch.setenv("FA_NATIVE", "0")
-    assert relu.fit(X, y, steps=2).kernels == "torch"
+    h = relu.fit(X, y, steps=2)
+    assert h.kernels == "torch" and h.kernels_why == "FA_NATIVE=0"
+    monkeypatch.setenv("FA_NATIVE", "yes")
+    with pytest.raises(ConfigError, match="FA_NATIVE must be 0, 1 or auto, got 'yes'"):
+        relu.fit(X, y, steps=2)
 
 
 def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
@@ -155,3 +178,175 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     assert h1.kernels == h2.kernels == "torch"
     msgs = [str(x.message) for x in w if "native row-space kernels unavailable" in str(x.message)]
     assert len(msgs) == 1 and "no-such-compiler" in msgs[0]
+
+
+# ---------------------------------------------------------------- vector width, build
+@pytest.mark.parametrize(
+    "flags, width",
+    [
+        ({"sse2", "avx2", "fma", "avx512f"}, 64),
+        ({"sse2", "avx", "avx2", "fma"}, 32),
+        ({"sse2", "avx"}, 16),
+        ({"fp", "asimd"}, 16),
+        ({"fpu"}, None),
+    ],
+)
+def test_vector_width_from_the_cpu_flags(monkeypatch, flags, width):
+    monkeypatch.delenv("FA_NATIVE_VEC_BYTES", raising=False)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: flags)
+    assert native.vector_bytes()[0] == width
+
+
+def test_vector_width_forced_and_refused(monkeypatch):
+    monkeypatch.setenv("FA_NATIVE_VEC_BYTES", "32")
+    assert native.vector_bytes() == (32, "FA_NATIVE_VEC_BYTES")
+    monkeypatch.setenv("FA_NATIVE_VEC_BYTES", "48")
+    with pytest.raises(ConfigError, match="FA_NATIVE_VEC_BYTES must be one of 16, 32, 64"):
+        native.vector_bytes()
+
+
+def test_this_build_has_the_cpu_width():
+    width, origin = native.vector_bytes()
+    assert native.library().fa_vec_bytes() == width, origin
+
+
+def _fresh_build(monkeypatch, tmp_path, **env):
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_failed", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing cached: must build
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.mark.parametrize("width", ["16"])
+def test_another_width_builds_apart_and_gives_the_same_numbers(monkeypatch, tmp_path, width):
+    """A forced width is its own build (its own cache file) and exact like the CPU's."""
+    _, ref = fit(False, shared=False, act="tanh", steps=100)
+    _fresh_build(monkeypatch, tmp_path, FA_NATIVE_VEC_BYTES=width)
+    assert native.library().fa_vec_bytes() == int(width)
+    built = list((tmp_path / "feedback-alignment" / "native").glob("rowspace-*.so"))
+    assert [f.name.split("-")[1] for f in built] == [f"{int(width) * 8}bit"]
+    _, got = fit("auto", shared=False, act="tanh", steps=100)
+    assert got.kernels == "native"
+    for m, v in ref.metrics.items():
+        np.testing.assert_allclose(got.metrics[m], v, rtol=1e-12, atol=1e-15, err_msg=m)
+
+
+def test_a_build_past_its_timeout_falls_back(monkeypatch, tmp_path):
+    _fresh_build(monkeypatch, tmp_path, FA_NATIVE_BUILD_TIMEOUT="0.001")
+    X, y = random_teacher(8, 20, 30, "relu", seed=0)
+    with pytest.warns(RuntimeWarning, match="took over 0.001 s"):
+        h = TwoLayerEnsemble(20, 30, activation="relu").fit(X, y, steps=2)
+    assert h.kernels == "torch" and "took over 0.001 s" in h.kernels_why
+
+
+# ---------------------------------------------------------------- kernel boundary
+def test_the_kernels_refuse_what_they_cannot_read():
+    G = torch.eye(3, dtype=torch.float64)
+    kern = native.RowSpaceKernels(G, "relu")
+    Z = torch.zeros(2, 4, 3, dtype=torch.float64)
+    beta = torch.ones(2, 4, dtype=torch.float64)
+    kern.forward(Z, beta)  # the right thing runs
+    with pytest.raises(ConfigError, match="Z must be contiguous"):
+        kern.forward(torch.zeros(2, 3, 4, dtype=torch.float64).transpose(1, 2), beta)
+    with pytest.raises(ConfigError, match="Z must be torch.float64, got torch.float32"):
+        kern.forward(Z.float(), beta)
+    with pytest.raises(ConfigError, match=r"beta must have shape \(2, 4\), got \(2, 5\)"):
+        kern.forward(Z, torch.ones(2, 5, dtype=torch.float64))
+    with pytest.raises(ConfigError, match=r"Z must be \(k, p, 3\)"):
+        kern.forward(torch.zeros(2, 4, 5, dtype=torch.float64), beta)
+    ce, lr = torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="lam must be torch.float64"):
+        kern.update(Z, None, ce, beta, None, beta, lr, lr.float())
+    with pytest.raises(ConfigError, match="no kernels for activation 'sigmoid'"):
+        native.RowSpaceKernels(G, "sigmoid")
+    with pytest.raises(ConfigError, match="n <= 1024 samples, got n = 1025"):
+        native.RowSpaceKernels(torch.eye(1025), "relu")
+    with pytest.raises(ConfigError, match="float32 or float64, got torch.float16"):
+        native.RowSpaceKernels(G.half(), "relu")
+
+
+# ---------------------------------------------------------------- self-check
+@pytest.fixture
+def selfcheck_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("FA_NATIVE", "auto")
+    monkeypatch.setattr(selfcheck, "_memo", {})
+    return tmp_path
+
+
+@pytest.mark.parametrize("faster", ["native", "torch"])
+def test_the_self_check_picks_the_faster_and_remembers(selfcheck_cache, monkeypatch, faster):
+    calls = []
+
+    def fake_measure(*args):
+        calls.append(args)
+        fast, slow = 0.001, 0.003
+        return {
+            "native_s": fast if faster == "native" else slow,
+            "torch_s": slow if faster == "native" else fast,
+            "members": 3,
+        }
+
+    monkeypatch.setattr(selfcheck, "measure", fake_measure)
+    X, y = random_teacher(N, D, P, "relu", seed=1)
+    h1 = TwoLayerEnsemble(D, P, seeds=SEEDS).fit(X, y, steps=3)
+    assert h1.kernels == faster
+    if faster == "torch":
+        assert h1.kernels_why.startswith("self-check: native 3 ms a step against torch ops 1 ms")
+    else:
+        assert h1.kernels_why == ""
+    # the same shape class again, in this process and in a fresh one (the file): no timing
+    TwoLayerEnsemble(D, P, seeds=SEEDS).fit(X, y, steps=3)
+    monkeypatch.setattr(selfcheck, "_memo", {})
+    h2 = TwoLayerEnsemble(D, P, seeds=SEEDS).fit(X, y, steps=3)
+    assert len(calls) == 1 and h2.kernels == faster
+    assert selfcheck.cache_file().is_relative_to(selfcheck_cache)
+    # another shape class (float32) is checked on its own
+    TwoLayerEnsemble(D, P, seeds=SEEDS, dtype="float32").fit(X, y, steps=3)
+    assert len(calls) == 2
+    # forcing skips the check
+    monkeypatch.setenv("FA_NATIVE", "1")
+    assert (
+        TwoLayerEnsemble(D, P, seeds=SEEDS, dtype="float32", activation="tanh")
+        .fit(X, y, steps=3)
+        .kernels
+        == "native"
+    )
+    assert len(calls) == 2
+
+
+def test_the_self_check_is_cheap_and_times_both(selfcheck_cache):
+    t0 = time.perf_counter()
+    r = selfcheck.measure("tanh", torch.float32, False, 50, 3200, 50)
+    took = time.perf_counter() - t0
+    assert r["native_s"] > 0 and r["torch_s"] > 0
+    assert r["members"] * 3200 * 50 <= selfcheck.CHECK_ELEMENTS
+    # a bound generous enough for a shared, loaded test machine
+    assert took < 10, took
+
+
+# ---------------------------------------------------------------- keep_weights=False
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-X", "X-per-member"])
+def test_without_weights_the_native_run_is_the_same(act, shared):
+    metrics = ("mse", "alignment", "delta_alignment", "beta_change", "update_alignment")
+    kw = dict(act=act, shared=shared, metrics=metrics, w_decay=0.01)
+    e_ref, ref = fit(False, **kw)
+    e_got, got = fit("auto", keep_weights=False, **kw)
+    assert got.kernels == "native"
+    for m, v in ref.metrics.items():
+        np.testing.assert_allclose(got.metrics[m], v, rtol=1e-12, atol=1e-15, err_msg=m)
+    assert float((e_got.beta - e_ref.beta).norm() / e_ref.beta.norm()) < 1e-12
+    with pytest.raises(ConfigError, match="keep_weights=False keeps only Z"):
+        e_got.W  # noqa: B018
+
+
+def test_a_failing_self_check_means_torch_ops(selfcheck_cache, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("timer broke")
+
+    monkeypatch.setattr(selfcheck, "measure", broken)
+    X, y = random_teacher(N, D, P, "tanh", seed=1)
+    h = TwoLayerEnsemble(D, P, seeds=SEEDS, activation="tanh").fit(X, y, steps=3)
+    assert h.kernels == "torch" and "self-check failed (RuntimeError: timer broke)" in h.kernels_why

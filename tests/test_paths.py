@@ -157,3 +157,78 @@ def test_every_path_runs_in_float32_close_to_float64(path, act, rule, fuse):
         assert np.isfinite(h32.metrics[m]).all(), m
         np.testing.assert_allclose(h32.metrics[m], h64.metrics[m], rtol=2e-3, atol=1e-6, err_msg=m)
     assert float((e32.W.double() - e64.W).norm() / e64.W.norm()) < 1e-5
+
+
+# ---------------------------------------------------------------- keep_weights=False
+NO_W_METRICS = ("mse", "penalty", "alignment", "delta_alignment", "beta_change")
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-X", "X-per-member"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_without_weights_the_row_space_run_is_the_same(act, shared, dtype):
+    """keep_weights=False drops A (and Z_b): the trajectory of what is recorded is the
+    explicit engine's, and W is refused, never wrong."""
+    metrics = (*NO_W_METRICS, "update_alignment")
+    kw = dict(lam_schedule=ExpDecay(0.999), metrics=metrics, fuse=False)
+    # float64: against the explicit engine; float32 (whose rounding differs between the
+    # paths): against the row-space path that keeps W, whose recorded numbers must not move
+    ref_path = "explicit" if dtype == "float64" else "rowspace"
+    ref = run_dtype(ref_path, act, shared, dtype, **kw)
+    got = run_dtype("rowspace", act, shared, dtype, keep_weights=False, **kw)
+    assert got[1].path == "rowspace" and got[0]._path.A is None
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    for m in metrics:
+        va, vb = got[1].metrics[m], ref[1].metrics[m]
+        ok = np.isfinite(vb)
+        # relative to the series' scale: a cosine near 0 keeps only its absolute digits
+        scale = np.abs(vb[ok]).max(initial=0.0)
+        np.testing.assert_allclose(va[ok], vb[ok], rtol=rtol, atol=rtol * scale, err_msg=m)
+    assert float((got[0].beta - ref[0].beta).norm() / ref[0].beta.norm()) < rtol
+    with pytest.raises(ConfigError, match="keep_weights=False keeps only Z = W X\\^T and beta"):
+        got[0].W  # noqa: B018
+    with pytest.raises(ConfigError, match="did not keep"):
+        got[0].output(ref[0]._path.X if shared else ref[0]._path.X[0])
+
+
+def run_dtype(path, act, shared, dtype, **kw):
+    X, y = stack(random_teacher, SEEDS, n=N, d=D, p=P, activation="tanh")
+    if shared:
+        X, y = X[0], y[0]
+    to = getattr(torch, dtype)
+    ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation=act, dtype=dtype)
+    h = ens.fit(
+        X.to(to),
+        y.to(to),
+        lr=[0.02, 0.05, 0.01],
+        lam=[0.0, 0.2, 0.05],
+        steps=300,
+        record_every=50,
+        path=path,
+        **kw,
+    )
+    return ens, h
+
+
+def test_without_weights_what_needs_w_is_refused():
+    X, y = random_teacher(N, D, P, "relu", seed=0)
+    ens = TwoLayerEnsemble(D, P, seeds=[0], activation="relu")
+    with pytest.raises(ConfigError, match="metric w_change needs the first-layer weights W"):
+        ens.fit(X, y, steps=2, keep_weights=False)  # the default metrics hold w_change
+    with pytest.raises(ConfigError, match="metric penalty \\(with w_decay\\) needs"):
+        ens.fit(X, y, steps=2, keep_weights=False, w_decay=0.1, metrics=("mse", "penalty"))
+    with pytest.raises(ConfigError, match="keep_weights must be True or False, got 'no'"):
+        ens.fit(X, y, steps=2, keep_weights="no")
+    h = ens.fit(X, y, steps=2, keep_weights=False, metrics=("mse",))
+    with pytest.raises(ConfigError, match="a fit cannot continue from it"):
+        ens.fit(X, y, steps=2)
+    assert h.path == "rowspace"
+
+
+@pytest.mark.parametrize("path, act", [("explicit", "relu"), ("linear_fa", "linear")])
+def test_paths_that_hold_w_keep_it_exact_without_weights(path, act):
+    ref = run(path, act, steps=200)
+    got = run(path, act, steps=200, keep_weights=False, metrics=NO_W_METRICS)
+    for m in NO_W_METRICS:
+        np.testing.assert_array_equal(got[1].metrics[m], ref[1].metrics[m], err_msg=m)
+    assert torch.equal(got[0].W, ref[0].W)

@@ -130,7 +130,8 @@ class History:
     non-finite or exploded (-1 if none), with ``messages[k]`` saying why. ``path`` names
     the first layer's representation and ``kernels`` what ran its element-wise work:
     ``"torch"`` (eager ops), ``"compiled"`` (torch.compile) or ``"native"`` (the C++
-    row-space kernels for ReLU and tanh).
+    row-space kernels for ReLU and tanh); where the native kernels did not run,
+    ``kernels_why`` says why (empty where they ran).
     """
 
     steps: np.ndarray
@@ -144,6 +145,7 @@ class History:
     seconds: float
     kernels: str = "torch"
     extra: dict = field(default_factory=dict)
+    kernels_why: str = ""
 
     def member(self, k: int) -> dict[str, np.ndarray]:
         """Member k's series: ``{"step": ..., metric: ...}``."""
@@ -262,7 +264,10 @@ class TwoLayerEnsemble:
     # ------------------------------------------------------------------ parameters
     @property
     def W(self) -> torch.Tensor:
-        """First-layer weights (K, p, d), formed from the path's representation if needed."""
+        """First-layer weights (K, p, d), formed from the path's representation if needed.
+
+        Raises :class:`ConfigError` after a fit with ``keep_weights=False`` on the
+        row-space path, which kept only Z = W X^T and beta."""
         return self._W if self._path is None else self._path.materialise()
 
     def output(self, X) -> torch.Tensor:
@@ -323,6 +328,7 @@ class TwoLayerEnsemble:
         path: str = "auto",
         chunk_members: int | None = None,
         fuse: bool | str = "auto",
+        keep_weights: bool = True,
     ) -> History:
         """Train every member by full-batch gradient descent; return a :class:`History`.
 
@@ -336,9 +342,20 @@ class TwoLayerEnsemble:
         that applies; see :mod:`.paths`); ``History.path`` says which one ran. Members are
         processed in chunks of ``chunk_members`` (default: sized to stay in cache on the
         CPU, the whole ensemble on a GPU); chunking never changes the numbers. ``fuse``
-        runs the element-wise work of the dense paths as ``torch.compile`` kernels
-        (``"auto"``: on a GPU, and on the CPU for runs long enough to repay compiling);
-        it changes results only by float rounding.
+        picks what runs the element-wise work of the dense paths: ``"auto"``, the native
+        C++ kernels where they apply and a self-check (timed once per machine and shape
+        class) finds them faster than the torch ops, else ``torch.compile`` kernels on a
+        GPU and on the CPU for runs long enough to repay compiling, else the torch ops;
+        ``True`` the native kernels wherever they apply (no self-check), else compiled
+        ones; ``False`` the torch ops. ``History.kernels`` says which ran and
+        ``History.kernels_why`` why the native ones did not. It changes results only by
+        float rounding.
+
+        ``keep_weights=False`` lets the row-space path keep only Z = W X^T and beta
+        (half the memory traffic of a step): metrics that need W (``w_change``, and
+        ``penalty`` with ``w_decay``) are then refused, and so are ``ens.W``,
+        ``ens.output`` and a further ``fit`` afterwards, each with a
+        :class:`ConfigError`. The other paths hold W cheaply and keep it exact.
         """
         K, p = self.K, self.p
         X = self._check_X(X)
@@ -374,6 +391,25 @@ class TwoLayerEnsemble:
         )
         check(blowup > 1, f"blowup must be > 1, got {blowup!r}")
         record_set = set(int(s) for s in (record_steps or ()))
+        check(
+            keep_weights in (True, False),
+            f"keep_weights must be True or False, got {keep_weights!r}",
+        )
+        if not keep_weights:
+            need_w = [m for m in metrics if m == "w_change"]
+            if "penalty" in metrics and wd_np.any():
+                need_w.append("penalty (with w_decay)")
+            check(
+                not need_w,
+                f"metric {need_w[0] if need_w else ''!s} needs the first-layer weights W; "
+                "keep_weights=False does not keep them: drop the metric or fit with "
+                "keep_weights=True",
+            )
+        check(
+            self._path is None or self._path.keeps_weights,
+            "this ensemble's last fit ran with keep_weights=False and kept no first-layer "
+            "weights, so a fit cannot continue from it; build a new TwoLayerEnsemble",
+        )
 
         to = {"dtype": self.dtype, "device": self.device}
         c = loss_factor(loss, n)
@@ -387,11 +423,12 @@ class TwoLayerEnsemble:
             fuse in (True, False, "auto"),
             f"fuse must be True, False or 'auto', got {fuse!r}",
         )
-        native = fuse is not False  # built once a machine, cheap at any size
+        # the native kernels: built once a machine; with "auto" timed once per shape class
+        native = "auto" if fuse == "auto" else bool(fuse)
         if fuse == "auto":
             work = K * p * n * (steps if stop is None else stop.min_steps)  # element-steps
             fuse = self.device.type == "cuda" or work >= _FUSE_MIN_WORK
-        fl = self._make_path(path, n, all_fa, bool(fuse), native)
+        fl = self._make_path(path, n, all_fa, bool(fuse), native, keep_weights)
         fl.bind(X)
         if fl.owns_beta:
             fl.bind_beta(self.beta)  # the path holds beta in its own coordinates
@@ -585,6 +622,7 @@ class TwoLayerEnsemble:
             messages=messages,
             path=fl.name,
             kernels=fl.kernel_kind,
+            kernels_why="" if fl.native is not None else fl.kernels_why,
             seconds=time.perf_counter() - t0,
         )
 
@@ -670,7 +708,15 @@ class TwoLayerEnsemble:
         return out
 
     # ------------------------------------------------------------------ paths
-    def _make_path(self, name: str, n: int, all_fa: bool, fuse: bool = False, native: bool = False):
+    def _make_path(
+        self,
+        name: str,
+        n: int,
+        all_fa: bool,
+        fuse: bool = False,
+        native: bool | str = False,
+        keep_weights: bool = True,
+    ):
         """The first-layer representation for this fit, starting from the current W."""
         choice("path", name, ("auto", *PATHS))
         linear = (
@@ -688,7 +734,7 @@ class TwoLayerEnsemble:
         if name == "explicit":
             return ExplicitPath(W.clone() if W is self.W0 else W, self.W0, self.activation, fuse)
         if name == "rowspace":
-            return RowSpacePath(W, self.W0, self.activation, fuse, native)
+            return RowSpacePath(W, self.W0, self.activation, fuse, native, keep_weights)
         return LinearFAPath(W, self.W0, self.activation, self.b)
 
     def _chunks(self, chunk_members, fl, n) -> list[slice]:

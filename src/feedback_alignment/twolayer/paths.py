@@ -50,6 +50,8 @@ class ExplicitPath:
     name = "explicit"
     native = None  # the native kernels, where a path runs them (RowSpacePath)
     owns_beta = False  # True: the path holds beta itself (LinearFAPath)
+    keeps_weights = True  # False: W can no longer be formed (RowSpacePath without A)
+    kernels_why = "native kernels only on the row-space path"  # why native did not run
 
     def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
         self.W, self.W0, self.act = W, W0, act
@@ -128,7 +130,15 @@ class RowSpacePath(ExplicitPath):
 
     Z is state, not recomputed: each step applies Z <- keep Z - M G in place (an
     in-place product reads and writes Z once; forming s Z_b + A G afresh would also copy
-    Z_b every step, measured 1.3x slower at p = 12800 and at p = 200)."""
+    Z_b every step, measured 1.3x slower at p = 12800 and at p = 200).
+
+    With ``keep_weights=False`` only Z (and beta, which the engine holds) is kept: no A,
+    no Z_b, half the memory traffic of a step; W and the metrics that need it
+    (``w_change``, the weight-decay penalty) can then not be formed, and asking for them
+    raises :class:`~feedback_alignment.errors.ConfigError`.
+
+    ``native``: False (torch ops), True (the native kernels wherever they apply) or
+    "auto" (where they apply and the self-check finds them faster on this shape)."""
 
     name = "rowspace"
 
@@ -138,12 +148,15 @@ class RowSpacePath(ExplicitPath):
         W0: torch.Tensor,
         act: Activation,
         fuse: bool = False,
-        native: bool = False,
+        native: bool | str = False,
+        keep_weights: bool = True,
     ):
         super().__init__(W, W0, act, fuse)
         self.Wb = W
         self._W = None
         self.want_native = native
+        self.keeps_weights = keep_weights
+        self.kernels_why = "native kernels not asked for (fuse=False)"
         self._u_next: dict = {}  # member slice -> beta^T psi(Z) the native update computed
 
     def bind(self, X: torch.Tensor) -> None:
@@ -151,16 +164,39 @@ class RowSpacePath(ExplicitPath):
         K, p, _ = self.Wb.shape
         n = X.shape[-2]
         self.G = _gram(X)
-        self.Zb = super().preactivations(slice(None))  # W_b X^T, (K, p, n)
-        self.Z = self.Zb.clone()
+        Zb = super().preactivations(slice(None))  # W_b X^T, (K, p, n)
         self._M = None  # the fused kernels' scratch for M, one chunk's size, reused
-        if self.want_native and _native.applies(self.act, X, n):
-            self.native = _native.RowSpaceKernels(self.G, self.act.name)  # one pass a step
+        if self.want_native:
+            self.kernels_why = _native.why_not(self.act, X, n)
+            if self.kernels_why is None and self.want_native == "auto" and _native.mode() != "1":
+                from .native import selfcheck
+
+                self.kernels_why = selfcheck.verdict(
+                    self.act.name, X.dtype, self.shared, K, p, n, self.keeps_weights
+                )
+            if self.kernels_why is None:
+                self.native = _native.RowSpaceKernels(self.G, self.act.name)  # one pass a step
+        self.s = torch.ones(K, dtype=X.dtype, device=X.device)
         self.base_is_init = self.Wb is self.W0
+        if not self.keeps_weights:  # Z alone: it starts as Z_b and is moved in place
+            self.Z, self.Zb = Zb, None
+            self.A = self.Z0 = self.nWb = None
+            return
+        self.Zb = Zb
+        self.Z = self.Zb.clone()
         self.Z0 = self.Zb if self.base_is_init else self._project(self.W0)
         self.A = torch.zeros(K, p, n, dtype=X.dtype, device=X.device)
-        self.s = torch.ones(K, dtype=X.dtype, device=X.device)
         self.nWb = self.Wb.square().sum((1, 2))
+
+    def _need_weights(self, what: str) -> None:
+        if not self.keeps_weights:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"{what} needs the first-layer weights W, which this fit did not keep "
+                "(keep_weights=False keeps only Z = W X^T and beta); fit with "
+                "keep_weights=True to have it"
+            )
 
     def _project(self, W):
         if self.shared:
@@ -203,13 +239,16 @@ class RowSpacePath(ExplicitPath):
     def step(self, sl, cache, ce, fb_lr, lr_eff, keep, beta_step=None):
         if self.native is not None and beta_step is not None:
             beta, _, lam = beta_step
+            A = None if self.A is None else self.A[sl]
             self._u_next[(sl.start, sl.stop)] = self.native.update(
-                self.Z[sl], self.A[sl], ce, fb_lr, keep, beta, lr_eff, lam.reshape(-1)
+                self.Z[sl], A, ce, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl
             )
             if keep is not None:
                 self.s[sl] *= keep
             self._W = None
             return None
+        if self.A is None:  # nothing to fuse the update of A into: M, then Z <- Z - M G
+            return super().step(sl, cache, ce, fb_lr, lr_eff, keep)
         M = self._scratch(cache["Z"]) if self.kernels.fused else None
         direction = self.kernels.backward_update(cache, ce, fb_lr, self.A[sl], keep, M)
         if direction is None:
@@ -221,11 +260,13 @@ class RowSpacePath(ExplicitPath):
         return direction
 
     def _apply(self, sl, M, keep) -> None:
-        A = self.A[sl]
         if keep is not None:
-            A.mul_(keep[:, None, None])
             self.s[sl] *= keep
-        A.sub_(M)
+        if self.A is not None:
+            A = self.A[sl]
+            if keep is not None:
+                A.mul_(keep[:, None, None])
+            A.sub_(M)
         self._move_Z(sl, M, keep)
         self._W = None
 
@@ -238,12 +279,14 @@ class RowSpacePath(ExplicitPath):
         return (self._AG(A, sl) * A).sum((1, 2))  # |A X|^2
 
     def sq_norm(self, sl) -> torch.Tensor:
+        self._need_weights("|W|^2 (the weight-decay penalty)")
         s = self.s[sl]
         cross = (self.A[sl] * self.Zb[sl]).sum((1, 2))
         return s * s * self.nWb[sl] + 2 * s * cross + self._quad(sl)
 
     def change_sq_norm(self, sl) -> torch.Tensor:
         # W - W0 = (s W_b - W0) + A X
+        self._need_weights("w_change")
         s = self.s[sl]
         if self.base_is_init:
             E2 = (s - 1).square() * self.nWb[sl]
@@ -255,6 +298,7 @@ class RowSpacePath(ExplicitPath):
         return E2 + 2 * cross + self._quad(sl)
 
     def materialise(self) -> torch.Tensor:
+        self._need_weights("W")
         if self._W is None:
             W = self.s[:, None, None] * self.Wb
             X = self.X.expand(W.shape[0], *self.X.shape) if self.shared else self.X
@@ -279,6 +323,7 @@ class LinearFAPath(RowSpacePath):
     def __init__(self, W, W0, act, b: torch.Tensor, fuse: bool = False):
         super().__init__(W, W0, act)  # no element-wise passes: nothing to fuse
         self.b = b
+        self.kernels_why = "the linear FA path has no element-wise work to run natively"
 
     def bind(self, X: torch.Tensor) -> None:
         ExplicitPath.bind(self, X)

@@ -4,16 +4,26 @@ With torch ops a row-space step makes about nine passes over (k, p, n) arrays: t
 products are cheap (n = 50) and memory traffic is the cost. The kernel here reads each
 row of Z and A once, does the row's share of Z <- keep Z - M G in registers, updates beta
 and accumulates the next step's output from the new row, and writes Z and A back: one
-pass. It is built on first use with the system C++ compiler (``$CXX`` or ``c++``, ``-O3
--march=native -fopenmp``, about a second) into a per-user cache keyed by the source, the
-compiler and the CPU, and runs on ``torch.get_num_threads()`` OpenMP threads; the OpenMP
-runtime is the one torch has loaded, so these are torch's threads, not a second pool
-competing with them for the cores (the kernels are linked against the libgomp file torch
-loaded, whatever it is called). Sums are cut into fixed blocks of rows, so the numbers
-depend neither on the thread count nor on chunking. Where it cannot be built (no
-compiler) or does not apply (another activation, not the CPU, one X per member, n > 1024), the
-engine uses the torch ops; ``FA_NATIVE=0`` turns it off. Results equal the torch path's up
-to the order of float sums.
+pass (and no A at all when the fit keeps no weights). G = X X^T is one matrix shared by
+all members or one per member (the paper's E1 draws new data for every repetition).
+
+It is built on first use with the system C++ compiler (``$CXX`` or ``c++``, ``-O3
+-march=native -fopenmp``, about a second, at most ``FA_NATIVE_BUILD_TIMEOUT`` seconds)
+into a per-user cache keyed by the source, the compiler and its version, the flags, the
+vector width and the CPU. The vector width is read from the CPU: 64 bytes with AVX-512,
+32 with AVX2, 16 with SSE2 or NEON (``FA_NATIVE_VEC_BYTES`` forces one); on a CPU with
+none of these the engine uses the torch ops. It runs on ``torch.get_num_threads()``
+OpenMP threads; the OpenMP runtime is the one torch has loaded, so these are torch's
+threads, not a second pool competing with them for the cores (the kernels are linked
+against the libgomp file torch loaded, whatever it is called). Sums are cut into fixed
+blocks of rows, so the numbers depend neither on the thread count nor on chunking.
+
+Whether the kernels run is decided by :func:`why_not` (do they apply: activation, CPU,
+dtype, n <= 1024, a compiler) and, with ``fuse="auto"``, by a self-check
+(:mod:`.selfcheck`) that times them against the torch ops on the fit's shape once per
+machine and shape class. ``FA_NATIVE=0`` turns them off, ``FA_NATIVE=1`` runs them
+wherever they apply without the self-check. Results equal the torch path's up to the
+order of float sums.
 """
 
 from __future__ import annotations
@@ -31,10 +41,14 @@ from pathlib import Path
 
 import torch
 
+from ...errors import ConfigError
+
 _SOURCE = Path(__file__).with_name("rowspace.cpp")
 # activations with native kernels: name -> the torch function they must be
 KERNELS = {"relu": torch.relu, "tanh": torch.tanh}
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC", "-fopenmp"]
+VEC_BYTES = (16, 32, 64)
+_BUILD_TIMEOUT = 120.0  # seconds; a compiler that hangs must not hang the fit
 # below this many elements a kernel runs on one thread (waking the others costs more)
 _MIN_PARALLEL = 1 << 14
 
@@ -50,6 +64,58 @@ def _cpu_id() -> str:
         return "".join(sorted(set(lines)))
     except OSError:
         return platform.processor()
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith(("flags", "Features")):
+                    return set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def vector_bytes() -> tuple[int | None, str]:
+    """(width in bytes the kernels are built for, where it came from); width None where
+    this CPU has no vector unit the kernels are written for (then the torch ops run).
+
+    ``FA_NATIVE_VEC_BYTES`` (16, 32 or 64) forces a width; otherwise it is the CPU's:
+    64 with AVX-512, 32 with AVX2, 16 with SSE2 or NEON."""
+    forced = os.environ.get("FA_NATIVE_VEC_BYTES")
+    if forced:
+        if forced not in {str(v) for v in VEC_BYTES}:
+            raise ConfigError(f"FA_NATIVE_VEC_BYTES must be one of 16, 32, 64, got {forced!r}")
+        return int(forced), "FA_NATIVE_VEC_BYTES"
+    flags = _cpu_flags()
+    if flags is not None:
+        if "avx512f" in flags:
+            return 64, "avx512f"
+        if "avx2" in flags and "fma" in flags:
+            return 32, "avx2+fma"
+        if flags & {"sse2", "asimd", "neon"}:
+            return 16, "sse2" if "sse2" in flags else "neon"
+        return None, "no AVX-512, AVX2, SSE2 or NEON in /proc/cpuinfo"
+    # no /proc/cpuinfo: what torch dispatches to on this CPU
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap.startswith("AVX512"):
+        return 64, f"torch cpu capability {cap}"
+    if cap == "AVX2":
+        return 32, f"torch cpu capability {cap}"
+    if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+        return 16, f"{platform.machine()} baseline"  # SSE2 / NEON are part of the ISA
+    return None, f"unknown vector unit on {platform.machine() or 'this CPU'}"
+
+
+def _compiler_version(cxx: str) -> str:
+    try:
+        res = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"{cxx} --version failed ({type(exc).__name__})") from None
+    if res.returncode != 0:
+        raise RuntimeError(f"{cxx} --version exited with status {res.returncode}")
+    return res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
 
 
 def _cache_dir() -> Path:
@@ -68,31 +134,58 @@ def _torch_openmp() -> str | None:
     return min(paths) if len(paths) == 1 else None
 
 
-def _commands(cxx: str, out: str, gomp: str | None) -> list[list[str]]:
+def _commands(cxx: str, flags: list[str], out: str, gomp: str | None) -> list[list[str]]:
     if gomp is None:  # the compiler's own OpenMP runtime
-        return [[cxx, *_FLAGS, "-shared", "-o", out, str(_SOURCE)]]
+        return [[cxx, *flags, "-shared", "-o", out, str(_SOURCE)]]
     obj = out + ".o"  # compile with OpenMP, link torch's runtime instead of the system's
     return [
-        [cxx, *_FLAGS, "-c", "-o", obj, str(_SOURCE)],
+        [cxx, *flags, "-c", "-o", obj, str(_SOURCE)],
         [cxx, "-shared", "-o", out, obj, gomp, f"-Wl,-rpath,{os.path.dirname(gomp)}"],
     ]
 
 
+def _build_timeout() -> float:
+    raw = os.environ.get("FA_NATIVE_BUILD_TIMEOUT")
+    if raw is None:
+        return _BUILD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(
+            f"FA_NATIVE_BUILD_TIMEOUT must be a positive number of seconds, got {raw!r}"
+        )
+    return value
+
+
 def _build() -> ctypes.CDLL:
+    width, origin = vector_bytes()
+    if width is None:
+        raise RuntimeError(origin)
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (set CXX)")
+    timeout = _build_timeout()
+    version = _compiler_version(cxx)
+    flags = [*_FLAGS, f"-DFA_VEC_BYTES={width}"]
     gomp = _torch_openmp()
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + f"{cxx} {_FLAGS} {gomp} {_cpu_id()}".encode()).hexdigest()[:16]
-    out = _cache_dir() / f"rowspace-{key}.so"
+    ident = f"{cxx} {version} {flags} {gomp} {_cpu_id()}"
+    key = hashlib.sha256(source + ident.encode()).hexdigest()[:16]
+    out = _cache_dir() / f"rowspace-{width * 8}bit-{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
         try:
-            for cmd in _commands(cxx, tmp, gomp):
-                res = subprocess.run(cmd, capture_output=True, text=True)
+            for cmd in _commands(cxx, flags, tmp, gomp):
+                try:
+                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(
+                        f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
+                    ) from None
                 if res.returncode != 0:
                     raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
             os.replace(tmp, out)  # atomic: a concurrent build never loads half a file
@@ -108,11 +201,15 @@ def _build() -> ctypes.CDLL:
                 [i64] * 4 + [ptr] * 4 + [ctypes.c_int]
             )
             getattr(lib, f"fa_update_{act}_{suf}").argtypes = (
-                [i64] * 4 + [ptr] * 11 + [ctypes.c_int]
+                [i64] * 4 + [ptr] * 3 + [i64] + [ptr] * 8 + [ctypes.c_int]
             )
         getattr(lib, f"fa_eval_tanh_{suf}").argtypes = [i64, ptr, ptr, ptr]
     lib.fa_max_n.restype = i64
     lib.fa_vec_bytes.restype = i64
+    lib.fa_panel.restype = i64
+    lib.key = key  # identifies the build (the self-check's cache is keyed by it)
+    if lib.fa_vec_bytes() != width:
+        raise RuntimeError(f"built for {lib.fa_vec_bytes()} bytes, asked for {width}")
     lib.fa_units_per_member.restype = i64
     lib.fa_units_per_member.argtypes = [i64]
     return lib
@@ -137,18 +234,61 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def unavailable() -> str | None:
+    """Why the kernels cannot be built or loaded here (None if they can)."""
+    library()
+    return _failed
+
+
+def mode() -> str:
+    """``FA_NATIVE``: "0" (off), "1" (wherever they apply, no self-check) or "auto"."""
+    value = os.environ.get("FA_NATIVE", "auto")
+    if value not in ("0", "1", "auto"):
+        raise ConfigError(f"FA_NATIVE must be 0, 1 or auto, got {value!r}")
+    return value
+
+
+def why_not(act, X: torch.Tensor, n: int) -> str | None:
+    """Why the kernels cannot run this fit, or None where they can: ReLU or tanh (the
+    built-in ones), the CPU, X (n, d) shared or (K, n, d) one per member, float32/64,
+    n <= 1024, a compiler, and not turned off by ``FA_NATIVE=0``."""
+    if mode() == "0":
+        return "FA_NATIVE=0"
+    if KERNELS.get(act.name) is not act.fn:
+        return f"no native kernels for activation {act.name!r} (only relu, tanh)"
+    if X.device.type != "cpu":
+        return f"native kernels run on the CPU, X is on {X.device.type}"
+    if X.dtype not in (torch.float32, torch.float64):
+        return f"native kernels take float32 or float64, got {X.dtype}"
+    if X.dim() not in (2, 3):
+        return f"X must be (n, d) or (K, n, d), got {tuple(X.shape)}"
+    lib = library()
+    if lib is None:
+        return f"native kernels unavailable: {_failed}"
+    if not 1 <= n <= lib.fa_max_n():  # the kernels' stack buffers
+        return f"native kernels hold n <= {lib.fa_max_n()} samples, got n = {n}"
+    return None
+
+
 def applies(act, X: torch.Tensor, n: int) -> bool:
-    """Whether the kernels can run this fit: ReLU or tanh (the built-in ones), the CPU, one
-    shared X, float32/64, n <= 1024."""
-    return (
-        os.environ.get("FA_NATIVE", "1") != "0"
-        and KERNELS.get(act.name) is act.fn
-        and X.device.type == "cpu"
-        and X.dim() == 2
-        and X.dtype in (torch.float32, torch.float64)
-        and (lib := library()) is not None
-        and 1 <= n <= lib.fa_max_n()  # the kernels' stack buffers
-    )
+    """Whether the kernels can run this fit (:func:`why_not` has no objection)."""
+    return why_not(act, X, n) is None
+
+
+def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple) -> None:
+    """The kernels read raw memory: a tensor that is not what they expect is refused."""
+    if not isinstance(t, torch.Tensor):
+        raise ConfigError(f"native kernels: {name} must be a tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ConfigError(f"native kernels: {name} must be on the CPU, got {t.device}")
+    if t.dtype != dtype:
+        raise ConfigError(f"native kernels: {name} must be {dtype}, got {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        raise ConfigError(
+            f"native kernels: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}"
+        )
+    if not t.is_contiguous():
+        raise ConfigError(f"native kernels: {name} must be contiguous (strides {t.stride()})")
 
 
 def _ptr(t: torch.Tensor | None):
@@ -160,15 +300,38 @@ def _threads(elements: int) -> int:
 
 
 class RowSpaceKernels:
-    """The kernels for one activation, bound to one fit's G (n, n)."""
+    """The kernels for one activation, bound to one fit's G: (n, n) shared by the members
+    or (K, n, n) one per member."""
 
     def __init__(self, G: torch.Tensor, activation: str):
         self.lib = library()
-        self.n = G.shape[0]
+        if self.lib is None:
+            raise ConfigError(f"native kernels unavailable: {_failed}")
+        if activation not in KERNELS:
+            raise ConfigError(
+                f"native kernels: no kernels for activation {activation!r}; "
+                f"accepted: {', '.join(KERNELS)}"
+            )
+        if G.dim() not in (2, 3) or G.shape[-1] != G.shape[-2]:
+            raise ConfigError(
+                f"native kernels: G must be (n, n) or (K, n, n), got {tuple(G.shape)}"
+            )
+        if G.dtype not in (torch.float32, torch.float64):
+            raise ConfigError(f"native kernels take float32 or float64, got {G.dtype}")
+        if G.device.type != "cpu":
+            raise ConfigError(f"native kernels: G must be on the CPU, got {G.device}")
+        self.dtype = G.dtype
+        self.n = G.shape[-1]
+        if not 1 <= self.n <= self.lib.fa_max_n():
+            raise ConfigError(
+                f"native kernels hold n <= {self.lib.fa_max_n()} samples, got n = {self.n}"
+            )
+        self.shared = G.dim() == 2
         lanes = self.lib.fa_vec_bytes() // G.element_size()
         self.npad = -(-self.n // lanes) * lanes
-        self.Gp = torch.zeros(self.n, self.npad, dtype=G.dtype)
-        self.Gp[:, : self.n] = G
+        self.Gp = torch.zeros(*G.shape[:-1], self.npad, dtype=G.dtype)
+        self.Gp[..., : self.n] = G
+        self.g_stride = 0 if self.shared else self.n * self.npad
         self.suf = "f32" if G.dtype == torch.float32 else "f64"
         self._fwd = getattr(self.lib, f"fa_forward_{activation}_{self.suf}")
         self._upd = getattr(self.lib, f"fa_update_{activation}_{self.suf}")
@@ -180,22 +343,45 @@ class RowSpaceKernels:
 
     def forward(self, Z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p)."""
+        if Z.dim() != 3 or Z.shape[-1] != self.n:
+            raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
+        _check("Z", Z, self.dtype, (k, p, n))
+        _check("beta", beta, self.dtype, (k, p))
         units, u = self._u_buffers(Z)
         self._fwd(
             k, p, n, self.npad, _ptr(Z), _ptr(beta), _ptr(units), _ptr(u), _threads(Z.numel())
         )
         return u
 
-    def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam) -> torch.Tensor:
-        """One step in place: A <- keep A - M, Z <- keep Z - M G, beta <- beta - lr (psi(Z)
-        ce + lam beta); returns the next step's beta^T psi(Z) (k, n), as :meth:`forward`."""
+    def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None) -> torch.Tensor:
+        """One step in place: A <- keep A - M (A None: no A kept), Z <- keep Z - M G,
+        beta <- beta - lr (psi(Z) ce + lam beta); returns the next step's beta^T psi(Z)
+        (k, n), as :meth:`forward`. ``members`` (a slice) picks the members' G where
+        each has its own."""
+        if Z.dim() != 3 or Z.shape[-1] != self.n:
+            raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
+        G = self.Gp if self.shared else self.Gp[members if members is not None else slice(None)]
+        dt = self.dtype
+        _check("G", G, dt, (n, self.npad) if self.shared else (k, n, self.npad))
+        _check("Z", Z, dt, (k, p, n))
+        if A is not None:
+            _check("A", A, dt, (k, p, n))
+        fb_lr, lr, lam = fb_lr.contiguous(), lr.contiguous(), lam.contiguous()
+        keep = None if keep is None else keep.contiguous()
+        for name, t, shape in (
+            ("ce", ce, (k, n)),
+            ("fb_lr", fb_lr, (k, p)),
+            ("beta", beta, (k, p)),
+            ("lr", lr, (k,)),
+            ("lam", lam, (k,)),
+            *((("keep", keep, (k,)),) if keep is not None else ()),
+        ):
+            _check(name, t if name != "ce" else t.contiguous(), dt, shape)
         cep = torch.zeros(k, self.npad, dtype=Z.dtype)  # ce padded like Gp
         cep[:, :n] = ce
         units, u = self._u_buffers(Z)
-        fb_lr, lr, lam = fb_lr.contiguous(), lr.contiguous(), lam.contiguous()
-        keep = None if keep is None else keep.contiguous()
         self._upd(
             k,
             p,
@@ -203,7 +389,8 @@ class RowSpaceKernels:
             self.npad,
             _ptr(Z),
             _ptr(A),
-            _ptr(self.Gp),
+            _ptr(G),
+            self.g_stride,
             _ptr(cep),
             _ptr(fb_lr),
             _ptr(keep),

@@ -1,8 +1,10 @@
 // One step of the row-space path (ReLU or tanh), each row of Z and A touched once.
 //
 // Z (k, p, n) holds the pre-activations W X^T, A (k, p, n) the row-space coordinates of
-// W - s W_b, G = X X^T (n, n), stored zero-padded to npad columns (as is ce). For the
-// rows [r0, r1) of the k * p rows (row = member * p + unit):
+// W - s W_b (or nothing: A = null when the fit keeps no weights), G = X X^T (n, n), one
+// shared by all members (g_stride = 0) or one per member (g_stride = n * npad), stored
+// zero-padded to npad columns (as is ce). For the rows [r0, r1) of the k * p rows
+// (row = member * p + unit):
 //
 //   forward:  u[member] = sum over rows of beta[row] psi(Z[row])
 //   update:   m = fb_lr[row] * psi'(Z[row]) * ce[member]
@@ -26,8 +28,26 @@
 
 namespace {
 
-constexpr int kVecBytes = 64;
+#ifndef FA_VEC_BYTES
+#if defined(__AVX512F__)
+#define FA_VEC_BYTES 64
+#elif defined(__AVX2__) || defined(__AVX__)
+#define FA_VEC_BYTES 32
+#else
+#define FA_VEC_BYTES 16
+#endif
+#endif
+#ifndef FA_VEC_REGS  // vector registers of that width (AVX-512: 32, AVX2, SSE, NEON: 16)
+#define FA_VEC_REGS (FA_VEC_BYTES == 64 ? 32 : 16)
+#endif
+static_assert(FA_VEC_BYTES == 16 || FA_VEC_BYTES == 32 || FA_VEC_BYTES == 64,
+              "FA_VEC_BYTES must be 16, 32 or 64");
+
+constexpr int kVecBytes = FA_VEC_BYTES;
 constexpr int kRows = 4;         // rows per register block of the product
+// column vectors per panel of the product: kRows x kPanel accumulators and kPanel loads
+// of G must fit in the registers (else they spill to the stack every FMA)
+constexpr int kPanel = (FA_VEC_REGS - 1) / (kRows + 1) >= 4 ? 4 : (FA_VEC_REGS - 1) / (kRows + 1);
 constexpr int64_t kMaxN = 1024;  // longest row (samples n) the stack buffers hold
 
 template <typename T>
@@ -161,7 +181,7 @@ void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T*
         for (int64_t b = 0; b < rb; ++b) {
             const int64_t row = r + b, member = row / p;
             const T* z = Z + row * n;
-            T* a = A + row * n;
+            T* a = A ? A + row * n : nullptr;
             const T* c = cep + member * npad;
             const T f = fb_lr[row];
             const T kp = keep ? keep[member] : T(1);
@@ -182,7 +202,9 @@ void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T*
             T d = 0;
             for (int64_t l = 0; l < L; ++l) d += acc[l];
             beta[row] -= lr[member] * (d + lam[member] * beta[row]);
-            if (keep) {
+            if (!a) {
+                // no weights kept: Z and beta are the whole state
+            } else if (keep) {
                 for (int64_t j = 0; j < n; ++j) a[j] = kp * a[j] - m[b][j];
             } else {
                 for (int64_t j = 0; j < n; ++j) a[j] -= m[b][j];
@@ -193,7 +215,7 @@ void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T*
         // zp[b] -= m[b] G in panels of up to four column vectors: 4 x NV accumulators in
         // registers, each load of G shared by the four rows
         int64_t v = 0;
-        for (; v + 4 * L <= npad; v += 4 * L) panel<T, 4>(n, npad, v, Gp, m, zp);
+        for (; v + kPanel * L <= npad; v += kPanel * L) panel<T, kPanel>(n, npad, v, Gp, m, zp);
         switch ((npad - v) / L) {
             case 3: panel<T, 3>(n, npad, v, Gp, m, zp); break;
             case 2: panel<T, 2>(n, npad, v, Gp, m, zp); break;
@@ -260,10 +282,11 @@ void forward_all(int64_t k, int64_t p, int64_t n, int64_t npad, const T* Z, cons
 
 template <typename T, typename Act>
 void update_all(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z, T* A, const T* Gp,
-                const T* cep, const T* fb_lr, const T* keep, T* beta, const T* lr,
-                const T* lam, T* u_units, T* u, int threads) {
+                int64_t g_stride, const T* cep, const T* fb_lr, const T* keep, T* beta,
+                const T* lr, const T* lam, T* u_units, T* u, int threads) {
     for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
-        update<T, Act>(r0, r1, p, n, npad, Z, A, Gp, cep, fb_lr, keep, beta, lr, lam, slot);
+        const T* G = Gp + (r0 / p) * g_stride;  // a unit's rows are one member's
+        update<T, Act>(r0, r1, p, n, npad, Z, A, G, cep, fb_lr, keep, beta, lr, lam, slot);
     });
 }
 
@@ -275,6 +298,7 @@ extern "C" {
 
 int64_t fa_max_n() { return kMaxN; }
 int64_t fa_vec_bytes() { return kVecBytes; }
+int64_t fa_panel() { return kPanel; }
 int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
 
 // for the tests: psi and psi' of n values (n a multiple of the vector length)
@@ -298,11 +322,11 @@ void fa_eval_tanh_f64(int64_t n, const double* z, double* psi, double* dpsi) {
         forward_all<T, ACT>(k, p, n, npad, Z, beta, u_units, u, threads);                   \
     }                                                                                       \
     void fa_update_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z,      \
-                                  T* A, const T* Gp, const T* cep, const T* fb_lr,          \
-                                  const T* keep, T* beta, const T* lr, const T* lam,        \
-                                  T* u_units, T* u, int threads) {                          \
-        update_all<T, ACT>(k, p, n, npad, Z, A, Gp, cep, fb_lr, keep, beta, lr, lam,        \
-                           u_units, u, threads);                                            \
+                                  T* A, const T* Gp, int64_t g_stride, const T* cep,        \
+                                  const T* fb_lr, const T* keep, T* beta, const T* lr,      \
+                                  const T* lam, T* u_units, T* u, int threads) {            \
+        update_all<T, ACT>(k, p, n, npad, Z, A, Gp, g_stride, cep, fb_lr, keep, beta, lr,   \
+                           lam, u_units, u, threads);                                       \
     }
 
 FA_KERNELS(ReLU, relu, float, f32)
