@@ -38,6 +38,7 @@ def register(sub) -> None:
     r.add_argument("--out", default=None, help="output file (csv: stdout; parquet: STUDY.parquet)")
     r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
     r.add_argument("--status", default=None, help="only runs with this status")
+    r.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     r.set_defaults(func=_results)
 
     q = sub.add_parser("plot", help="plot a study store (PNG/PDF)")
@@ -51,6 +52,7 @@ def register(sub) -> None:
     q.add_argument("--logx", action="store_true", default=None)
     q.add_argument("--logy", action="store_true", default=None)
     q.add_argument("--title", default=None)
+    q.add_argument("--force", action="store_true", help="overwrite existing --out files")
     q.set_defaults(func=_plot)
 
 
@@ -100,7 +102,9 @@ def _sweep(args) -> int:
 def _results(args) -> int:
     from .export import export
 
-    text = export(args.store, args.format, args.out, table=args.table, status=args.status)
+    text = export(
+        args.store, args.format, args.out, table=args.table, status=args.status, force=args.force
+    )
     if args.format == "csv" and text is not None:
         sys.stdout.write(text)
     elif args.format == "parquet":
@@ -136,6 +140,7 @@ def _plot(args) -> int:
             logx=args.logx,
             logy=bool(args.logy),
             title=args.title,
+            force=args.force,
         )
     elif args.kind == "curve":
         plots.plot_curves(
@@ -147,6 +152,7 @@ def _plot(args) -> int:
             logx=bool(args.logx),
             logy=args.logy,
             title=args.title,
+            force=args.force,
         )
     else:
         raise ConfigError(f"--kind {args.kind!r} is not accepted; accepted: final, curve")
