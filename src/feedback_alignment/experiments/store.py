@@ -303,6 +303,10 @@ class Store:
         q = "SELECT run_id FROM runs WHERE status IN ('done', 'diverged')"
         return {r[0] for r in self.db.execute(q)}
 
+    def run_ids(self) -> set[str]:
+        """Ids of every run recorded, whatever its status."""
+        return {r[0] for r in self.db.execute("SELECT run_id FROM runs")}
+
     def counts(self) -> dict[str, int]:
         """Runs per status."""
         return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
