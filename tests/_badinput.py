@@ -46,5 +46,6 @@ def refused(capsys, root, *argv, match: str, rc: int = 2) -> str:
     assert len(lines) == 1, lines
     assert match in lines[0], lines[0]
     after = snapshot(root)
-    assert after == before, sorted(set(after.items()) ^ set(before.items()), key=str)[:5]
+    changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
+    assert after == before, f"changed: {changed}"
     return lines[0]

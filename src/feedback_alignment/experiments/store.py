@@ -190,18 +190,15 @@ class Store:
             raise _not_ours(self.path, str(exc)) from None
 
     def _connect_ro(self):
-        try:
-            db = sqlite3.connect(_uri(self.path), uri=True, timeout=60, isolation_level=None)
-            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-            return db
-        except sqlite3.OperationalError:
-            # a WAL store in a directory this user cannot write (no -shm can be made):
-            # read the file as it is on disk
-            db = sqlite3.connect(
-                _uri(self.path, immutable=True), uri=True, timeout=60, isolation_level=None
-            )
-            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-            return db
+        """A read-only connection that creates no file: a store with no ``-wal`` beside it
+        (no writer active, closed cleanly) is opened ``immutable`` (so no ``-shm`` is made,
+        and a read-only directory works); otherwise ``mode=ro`` reads the WAL too."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        db = sqlite3.connect(
+            _uri(self.path, immutable=not wal.exists()), uri=True, timeout=60, isolation_level=None
+        )
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
