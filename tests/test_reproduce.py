@@ -175,7 +175,7 @@ def test_previous_reproduction_plus_foreign_file_is_refused(smoke, tmp_path, cap
     shutil.copytree(smoke[0], out)
     (out / "E2" / "my_analysis.py").write_text("print(1)")
     before = _snapshot(out)
-    with pytest.raises(ConfigError, match="not from a previous reproduction"):
+    with pytest.raises(ConfigError, match="does not prove"):
         reproduce("E1", profile="smoke", out=out)
     assert _snapshot(out) == before
 
@@ -191,16 +191,31 @@ def test_profiles_say_what_they_reduce():
 
 
 def test_interrupted_run_directory_is_recognised(tmp_path):
+    from feedback_alignment.outputs import sha256
     from feedback_alignment.reproduce.cli import MANIFEST, check_out_dir, planned
 
     out = tmp_path / "interrupted"
     (out / "E1").mkdir(parents=True)
-    (out / MANIFEST).write_text(json.dumps({"files": planned(["E1"]), "complete": False}))
     (out / "E1" / "alignment.csv").write_text("partial")
     (out / "E1" / ".alignment.png.tmp").write_bytes(b"partial")
+    hashes = {"E1/alignment.csv": sha256(out / "E1" / "alignment.csv")}
+    (out / MANIFEST).write_text(
+        json.dumps(
+            {
+                "tool": "fa reproduce",
+                "complete": False,
+                "planned": planned(["E1"]),
+                "hashes": hashes,
+            }
+        )
+    )
     assert "E1/alignment.csv" in check_out_dir(out)
     (out / "E1" / "other.txt").write_text("foreign")
     with pytest.raises(ConfigError, match="other.txt"):
+        check_out_dir(out)
+    (out / "E1" / "other.txt").unlink()
+    (out / "E1" / "alignment.csv").write_text("changed since")  # no longer proven
+    with pytest.raises(ConfigError, match="alignment.csv"):
         check_out_dir(out)
 
 

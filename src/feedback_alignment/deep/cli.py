@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError, DivergenceError
+from ..outputs import atomic_write_text, check_output_dir, check_output_file
 from ..progress import wanted
 
 
@@ -20,6 +21,7 @@ def register(sub) -> None:
     )
     p.add_argument("config", help="TOML file")
     p.add_argument("--out", default=None, help="JSON file for the results (metric series)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument(
         "--set",
         action="append",
@@ -63,6 +65,8 @@ def _run(args) -> int:
     from .trainer import run_from_config
 
     path = Path(args.config)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory; accepted: a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -72,8 +76,13 @@ def _run(args) -> int:
             f"config file {str(path)!r} is not valid TOML: {exc}".splitlines()[0]
         ) from None
     raw = apply_overrides(raw, args.set)
-    progress = args.progress
+    # every output is checked before the training starts (nothing is lost at the end)
+    out = None if args.out is None else check_output_file(args.out, inputs=[path], force=args.force)
     train = raw.get("train")
+    ckpt = train.get("checkpoint_dir") if isinstance(train, dict) else None
+    if isinstance(ckpt, str) and ckpt:
+        check_output_dir(ckpt, inputs=[path], what="train.checkpoint_dir")
+    progress = args.progress
     if progress is None and not (isinstance(train, dict) and "progress" in train):
         progress = wanted(None)  # neither flag nor config: on when stderr is a terminal
     try:
@@ -87,9 +96,7 @@ def _run(args) -> int:
         f"{result['step'][-1] if result['step'] else 0} steps, final loss "
         f"{result['loss'][-1]:.4f}, test accuracy {result['final_test_accuracy']:.4f}"
     )
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, allow_nan=True))
+    if out is not None:
+        atomic_write_text(out, json.dumps(result, allow_nan=True))
         print(f"results written to {out}")
     return 0

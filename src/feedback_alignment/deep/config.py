@@ -11,6 +11,7 @@ import math
 import tomllib
 from pathlib import Path
 
+from ..bounds import check_memory
 from ..errors import ConfigError, check
 from .convert import convert
 from .data import load_dataset
@@ -90,13 +91,45 @@ def _typename(types) -> str:
 
 
 def _check_type(where: str, value, types) -> None:
+    if isinstance(value, float) and not math.isfinite(value) and float in types:
+        raise ConfigError(f"config key {where} = {value!r} must be a finite number")
     ok = isinstance(value, types)
     if isinstance(value, bool) and bool not in types:
         ok = False
     if ok and isinstance(value, float) and not math.isfinite(value):
         ok = False
     if not ok:
-        raise ConfigError(f"config key {where} = {value!r} must be a {_typename(types)}")
+        name = _typename(types)
+        article = "an" if name[0] in "aeiou" else "a"
+        raise ConfigError(f"config key {where} = {value!r} must be {article} {name}")
+
+
+# declared bounds: (lowest, highest) accepted; the highest guards memory and time
+BOUNDS = {
+    "threads": (0, 4096),
+    "train.steps": (1, 10**9),
+    "train.epochs": (0, 10**6),
+    "train.batch_size": (1, 10**7),
+    "train.eval_batch": (1, 10**7),
+    "model.width": (1, 10**5),
+    "data.train_limit": (1, None),
+    "data.test_limit": (1, None),
+}
+
+
+def _check_bounds(where: str, value) -> None:
+    lo, hi = BOUNDS[where]
+    if value is None or isinstance(value, bool):
+        return
+    if value < lo or (hi is not None and value > hi):
+        rng = (
+            f">= {lo}"
+            if hi is None
+            else f"in [{lo}, {hi:.0e}]"
+            if hi >= 10**6
+            else f"in [{lo}, {hi}]"
+        )
+        raise ConfigError(f"config key {where} = {value!r} is out of bounds; accepted: {rng}")
 
 
 def parse_config(config: dict) -> dict:
@@ -120,6 +153,8 @@ def parse_config(config: dict) -> dict:
     for k, (types, default) in SCHEMA[""].items():
         v = config.get(k, default)
         _check_type(k, v, types)
+        if k in BOUNDS:
+            _check_bounds(k, v)
         out[k] = v
     for s in sections:
         given = config.get(s, {})
@@ -127,7 +162,16 @@ def parse_config(config: dict) -> dict:
         for k, (types, default) in SCHEMA[s].items():
             v = given.get(k, copy.deepcopy(default))
             _check_type(f"{s}.{k}", v, types)
+            if f"{s}.{k}" in BOUNDS:
+                _check_bounds(f"{s}.{k}", v)
             out[s][k] = v
+    hidden = out["model"]["hidden"]
+    widths = [hidden] if isinstance(hidden, int) else hidden
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ConfigError(
+            f"config key model.hidden = {hidden!r} is not accepted; accepted: an integer >= 1 "
+            "or an array of them"
+        )
     return out
 
 
@@ -154,6 +198,19 @@ def build(cfg: dict):
     mseed = seed if m["seed"] is None else m["seed"]
     name = m["name"]
     n_in = math.prod(data.shape)
+    if name in ("mlp", "e3"):  # refuse before allocating: weights, feedback, grads, optimiser
+        if name == "e3":
+            widths = [m["hidden"] if isinstance(m["hidden"], int) else 1000]
+        else:
+            widths = [m["hidden"]] if isinstance(m["hidden"], int) else list(m["hidden"])
+        sizes = [n_in, *widths, data.classes]
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+        itemsize = 8 if cfg["dtype"] == "float64" else 4
+        check_memory(
+            5 * itemsize * params,
+            f"model.hidden = {m['hidden']!r} ({params:.3g} parameters)",
+            "smaller hidden widths",
+        )
     if name == "e3":
         hidden = m["hidden"] if isinstance(m["hidden"], int) else 1000
         if m["hidden"] != SCHEMA["model"]["hidden"][1] and not isinstance(m["hidden"], int):

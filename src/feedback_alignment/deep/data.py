@@ -31,6 +31,8 @@ NORMALIZATION = {
     "fashion-mnist": (0.2860, 0.3530),
     "kmnist": (0.1918, 0.3483),
 }
+# class counts of the named IDX data sets (others: the training labels' range)
+CLASSES = {"mnist": 10, "fashion-mnist": 10, "kmnist": 10}
 IDX_TYPES = {
     0x08: np.uint8,
     0x09: np.int8,
@@ -156,6 +158,24 @@ def idx_directory(path, name: str | None = None, hint: str = "") -> Dataset:
             raise ConfigError(
                 f"IDX files in {str(d)!r} do not pair up: {s} images {list(xi.shape)}, "
                 f"labels {list(yi.shape)}"
+            )
+        if len(xi) == 0:
+            raise ConfigError(f"IDX files in {str(d)!r} hold no {s} samples; accepted: >= 1")
+    (tr, te) = arrays[("train", "images")], arrays[("test", "images")]
+    if tr.shape[1:] != te.shape[1:]:
+        raise ConfigError(
+            f"IDX files in {str(d)!r}: test images are {te.shape[1]}x{te.shape[2]}, train "
+            f"images {tr.shape[1]}x{tr.shape[2]}; accepted: the same size"
+        )
+    ytr, yte = arrays[("train", "labels")], arrays[("test", "labels")]
+    classes = CLASSES.get(label.lower(), int(ytr.max()) + 1)
+    why = "the data set's classes" if label.lower() in CLASSES else "the training labels' range"
+    for s, y in (("train", ytr), ("test", yte)):
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= classes:
+            bad = y[(y < 0) | (y >= classes)][:1].tolist() or y[:1].tolist()
+            raise ConfigError(
+                f"IDX {s} labels in {str(d)!r} include {bad[0]!r}; accepted: integers in "
+                f"[0, {classes}) ({why})"
             )
     return _dataset(label, arrays, 255.0)
 

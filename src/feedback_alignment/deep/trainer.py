@@ -136,8 +136,14 @@ class Trainer:
         dtype="float32",
         normalize=True,
         callbacks=(),
+        blowup: float = 1e10,
     ):
         choice("optimizer", optimizer, OPTIMIZERS)
+        check(
+            isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
+            f"blowup must be a number > 1; got {blowup!r}",
+        )
+        self.blowup, self.loss0 = float(blowup), None
         choice("schedule", schedule, SCHEDULES)
         check(
             isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr),
@@ -298,6 +304,16 @@ class Trainer:
                     f"learning rate {lr:g} too large for rule {self.rule!r} (try a smaller lr, "
                     "weight decay, or float64)"
                 )
+            # as the two-layer engine judges it: a loss exploding against its start
+            if self.loss0 is None:
+                self.loss0 = value
+            elif value > self.blowup * max(self.loss0, 1e-12):
+                raise DivergenceError(
+                    f"training diverged at step {step}: the loss is {value:.3g}, "
+                    f"{value / max(self.loss0, 1e-12):.1e} times its start {self.loss0:.3g} "
+                    f"(limit {self.blowup:g}x); likely cause: learning rate {lr:g} too large "
+                    f"for rule {self.rule!r} (try a smaller lr, weight decay, or float64)"
+                )
             loss.backward()
             errs = rec.error_alignment() if record else {}
         row = {
@@ -415,6 +431,8 @@ class Trainer:
         self.shuffle.set_state(state["shuffle"].cpu())
         self.noise.set_state(state["noise"].cpu())
         self.history = state["history"]
+        losses = self.history.get("loss") or []
+        self.loss0 = losses[0] if losses else None
 
 
 def run_from_config(config: dict, callbacks=(), progress: bool | None = None) -> dict:

@@ -27,6 +27,11 @@ def register(sub) -> None:
     p.add_argument("--profile", default=None, help="a profile defined in the spec")
     p.add_argument("--pack", default=None, help="'auto' or the most runs per ensemble")
     p.add_argument("--dry-run", action="store_true", help="validate and plan, run nothing")
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="accept a changed spec that keeps every run already in the store and adds runs",
+    )
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
@@ -38,6 +43,7 @@ def register(sub) -> None:
     r.add_argument("--out", default=None, help="output file (csv: stdout; parquet: STUDY.parquet)")
     r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
     r.add_argument("--status", default=None, help="only runs with this status")
+    r.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     r.set_defaults(func=_results)
 
     q = sub.add_parser("plot", help="plot a study store (PNG/PDF)")
@@ -51,6 +57,7 @@ def register(sub) -> None:
     q.add_argument("--logx", action="store_true", default=None)
     q.add_argument("--logy", action="store_true", default=None)
     q.add_argument("--title", default=None)
+    q.add_argument("--force", action="store_true", help="overwrite existing --out files")
     q.set_defaults(func=_plot)
 
 
@@ -67,18 +74,22 @@ def _pack(value):
 
 
 def _sweep(args) -> int:
-    from .study import prepare, run_study
+    from .planner import warnings_for
+    from .study import check_store, prepare, run_study
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
     pack = _pack(args.pack)
+    spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
+    check_store(args.store, spec, runs, extend=args.extend)
+    for line in warnings_for(runs, packs):
+        print(f"fa sweep: warning: {line}", file=sys.stderr)
     if args.dry_run:
-        spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
         sizes = sorted({len(pk) for pk in packs})
         print(f"{spec.name}: {len(runs)} runs in {len(packs)} packs (sizes {sizes})")
         return 0
     report = run_study(
-        args.spec,
+        spec,
         args.store,
         executor=args.executor,
         workers=args.workers,
@@ -86,6 +97,7 @@ def _sweep(args) -> int:
         profile=args.profile,
         pack=pack,
         progress=args.progress,
+        extend=args.extend,
     )
     print(f"fa sweep: {report.summary()}; store {report.store}", file=sys.stderr)
     if report.interrupted:
@@ -100,7 +112,9 @@ def _sweep(args) -> int:
 def _results(args) -> int:
     from .export import export
 
-    text = export(args.store, args.format, args.out, table=args.table, status=args.status)
+    text = export(
+        args.store, args.format, args.out, table=args.table, status=args.status, force=args.force
+    )
     if args.format == "csv" and text is not None:
         sys.stdout.write(text)
     elif args.format == "parquet":
@@ -136,6 +150,7 @@ def _plot(args) -> int:
             logx=args.logx,
             logy=bool(args.logy),
             title=args.title,
+            force=args.force,
         )
     elif args.kind == "curve":
         plots.plot_curves(
@@ -147,6 +162,7 @@ def _plot(args) -> int:
             logx=bool(args.logx),
             logy=args.logy,
             title=args.title,
+            force=args.force,
         )
     else:
         raise ConfigError(f"--kind {args.kind!r} is not accepted; accepted: final, curve")

@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 from ..errors import ConfigError
-from .store import RUN_COLUMNS, Store
+from ..outputs import atomic_path, check_output_file
+from .store import RUN_COLUMNS, STATUSES, Store
 
 FORMATS = ("csv", "parquet")
 TABLES = ("runs", "series")
@@ -46,11 +47,15 @@ def series_table(store: Store, status=None) -> tuple[list[str], list[list]]:
     return cols, out
 
 
-def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=None) -> str | None:
+def export(
+    store, fmt: str = "csv", out=None, *, table: str = "runs", status=None, force: bool = False
+) -> str | None:
     """Write ``table`` of ``store`` (a path or :class:`Store`) as ``fmt`` to ``out``.
 
     CSV with ``out=None`` returns the text; Parquet with ``out=None`` writes
-    ``STUDY.parquet`` (``STUDY-series.parquet``) beside the store and returns its path."""
+    ``STUDY.parquet`` (``STUDY-series.parquet``) beside the store and returns its path.
+    ``out`` is checked before anything is read: never the store itself, an existing file
+    only with ``force``; it is written atomically."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
     if table not in TABLES:
@@ -60,6 +65,11 @@ def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=Non
             raise ConfigError("--format parquet needs --out FILE; accepted: a file path")
         suffix = "" if table == "runs" else f"-{table}"
         out = Path(store).with_name(Path(store).stem + suffix + ".parquet")
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status {status!r} is not accepted; accepted: {', '.join(STATUSES)}")
+    if out is not None:
+        src = store.path if isinstance(store, Store) else store
+        out = check_output_file(out, inputs=[src], force=force)
     if fmt == "parquet":
         try:
             import pyarrow as pa
@@ -76,19 +86,16 @@ def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=Non
         if st is not store:
             st.close()
     if fmt == "csv":
-        buf = io.StringIO() if out is None else None
-        fh = buf if out is None else open(Path(out), "w", newline="")  # noqa: SIM115
-        try:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for r in rows:
-                w.writerow(
-                    ["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r]
-                )
-        finally:
-            if out is not None:
-                fh.close()
-        return buf.getvalue() if buf is not None else None
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r])
+        if out is None:
+            return buf.getvalue()
+        with atomic_path(out) as tmp:
+            tmp.write_text(buf.getvalue(), newline="")
+        return None
     columns = {}
     for j, c in enumerate(cols):
         vals = [r[j] for r in rows]
@@ -102,5 +109,6 @@ def export(store, fmt: str = "csv", out=None, *, table: str = "runs", status=Non
         tbl = pa.table(
             {c: [None if v is None else str(v) for v in vs] for c, vs in columns.items()}
         )
-    pq.write_table(tbl, Path(out))
+    with atomic_path(out) as tmp:
+        pq.write_table(tbl, tmp)
     return str(out)

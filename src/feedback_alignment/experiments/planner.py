@@ -17,6 +17,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from ..bounds import DAY_SECONDS, MANY_RUNS, check_memory, fmt_bytes, machine_flops
 from ..errors import ConfigError
 from .spec import Run, Spec
 
@@ -47,12 +48,17 @@ def group_key(run: Run) -> tuple:
     return tuple((k, repr(v)) for k, v in sorted(run.config.items()) if k not in PER_MEMBER)
 
 
+def member_bytes(cfg: dict) -> int:
+    """Planned state of one ensemble member: weights, feedback and the per-sample
+    activations (p x (2d + 4n)) plus its data (n x d), in the run's dtype."""
+    itemsize = 4 if cfg["dtype"] == "float32" else 8
+    return itemsize * (cfg["p"] * (2 * cfg["d"] + 4 * cfg["n"]) + cfg["n"] * (cfg["d"] + 1))
+
+
 def _max_members(cfg: dict, pack) -> int:
     if pack != "auto":
         return int(pack)
-    itemsize = 4 if cfg["dtype"] == "float32" else 8
-    per_member = itemsize * cfg["p"] * (2 * cfg["d"] + 4 * cfg["n"])
-    return max(1, min(AUTO_MAX_MEMBERS, int(AUTO_MAX_BYTES // per_member)))
+    return max(1, min(AUTO_MAX_MEMBERS, int(AUTO_MAX_BYTES // member_bytes(cfg))))
 
 
 def _cost(run: Run) -> float:
@@ -94,4 +100,57 @@ def plan(runs: list[Run], spec: Spec | None = None, *, pack=None, threads: int |
             cost = sum(_cost(r) for r in part)
             packs.append(Pack(pid, part[0].system, part, threads, cost))
     packs.sort(key=lambda pk: (-pk.cost, pk.runs[0].index))
+    _check_pack_memory(packs)
     return packs
+
+
+def _check_pack_memory(packs: list[Pack]) -> None:
+    """Refuse a plan whose biggest ensemble would not fit in the memory available now."""
+    big = max(
+        (pk for pk in packs if pk.system == "twolayer"),
+        key=lambda pk: len(pk) * member_bytes(pk.runs[0].config),
+        default=None,
+    )
+    if big is None:
+        return
+    c = big.runs[0].config
+    check_memory(
+        len(big) * member_bytes(c),
+        f"an ensemble of {len(big)} run(s) at p = {c['p']}, d = {c['d']}, n = {c['n']} "
+        f"({c['dtype']})",
+        "smaller p, d or n, float32, or a smaller --pack",
+    )
+
+
+def warnings_for(runs: list[Run], packs: list[Pack]) -> list[str]:
+    """One line per reason to think twice: more than 1e5 runs, or more work than this
+    machine does in a day (its float64 matrix speed, measured)."""
+    out = []
+    if len(runs) > MANY_RUNS:
+        out.append(f"{len(runs)} runs is more than {MANY_RUNS:.0e}; check the grid")
+    two = [r for r in runs if r.system == "twolayer"]
+    if two:
+        work = 3.0 * sum(_cost(r) for r in two)  # forward, backward, update
+        # under a day even at 1e8 multiply-adds/s: no need to measure this machine
+        seconds = 0.0 if work < DAY_SECONDS * 1e8 else work / machine_flops()
+        if seconds > DAY_SECONDS:
+            steps = sum(_steps(r.config) for r in two)
+            out.append(
+                f"{steps:.3g} member-steps of planned work, about {seconds / DAY_SECONDS:.3g} "
+                f"days on this machine at its measured {machine_flops() / 1e9:.3g} GFLOP/s "
+                f"(one core); the largest ensemble holds {fmt_bytes(_largest(packs))}"
+            )
+    return out
+
+
+def _steps(c: dict) -> int:
+    if c["stop"] == "paper":
+        return round(5000 * math.sqrt(c["p"] / 200))
+    return c["steps"] if c["stop"] == "steps" else max(c["min_steps"], 1000)
+
+
+def _largest(packs: list[Pack]) -> float:
+    return max(
+        (len(pk) * member_bytes(pk.runs[0].config) for pk in packs if pk.system == "twolayer"),
+        default=0,
+    )

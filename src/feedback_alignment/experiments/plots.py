@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..outputs import atomic_path, check_output_files
 from .store import Store
 
 SUFFIXES = (".png", ".pdf")
@@ -27,7 +28,8 @@ def _open(store) -> tuple[Store, bool]:
     return (store, False) if isinstance(store, Store) else (Store(store, create=False), True)
 
 
-def _outs(out) -> list[Path]:
+def _outs(out, store=None, force: bool = False) -> list[Path]:
+    """Check every output before anything is read or drawn (see ``outputs``)."""
     outs = [Path(o) for o in ([out] if isinstance(out, str | Path) else list(out or []))]
     if not outs:
         raise ConfigError("--out is required; accepted: one or more .png or .pdf paths")
@@ -36,7 +38,22 @@ def _outs(out) -> list[Path]:
             raise ConfigError(
                 f"--out {str(o)!r} has an unknown suffix; accepted: {', '.join(SUFFIXES)}"
             )
-    return outs
+    src = store.path if isinstance(store, Store) else store
+    return check_output_files(outs, inputs=[src], force=force)
+
+
+def _rows(st: Store, where: dict | None) -> list[dict]:
+    """Finished runs matching ``where``; an unknown field is an error, not 'no match'."""
+    rows = st.runs(status="done")
+    if where and rows:
+        fields = _fields(rows)
+        for k in where:
+            if k not in fields:
+                raise ConfigError(
+                    f"--where field {k!r} is not a field of these runs; accepted: "
+                    f"{', '.join(fields)}"
+                )
+    return st.runs(status="done", **(where or {})) if where else rows
 
 
 def _fields(rows: list[dict]) -> list[str]:
@@ -64,8 +81,8 @@ def _label(by, v) -> str:
 
 def _save(fig, outs) -> list[Path]:
     for o in outs:
-        o.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(o, format=o.suffix[1:].lower(), bbox_inches="tight")
+        with atomic_path(o) as tmp:
+            fig.savefig(tmp, format=o.suffix[1:].lower(), bbox_inches="tight")
     return outs
 
 
@@ -104,13 +121,14 @@ def plot_final(
     logx: bool | None = None,
     logy: bool = False,
     title: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Final ``metric`` against field ``x``, one line per ``by``; returns
     ``{by_value: {"x": [...], "mean": [...], "sd": [...], "n": [...]}}``."""
-    outs = _outs(out)
+    outs = _outs(out, store, force)
     st, close = _open(store)
     try:
-        rows = st.runs(status="done", **(where or {}))
+        rows = _rows(st, where)
         metrics = st.metrics()
     finally:
         if close:
@@ -163,14 +181,15 @@ def plot_curves(
     logx: bool = False,
     logy: bool | None = None,
     title: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Recorded ``metric`` against the step, mean with a +-1 s.d. band per ``by`` value;
     returns ``{by_value: {"steps", "mean", "sd", "n"}}`` (arrays)."""
-    outs = _outs(out)
+    outs = _outs(out, store, force)
     st, close = _open(store)
     try:
+        rows = _rows(st, where)
         series = st.all_series(metric, status=("done",), **(where or {}))
-        rows = st.runs(status="done", **(where or {}))
         names = sorted({m for r in rows[:50] for m in st.run_metrics(r["run_id"])})
     finally:
         if close:

@@ -67,13 +67,20 @@ def _is_num(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _int(lo: int):
+def _int(lo: int, hi: int | None = None):
+    """An integer >= lo; ``hi`` declares an upper bound where a value would exhaust memory
+    or time (the pack's memory is checked against the machine by the planner too)."""
+
     def f(key, v):
-        if not (_is_int(v) and v >= lo):
-            raise _bad(key, v, f"an integer >= {lo}")
+        if not (_is_int(v) and v >= lo and (hi is None or v <= hi)):
+            raise _bad(key, v, f"an integer >= {lo}" + ("" if hi is None else f" and <= {hi:.0e}"))
         return v
 
     return f
+
+
+MAX_STEPS = 10**9  # a billion steps: weeks at the smallest size
+MAX_SIZE = 10**8  # n, d or p beyond this cannot be held by any one machine
 
 
 def _num(lo: float, strict: bool = False, hi: float | None = None):
@@ -153,9 +160,9 @@ def _record_steps(key, v):
 # field -> (default, checker). "lr" defaults to the paper's value for the activation.
 TWOLAYER_FIELDS: dict[str, tuple] = {
     "task": ("linear", _one_of("linear", "teacher")),
-    "n": (50, _int(1)),
-    "d": (150, _int(1)),
-    "p": (200, _int(1)),
+    "n": (50, _int(1, MAX_SIZE)),
+    "d": (150, _int(1, MAX_SIZE)),
+    "p": (200, _int(1, MAX_SIZE)),
     "activation": ("linear", _activation),
     "rule": ("fa", _one_of("fa", "bp")),
     "lr": ("paper", _lr),
@@ -165,11 +172,11 @@ TWOLAYER_FIELDS: dict[str, tuple] = {
     "loss": ("mse", _one_of("mse", "sse")),
     "init_scale": (1.0, _num(0.0, strict=True)),
     "stop": ("steps", _one_of("steps", "paper", "plateau")),
-    "steps": (1000, _int(0)),
-    "min_steps": (0, _int(0)),
+    "steps": (1000, _int(0, MAX_STEPS)),
+    "min_steps": (0, _int(0, MAX_STEPS)),
     "check_every": (1000, _int(1)),
     "tol": (1e-3, _num(0.0)),
-    "max_steps": (0, _int(0)),
+    "max_steps": (0, _int(0, MAX_STEPS)),
     "record_every": (0, _int(0)),
     "record_steps": ([], _record_steps),
     "metrics": (["mse", "alignment"], _metrics),
@@ -181,12 +188,12 @@ STUDY_KEYS: dict[str, tuple] = {
     "name": ("study", None),
     "description": ("", None),
     "system": ("twolayer", _one_of(*SYSTEMS)),
-    "repetitions": (1, _int(1)),
+    "repetitions": (1, _int(1, 10**7)),
     "seed": (0, _int(0)),
     "seeds": (None, None),
     "seed_by": ("repetition", _one_of("repetition", "run")),
     "pack": ("auto", None),
-    "threads": (1, _int(1)),
+    "threads": (1, _int(1, 4096)),
 }
 
 
@@ -581,6 +588,8 @@ def load_spec(source, profile: str | None = None) -> Spec:
     if isinstance(source, dict):
         return parse_spec(source, profile)
     path = Path(source)
+    if path.is_dir():
+        raise ConfigError(f"spec file {str(path)!r} is a directory; accepted: a TOML file")
     if not path.is_file():
         raise ConfigError(f"spec file {str(path)!r} does not exist; accepted: a TOML file")
     try:
@@ -588,4 +597,9 @@ def load_spec(source, profile: str | None = None) -> Spec:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"spec file {str(path)!r} is not valid TOML: {first}") from None
+    if not raw:
+        raise ConfigError(
+            f"spec file {str(path)!r} is empty; accepted: a study spec with at least a "
+            "[study] table (see docs/sweeps.md)"
+        )
     return parse_spec(raw, profile)

@@ -37,6 +37,7 @@ from ..errors import ConfigError
 
 SCHEMA_VERSION = "1"
 FINISHED = ("done", "diverged")
+STATUSES = ("done", "diverged", "failed")
 RUN_COLUMNS = (
     "run_id",
     "idx",
@@ -93,21 +94,90 @@ def _nan_to_none(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
 
-class Store:
-    """A study's SQLite file. ``Store(path)`` opens or creates it (``create=False``: the
-    file must exist). Reading methods return plain Python: no pandas needed."""
+MARKER = ("tool", "feedback-alignment study store")
+_TABLES = {"meta", "runs", "finals", "series"}
 
-    def __init__(self, path, *, create: bool = True):
+
+def _uri(path: Path, immutable: bool = False) -> str:
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _not_ours(path: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"store {str(path)!r} is not a study file ({why}); accepted: a SQLite file written "
+        "by fa sweep (it was left untouched)"
+    )
+
+
+def _inspect(db, path: Path) -> dict[str, str] | None:
+    """The meta of a store this project wrote, None for an empty database; raises
+    ConfigError (touching nothing) for any other SQLite file."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return None
+    if not _TABLES <= tables:
+        missing = sorted(_TABLES - tables)
+        raise _not_ours(path, f"no {', '.join(missing)} table")
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"store {str(path)!r} has schema version {version!r}; accepted: {SCHEMA_VERSION!r}"
+        )
+    if meta.get(MARKER[0], MARKER[1]) != MARKER[1]:
+        raise _not_ours(path, f"its meta names the tool {meta[MARKER[0]]!r}")
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+    if not set(RUN_COLUMNS) <= cols:
+        raise _not_ours(path, "its runs table lacks this project's columns")
+    return meta
+
+
+class Store:
+    """A study's SQLite file. ``Store(path)`` opens or creates it for writing;
+    ``create=False``: the file must exist, and it is opened read-only (``mode=ro``, no
+    journal change; a store in a read-only directory can be read). Reading methods return
+    plain Python: no pandas needed.
+
+    Before anything is written the file is recognised as this project's: a ``meta`` table
+    with the project's marker and ``SCHEMA_VERSION`` (stores written before the marker
+    existed are recognised by their schema version and tables, and get the marker on their
+    first write). Any other SQLite file is refused untouched."""
+
+    def __init__(self, path, *, create: bool = True, readonly: bool | None = None):
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        self.readonly = (not create) if readonly is None else readonly
+        if self.path.is_dir():
+            raise ConfigError(
+                f"store {str(self.path)!r} is a directory; accepted: a study file (SQLite)"
+            )
+        exists = self.path.is_file()
+        if (not create or self.readonly) and not exists:
             raise ConfigError(f"store {str(self.path)!r} does not exist; accepted: a study file")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.readonly and self.path.stat().st_size == 0:
+            raise _not_ours(self.path, "the file is empty")
         try:
+            if self.readonly:
+                self.db = self._connect_ro()
+                meta = _inspect(self.db, self.path)
+                if meta is None:
+                    raise _not_ours(self.path, "it holds no tables")
+                return
+            if exists:
+                # look before touching: a read-only connection, no journal change
+                probe = self._connect_ro()
+                try:
+                    meta = _inspect(probe, self.path)
+                finally:
+                    probe.close()
+            else:
+                meta = None
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            if create:
+            if meta is None:
                 self.db.executescript(_DDL)
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
@@ -115,19 +185,20 @@ class Store:
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),)
                 )
-            version = self.db.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", MARKER)
         except sqlite3.DatabaseError as exc:
-            raise ConfigError(
-                f"store {str(self.path)!r} is not a study file ({exc}); accepted: a SQLite "
-                "file written by fa sweep"
-            ) from None
-        if version is None or version[0] != SCHEMA_VERSION:
-            raise ConfigError(
-                f"store {str(self.path)!r} has schema version "
-                f"{None if version is None else version[0]!r}; accepted: {SCHEMA_VERSION!r}"
-            )
+            raise _not_ours(self.path, str(exc)) from None
+
+    def _connect_ro(self):
+        """A read-only connection that creates no file: a store with no ``-wal`` beside it
+        (no writer active, closed cleanly) is opened ``immutable`` (so no ``-shm`` is made,
+        and a read-only directory works); otherwise ``mode=ro`` reads the WAL too."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        db = sqlite3.connect(
+            _uri(self.path, immutable=not wal.exists()), uri=True, timeout=60, isolation_level=None
+        )
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -228,6 +299,10 @@ class Store:
         """Ids of runs that are done or diverged (a resume skips them)."""
         q = "SELECT run_id FROM runs WHERE status IN ('done', 'diverged')"
         return {r[0] for r in self.db.execute(q)}
+
+    def run_ids(self) -> set[str]:
+        """Ids of every run recorded, whatever its status."""
+        return {r[0] for r in self.db.execute("SELECT run_id FROM runs")}
 
     def counts(self) -> dict[str, int]:
         """Runs per status."""

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..progress import Progress, wanted
 from .executors import get_executor
 from .planner import Pack, plan
@@ -124,6 +125,41 @@ def prepare(spec, *, profile=None, pack=None) -> tuple[Spec, list, list[Pack]]:
     return spec, runs, plan(runs, spec, pack=pack)
 
 
+def check_store(store, spec: Spec, runs: list, *, extend: bool = False) -> None:
+    """Refuse a store that is not this project's, or holds another study: a different
+    study name, or a different spec (``extend=True`` lets through a spec whose runs include
+    every run already stored, i.e. one that only adds runs). Reads only (``mode=ro``)."""
+    path = Path(store)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    with Store(path, create=False) as st:
+        meta = st.meta()
+        stored_ids = st.run_ids()
+    name = meta.get("study")
+    if name is not None and name != spec.name:
+        raise ConfigError(
+            f"store {str(path)!r} holds study {name!r}, the spec is study {spec.name!r}; "
+            "accepted: the same study, or another --store"
+        )
+    old = meta.get("spec")
+    if old is None or old == json.dumps(spec.to_dict(), sort_keys=True):
+        return
+    new_ids = {r.run_id for r in runs}
+    dropped = stored_ids - new_ids
+    if dropped:
+        raise ConfigError(
+            f"store {str(path)!r} holds a different spec for study {spec.name!r}: "
+            f"{len(dropped)} of its {len(stored_ids)} runs are not in this spec; accepted: "
+            "the stored spec, or another --store"
+        )
+    if not extend:
+        raise ConfigError(
+            f"store {str(path)!r} holds a different spec for study {spec.name!r}; this one "
+            f"keeps its {len(stored_ids)} runs and adds {len(new_ids - stored_ids)}: accepted "
+            "with --extend, or the stored spec"
+        )
+
+
 def run_study(
     spec,
     store,
@@ -134,6 +170,7 @@ def run_study(
     profile: str | None = None,
     pack=None,
     progress: bool | None = None,
+    extend: bool = False,
 ) -> StudyReport:
     """Run (or resume) a study into a store; returns a :class:`StudyReport`.
 
@@ -147,10 +184,14 @@ def run_study(
     time left (from the planner's work estimate) on stderr (default: when stderr is a
     terminal; forced into a file, whole lines and no carriage returns). The whole spec is
     validated, and the executor started, before the store file is created: bad input
-    raises ConfigError and writes nothing.
+    raises ConfigError and writes nothing. A store holding another study, or a different
+    spec, is refused (:func:`check_store`; ``extend=True`` accepts a spec that only adds
+    runs).
     """
     t_start = time.perf_counter()
     spec, runs, packs = prepare(spec, profile=profile, pack=pack)
+    if not isinstance(store, Store):
+        check_store(store, spec, runs, extend=extend)
     t_plan = time.perf_counter() - t_start
     own_executor = isinstance(executor, str)
     ex = get_executor(executor, workers=workers, scheduler=scheduler) if own_executor else executor

@@ -1,9 +1,11 @@
 """``fa reproduce {E1,E2,E3,all} --profile P --out DIR``: run, plot, report.
 
 The output directory must be new, empty, or hold a previous reproduction (recognised by
-its manifest ``.fa-reproduce.json`` listing every file it wrote, and nothing else). All
-input is checked before any work starts or any file is touched; every file is written
-atomically (temporary name, then rename).
+its manifest ``.fa-reproduce.json`` recording the SHA-256 of every file it wrote, and
+nothing else). A rerun deletes only files whose bytes match their recorded hash; a manifest
+naming anything outside its directory is refused and nothing is touched (see
+``feedback_alignment.outputs``). All input is checked before any work starts or any file is
+touched; every file is written atomically (temporary name, then rename).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, check, choice
+from ..errors import check, choice
+from ..outputs import previous_output, remove_proven, sha256, write_manifest
 from ..progress import Progress, wanted
 from . import conservation, e1, e2, e3, published
 from .executors import Sweep, get_executor
@@ -91,38 +94,29 @@ def _run(args) -> int:
 
 
 # ------------------------------------------------------------------ output directory
+TOOL = "fa reproduce"
+
+
 def check_out_dir(out: Path) -> list[str]:
-    """Refuse a DIR holding anything but a previous reproduction; return that one's files."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} exists and is not a directory; choose a new path")
-    if not out.exists():
-        return []
-    present = sorted(
-        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.is_symlink()
-    )
-    if not present:
-        return []
-    man = out / MANIFEST
-    if not man.is_file():
-        raise ConfigError(
-            f"--out {str(out)!r} holds {len(present)} file(s) not written by 'fa reproduce' "
-            f"(e.g. {present[0]!r}); choose a new or empty directory"
+    """Refuse a DIR holding anything but a previous reproduction's files, each proven by the
+    SHA-256 its manifest recorded; return those files. Reads only (see ``outputs``)."""
+    return sorted(previous_output(out, MANIFEST, TOOL))
+
+
+class _Manifest:
+    """The manifest of this run, rewritten (atomically) after every file it writes, so an
+    interrupted run's directory is still recognised and its files proven by hash."""
+
+    def __init__(self, out: Path, planned_files: list[str]):
+        self.out, self.planned, self.hashes = out, planned_files, {}
+
+    def record(self, *rels: str, complete: bool = False) -> None:
+        for rel in rels:
+            if (self.out / rel).is_file():  # an SQLite -wal/-shm may be gone by now
+                self.hashes[rel] = sha256(self.out / rel)
+        write_manifest(
+            self.out, MANIFEST, TOOL, self.hashes, complete=complete, planned=self.planned
         )
-    try:
-        listed = set(json.loads(man.read_text())["files"])
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(
-            f"--out {str(out)!r}: its {MANIFEST} is unreadable; choose a new or empty directory"
-        ) from None
-    # an interrupted write leaves ``.NAME.tmp`` beside a listed NAME
-    ours = listed | {str(Path(f).parent / f".{Path(f).name}.tmp") for f in listed}
-    foreign = [f for f in present if f != MANIFEST and f not in ours]
-    if foreign:
-        raise ConfigError(
-            f"--out {str(out)!r} holds {len(foreign)} file(s) that are not from a previous "
-            f"reproduction (e.g. {foreign[0]!r}); move them or choose another directory"
-        )
-    return sorted(listed)
 
 
 def write_csv(path: Path, columns, rows) -> None:
@@ -215,7 +209,7 @@ def reproduce(
     prof = get_profile(profile)
     ex = get_executor(executor)
     out = Path(out)
-    previous = check_out_dir(out)
+    previous = previous_output(out, MANIFEST, TOOL)
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
     # progress: a callable for status lines, or a Progress that also shows the time left
     meter = progress if isinstance(progress, Progress) else None
@@ -230,16 +224,12 @@ def reproduce(
         )
 
     out.mkdir(parents=True, exist_ok=True)
-    # remove the previous reproduction's files (only those its manifest lists)
-    for f in previous:
-        (out / f).unlink(missing_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
-
+    # remove the previous reproduction's files: only those whose bytes match the hash its
+    # manifest recorded (previous_output proved every file present, touching nothing)
+    remove_proven(out, previous)
     # the manifest goes first, so an interrupted run's directory is still recognised
-    write_text(
-        out / MANIFEST,
-        json.dumps({"tool": "fa reproduce", "complete": False, "files": planned(exps)}, indent=1),
-    )
+    manifest = _Manifest(out, planned(exps))
+    manifest.record()
     t_all = time.perf_counter()
     results, times, files, figures, diverged = {}, {}, [], {}, []
     mods = {"E1": e1, "E2": e2, "E3": e3}
@@ -247,6 +237,7 @@ def reproduce(
         mod = mods[exp]
         say(f"{exp}: running ({prof.name} profile, executor {ex.name})")
         t0 = time.perf_counter()
+        n_before = len(files)
         (out / exp).mkdir(exist_ok=True)
         if exp == "E1" and isinstance(ex, Sweep):
             res = e1.run_sweep(
@@ -300,7 +291,8 @@ def reproduce(
                 "+-1 s.d. band over repetitions) and weight cosine cos(B, beta) (dashed) against "
                 "step; test accuracy against step.",
             )
-        files += [str(f.relative_to(out)) for f in figs]
+        files += [f.relative_to(out).as_posix() for f in figs]
+        manifest.record(*files[n_before:])
         wall = time.perf_counter() - t0
         times[exp] = {
             "wall": wall,
@@ -348,8 +340,5 @@ def reproduce(
         }
     write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     assert set(files) <= set(planned(exps)), sorted(set(files) - set(planned(exps)))
-    write_text(
-        out / MANIFEST,
-        json.dumps({"tool": "fa reproduce", "complete": True, "files": files}, indent=1),
-    )
+    manifest.record("report.md", "report.html", "summary.json", complete=True)
     return summary

@@ -169,7 +169,9 @@ def run_sweep(profile: Profile, seed: int, store, executor: str, workers, schedu
     if not report.ok:
         raise ConfigError(f"E1 through fa sweep did not finish: {report.summary()}")
     rows, member_steps, diverged = [], 0, []
-    for r in Store(str(store)).runs():
+    with Store(str(store), create=False) as st:  # closed: its bytes are final (hashed next)
+        stored = st.runs()
+    for r in stored:
         if r["status"] == "diverged":
             diverged.append(f"E1 {r['activation']} p={r['p']} lam={r['lam']}: {r['reason']}")
         rows.append(

@@ -8,7 +8,6 @@ MSE, the alignment cos(beta, b) and the convergence rate predicted by lambda_min
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,24 @@ def register(sub) -> None:
     p.add_argument("--reps", type=int, default=4, help="repetitions per setting (default 4)")
     p.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing summary.json")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     from ..errors import check
+    from ..outputs import atomic_write_text, check_output_dir, check_output_file
     from . import theory
     from .data import linear_teacher, stack
     from .engine import TwoLayerEnsemble
 
     check(args.reps >= 1, f"--reps must be >= 1, got {args.reps}")
     check(args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
+    check(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    summary = None
+    if args.out:  # checked before the demo runs
+        check_output_dir(args.out)
+        summary = check_output_file(Path(args.out) / "summary.json", force=args.force)
     lams, lr, reps = [0.0, 0.3], 1e-2, args.reps
     data_seeds = [args.seed + r for r in range(reps)] * len(lams)
     X, y = stack(linear_teacher, data_seeds, n=50, d=150)
@@ -77,11 +83,8 @@ def _run(args) -> int:
         f"(loss / 1e8 in about {np.log(1e8) / rate.mean():.0f} steps at lambda = 0)"
     )
     print("lambda = 0: alignment falls as p grows; lambda > 0 keeps it away from zero.")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps({"rows": rows, "predicted_rate": float(rate.mean())}, indent=1))
-        os.replace(tmp, out / "summary.json")
-        print(f"wrote {out / 'summary.json'}")
+    if summary is not None:
+        data = {"rows": rows, "predicted_rate": float(rate.mean())}
+        atomic_write_text(summary, json.dumps(data, indent=1))
+        print(f"wrote {summary}")
     return 0

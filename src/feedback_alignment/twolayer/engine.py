@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 
 from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
+from ..bounds import check_memory
 from ..errors import ConfigError, check, choice
 from .loss import LOSSES, loss_factor
 from .paths import PATHS, ExplicitPath, LinearFAPath, RowSpacePath
@@ -159,7 +160,15 @@ class History:
 # --------------------------------------------------------------------------- ensemble
 def _per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool = False):
     """A scalar or K values -> float64 numpy (K,), checked against ``minimum``."""
-    arr = np.asarray(value, dtype=np.float64)
+    accepted = f"a number or {K} numbers (one per member)"
+    if isinstance(value, str | bytes) or (
+        isinstance(value, list | tuple) and any(isinstance(v, str | bytes | bool) for v in value)
+    ):
+        raise ConfigError(f"{name} must be {accepted}, got {value!r}")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {accepted}, got {value!r}") from None
     if arr.ndim == 0:
         arr = np.full(K, float(arr))
     check(
@@ -219,7 +228,13 @@ class TwoLayerEnsemble:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                 f"{name} must be an integer >= 1, got {v!r}",
             )
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
+            seeds = [seeds]
+        elif isinstance(seeds, str | bytes | dict) or not isinstance(seeds, Iterable):
+            raise ConfigError(
+                f"seeds must be a non-negative integer or a sequence of them, got {seeds!r}"
+            )
+        seeds = list(seeds)
         check(len(seeds) >= 1, "seeds must hold at least one seed, got an empty sequence")
         for s in seeds:
             check(
@@ -241,6 +256,12 @@ class TwoLayerEnsemble:
                 isinstance(v, int | float) and math.isfinite(v) and v > 0,
                 f"init_scale[{k!r}] must be a positive number, got {v!r}",
             )
+        # W0, W, beta, b in float64 while drawn, then in the dtype: refuse before allocating
+        check_memory(
+            2 * 8 * len(seeds) * p * (d + 3),
+            f"an ensemble of {len(seeds)} member(s) at d = {d}, p = {p}",
+            "smaller d or p, or fewer seeds",
+        )
         self.d, self.p, self.K = d, p, len(seeds)
         self.seeds = [int(s) for s in seeds]
         self.activation = get_activation(activation)
@@ -370,6 +391,13 @@ class TwoLayerEnsemble:
         lam_np = _per_member("lam", lam, K)
         wd_np = _per_member("w_decay", w_decay, K)
         schedule = get_schedule(lam_schedule)
+        if isinstance(metrics, str):  # one name, never iterated letter by letter
+            metrics = (metrics,)
+        check(
+            isinstance(metrics, Iterable),
+            f"metrics must be a name or a sequence of names, got {metrics!r}",
+        )
+        metrics = tuple(metrics)
         for m in metrics:
             choice("metric", m, METRICS + CONSERVATION_METRICS)
         check(
@@ -389,7 +417,22 @@ class TwoLayerEnsemble:
             record_every is None or (isinstance(record_every, int) and record_every >= 1),
             f"record_every must be a positive integer, got {record_every!r}",
         )
-        check(blowup > 1, f"blowup must be > 1, got {blowup!r}")
+        check(
+            isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
+            f"blowup must be a number > 1, got {blowup!r}",
+        )
+        check(
+            record_steps is None
+            or (
+                not isinstance(record_steps, str | bytes)
+                and isinstance(record_steps, Iterable)
+                and all(
+                    isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0
+                    for s in record_steps
+                )
+            ),
+            f"record_steps must be a sequence of integers >= 0, got {record_steps!r}",
+        )
         record_set = set(int(s) for s in (record_steps or ()))
         check(
             keep_weights in (True, False),

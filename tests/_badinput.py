@@ -1,0 +1,51 @@
+"""Helpers for the bad-input catalogue (tests/test_bad_input_*.py).
+
+``snapshot(root)`` maps every path under ``root`` to its bytes (directories and symlinks
+marked), so a test can assert that a refused command left every file it set up
+byte-identical; ``fa(capsys, *argv)`` runs the CLI in-process and returns
+``(exit status, stderr lines)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from feedback_alignment.cli import main
+
+
+def snapshot(root) -> dict[str, object]:
+    root = Path(root)
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[rel] = ("symlink", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", oct(p.stat().st_mode))
+            else:
+                out[rel] = (p.read_bytes(), oct(p.stat().st_mode))
+    return out
+
+
+def fa(capsys, *argv) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return rc, [line for line in err.splitlines() if line.strip()]
+
+
+def refused(capsys, root, *argv, match: str, rc: int = 2) -> str:
+    """Run ``fa *argv``; assert exit ``rc``, one stderr line containing ``match``, and
+    every file under ``root`` unchanged. Returns the line."""
+    before = snapshot(root)
+    code, lines = fa(capsys, *argv)
+    assert code == rc, (code, lines)
+    assert len(lines) == 1, lines
+    assert match in lines[0], lines[0]
+    after = snapshot(root)
+    changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
+    assert after == before, f"changed: {changed}"
+    return lines[0]
