@@ -217,6 +217,8 @@ def test_without_weights_what_needs_w_is_refused():
         ens.fit(X, y, steps=2, keep_weights=False)  # the default metrics hold w_change
     with pytest.raises(ConfigError, match="metric penalty \\(with w_decay\\) needs"):
         ens.fit(X, y, steps=2, keep_weights=False, w_decay=0.1, metrics=("mse", "penalty"))
+    with pytest.raises(ConfigError, match="metric w_sq_norm needs the first-layer weights W"):
+        ens.fit(X, y, steps=2, keep_weights=False, metrics=("mse", "w_sq_norm"))
     with pytest.raises(ConfigError, match="keep_weights must be True or False, got 'no'"):
         ens.fit(X, y, steps=2, keep_weights="no")
     h = ens.fit(X, y, steps=2, keep_weights=False, metrics=("mse",))

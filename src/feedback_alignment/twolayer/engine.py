@@ -439,7 +439,7 @@ class TwoLayerEnsemble:
             f"keep_weights must be True or False, got {keep_weights!r}",
         )
         if not keep_weights:
-            need_w = [m for m in metrics if m == "w_change"]
+            need_w = [m for m in metrics if m in ("w_change", "w_sq_norm")]
             if "penalty" in metrics and wd_np.any():
                 need_w.append("penalty (with w_decay)")
             check(
