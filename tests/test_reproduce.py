@@ -230,7 +230,8 @@ def test_e1_through_the_sweep_machinery(smoke, tmp_path):
     # same grid (activation, lam, p, rep); the sweep derives its own seeds, so the numbers
     # and the plateau steps differ
     assert [r[:4] for r in rows] == [r[:4] for r in rows0]
-    assert len(Store(str(out / "E1/sweep.sqlite")).runs(status="done")) == len(rows)
+    with Store(str(out / "E1/sweep.sqlite"), create=False) as st:  # closed before the rerun
+        assert len(st.runs(status="done")) == len(rows)
     assert {v["claim"] for v in summary["verdicts"]} == {"2a", "2b", "2c", "2d"}
     # the store is part of the reproduction: a rerun into the directory is accepted
     reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
