@@ -69,7 +69,7 @@ def e1_figure(rows, path: Path, published: dict | None = None) -> list[Path]:
     plt = _plt()
     acts = [a for a in ACTIVATIONS if any(r["activation"] == a for r in rows)]
     fig, axes = plt.subplots(
-        1, len(acts), figsize=(4.4 * len(acts), 3.8), squeeze=False, layout="constrained"
+        1, len(acts), figsize=(5.6 * len(acts), 3.8), squeeze=False, layout="constrained"
     )
     g = group(rows, ("activation", "lam", "p"), "alignment")
     for ax, act in zip(axes[0], acts, strict=True):
@@ -117,7 +117,8 @@ def e1_figure(rows, path: Path, published: dict | None = None) -> list[Path]:
                 Line2D([], [], color="grey", marker="s", ms=5, mfc="white", ls=":", lw=0.9),
             ]
             labels += ["this run", "paper (50 reps)"]
-        ax.legend(handles, labels, title="weight decay", loc="best")
+        # beside the panel, not over it: the lines span the whole axis
+        ax.legend(handles, labels, title="weight decay", loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
     fig.suptitle(
         "E1: alignment at the end of training vs width (mean ± 1 s.d.)"
