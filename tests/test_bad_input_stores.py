@@ -277,3 +277,31 @@ def test_plot_bad_option(store_copy, capsys, argv, needle):
 def test_plot_bad_suffix(store_copy, capsys):
     root, store = store_copy
     refused(capsys, root, "plot", store, "--out", root / "a.gif", match="unknown suffix")
+
+
+def test_sweep_into_an_immutable_store_leaves_nothing_beside_it(store_copy, capsys):
+    """chattr +i: refused before SQLite makes -wal/-shm files beside the store."""
+    import shutil
+    import subprocess
+
+    root, store = store_copy
+    spec = root / "spec.toml"  # the stored study's own spec (conftest.TINY_SPEC)
+    spec.write_text(SPEC.format(name="tiny", act="relu", p="[4, 8]"))
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr on this machine")
+    if subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode != 0:
+        pytest.skip("this file system (or user) cannot set the immutable flag")
+    try:
+        refused(
+            capsys,
+            root,
+            "sweep",
+            spec,
+            "--store",
+            store,
+            "--executor",
+            "inline",
+            match="cannot be written (a read-only or immutable file)",
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)

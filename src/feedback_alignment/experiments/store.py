@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -171,6 +172,14 @@ class Store:
                     meta = _inspect(probe, self.path)
                 finally:
                     probe.close()
+                # a write would fail only after SQLite made -wal/-shm beside it (an
+                # immutable or read-only file): refuse first, leaving the folder as it was
+                if not os.access(self.path, os.W_OK):
+                    raise ConfigError(
+                        f"store {str(self.path)!r} cannot be written (a read-only or immutable "
+                        "file); accepted: a writable study file (fa results and fa plot read "
+                        "it as it is)"
+                    )
             else:
                 meta = None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
