@@ -13,6 +13,21 @@ from pathlib import Path
 
 from feedback_alignment.cli import main
 
+# a tiny `fa train` config (scikit-learn's bundled digits, 3 steps) for the config cases
+CONFIG = """
+seed = 1
+[data]
+source = "digits"
+train_limit = 200
+test_limit = 100
+[model]
+hidden = [8]
+[train]
+batch_size = 50
+steps = 3
+eval_every = 0
+"""
+
 
 def snapshot(root) -> dict[str, object]:
     root = Path(root)

@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from _badinput import fa, refused
+from _badinput import CONFIG, fa, refused
 from feedback_alignment import TwoLayerEnsemble
 from feedback_alignment.errors import ConfigError
 
@@ -78,19 +78,6 @@ def test_fit_metric_as_one_string_is_one_name():
 
 
 # ---------------------------------------------------------------- fa train configs
-CONFIG = """
-seed = 1
-[data]
-source = "digits"
-train_limit = 200
-test_limit = 100
-[model]
-hidden = [8]
-[train]
-batch_size = 50
-steps = 3
-eval_every = 0
-"""
 
 
 @pytest.mark.parametrize(

@@ -10,26 +10,12 @@ import os
 
 import pytest
 
-from _badinput import refused, snapshot
+from _badinput import CONFIG, refused, snapshot
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.outputs import confined, sha256
 
 MANIFEST = ".fa-reproduce.json"
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-CONFIG = """
-seed = 1
-[data]
-source = "digits"
-train_limit = 200
-test_limit = 100
-[model]
-hidden = [8]
-[train]
-batch_size = 50
-steps = 3
-eval_every = 0
-"""
 
 
 def _manifest(root, files, hashes=None, **extra):
