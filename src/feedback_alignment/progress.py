@@ -20,6 +20,21 @@ import time
 from collections.abc import Callable
 
 
+def add_flags(parser) -> None:
+    """``--progress`` / ``--no-progress`` (alias ``--quiet``) into ``args.progress``:
+    True, False, or None when neither is given (then :func:`wanted` asks the terminal)."""
+    bar = parser.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress with elapsed time and time left on stderr even when it is not a "
+        "terminal (default: only on a terminal)",
+    )
+    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
+
+
 def wanted(flag: bool | None, stream=None) -> bool:
     """``flag`` if given (``--progress`` / ``--no-progress``), else: is ``stream`` a terminal."""
     if flag is not None:

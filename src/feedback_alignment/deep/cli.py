@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DivergenceError
 from ..outputs import atomic_write_text, check_output_dir, check_output_file
+from ..progress import add_flags as add_progress_flags
 from ..progress import wanted
 
 
@@ -30,9 +31,7 @@ def register(sub) -> None:
         help="override a config key, e.g. --set rule.name=kp --set train.lr=0.05 "
         "(VALUE is a TOML value; bare words are strings)",
     )
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
+    add_progress_flags(p)
     p.set_defaults(func=_run)
 
 

@@ -10,6 +10,7 @@ import json
 import sys
 
 from ..errors import ConfigError
+from ..progress import add_flags as add_progress_flags
 
 
 def register(sub) -> None:
@@ -32,9 +33,7 @@ def register(sub) -> None:
         action="store_true",
         help="accept a changed spec that keeps every run already in the store and adds runs",
     )
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
+    add_progress_flags(p)
     p.set_defaults(func=_sweep)
 
     r = sub.add_parser("results", help="export a study store as CSV or Parquet")

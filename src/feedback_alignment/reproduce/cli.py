@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import check, choice
 from ..outputs import previous_output, remove_proven, sha256, write_manifest
 from ..progress import Progress, wanted
+from ..progress import add_flags as add_progress_flags
 from . import conservation, e1, e2, e3, published
 from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
@@ -59,16 +60,7 @@ def register(sub) -> None:
         "inline (this process, all cores), inline:T (T threads), or sweep[:inline|:local:N|"
         ":dask:ADDRESS]: E1 through the fa sweep machinery (store in DIR/E1/sweep.sqlite)",
     )
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="progress with elapsed time and time left on stderr even when it is not a "
-        "terminal (default: only on a terminal)",
-    )
-    bar.add_argument("--no-progress", "--quiet", dest="progress", action="store_false")
+    add_progress_flags(p)
     p.set_defaults(func=_run)
 
 
