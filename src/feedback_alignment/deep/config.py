@@ -16,6 +16,7 @@ from ..errors import ConfigError, check
 from .convert import convert
 from .data import load_dataset
 from .models import build_model
+from .rules import get_rule
 
 NUM = (int, float)
 # section -> key -> (accepted types, default). Top-level scalars live under "".
@@ -239,7 +240,7 @@ def build(cfg: dict):
     if scale is None and name == "e3":
         scale = 1.0  # the paper: B ~ N(0, 1) like W and beta
     rseed = seed if r["seed"] is None else r["seed"]
-    kw = {"input_shape": data.shape} if r["name"] == "dfa" else {}
+    kw = {"input_shape": data.shape} if get_rule(r["name"]).direct else {}
     model = convert(
         model, r["name"], init=r["init"], scale=scale, seed=rseed, options=r["options"], **kw
     )

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check
-from .layers import RuleConv2d, RuleLayer, RuleLinear
-from .rules import DFAHub, get_rule, weight_scale
+from .layers import DFAHub, RuleConv2d, RuleLayer, RuleLinear
+from .rules import RULES, get_rule, weight_scale
 
 # Layers left as they are: their backward pass is local (no weight transport between layers).
 KEPT = (
@@ -122,9 +122,10 @@ def convert(
     ``init``/``scale``: how B (or R0, D) is drawn (``gaussian``, ``uniform``,
     ``orthogonal``, ``copy``), with standard deviation ``scale`` (default: the std of each
     layer's W); ``seed`` makes the draws reproducible (layer i uses seed*1000003 + i).
-    ``dfa`` needs the output size (checked against the last converted layer) and, for
-    Conv2d layers, ``input_shape`` (C, H, W) to size D. ``options`` go to the rule (``wm``:
-    lr, decay, batch). The report of what was converted is ``model.rule_report``.
+    A direct rule (``dfa``) takes the output size (checked against the last converted
+    layer) and, for Conv2d layers, needs ``input_shape`` (C, H, W) to size D. ``options``
+    go to the rule (``wm``: lr, decay, batch). The report of what was converted is
+    ``model.rule_report``.
     """
     check(isinstance(model, nn.Module), f"convert needs an nn.Module; got {type(model).__name__}")
     check(
@@ -143,27 +144,31 @@ def convert(
         raise ConfigError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to convert")
     shapes = {}
     hub = None
-    if rule_obj.name == "dfa":
+    if rule_obj.direct:
         if input_shape is not None:
             shapes = _probe_shapes(target, layers, input_shape)
         else:
             for n, m in layers:
                 if isinstance(m, nn.Conv2d):
                     raise ConfigError(
-                        f"dfa needs input_shape=(C, H, W) to size the feedback of Conv2d "
-                        f"layer {n!r}"
+                        f"{rule_obj.name} needs input_shape=(C, H, W) to size the feedback of "
+                        f"Conv2d layer {n!r}"
                     )
                 shapes[n] = ((m.in_features,), m.out_features)
         last = layers[-1][0]
         produced = shapes[last][1]
         if output_size is not None and output_size != produced:
             raise ConfigError(
-                f"dfa output_size={output_size} does not match the output layer {last!r}, "
-                f"which produces {produced} values per sample"
+                f"{rule_obj.name} output_size={output_size} does not match the output layer "
+                f"{last!r}, which produces {produced} values per sample"
             )
         hub = DFAHub(produced)
     elif output_size is not None or input_shape is not None:
-        raise ConfigError(f"output_size and input_shape are for rule 'dfa', not {rule_obj.name!r}")
+        direct = ", ".join(repr(n) for n in sorted(RULES) if RULES[n].direct)
+        raise ConfigError(
+            f"output_size and input_shape are for direct-feedback rules ({direct}), "
+            f"not {rule_obj.name!r}"
+        )
     report = []
     for i, (name, m) in enumerate(layers):
         if isinstance(m, nn.Conv2d):
@@ -179,41 +184,32 @@ def convert(
             m.dfa_input_shape = shapes[name][0]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
         rule_obj.setup(m, init=init, scale=sigma, generator=gen)
-        fb = m.feedback_weight()
-        report.append(
-            {
-                "name": name,
-                "type": type(m).__mro__[2].__name__,
-                "rule": rule_obj.name,
-                "weight_shape": tuple(m.weight.shape),
-                "feedback_shape": tuple(fb.shape),
-                "output_layer": bool(m.dfa_output),
-            }
-        )
+        report.append(_report_row(name, m))
     target.rule_report = report
     if verbose:
         print(describe(target))
     return target
 
 
+def _report_row(name: str, m: RuleLayer) -> dict:
+    return {
+        "name": name,
+        "type": type(m).__mro__[2].__name__,
+        "rule": m.rule.name,
+        "weight_shape": tuple(m.weight.shape),
+        "feedback_shape": tuple(m.feedback_shape()),
+        "output_layer": bool(m.dfa_output),
+    }
+
+
 def describe(model: nn.Module) -> str:
     """A table of the converted layers: name, type, rule, W shape, B shape."""
     rows = getattr(model, "rule_report", None)
     if rows is None:
-        rows = [
-            {
-                "name": n,
-                "type": type(m).__mro__[2].__name__,
-                "rule": m.rule.name,
-                "weight_shape": tuple(m.weight.shape),
-                "feedback_shape": tuple(m.feedback_weight().shape),
-                "output_layer": bool(m.dfa_output),
-            }
-            for n, m in rule_layers(model)
-        ]
+        rows = [_report_row(n, m) for n, m in rule_layers(model)]
     lines = [f"converted {len(rows)} layer(s):"]
     for r in rows:
-        out = "  (DFA output)" if r["output_layer"] else ""
+        out = "  (output layer)" if r["output_layer"] else ""
         lines.append(
             f"  {r['name']:<16} {r['type']:<7} {r['rule']:<5} W{list(r['weight_shape'])} "
             f"B{list(r['feedback_shape'])}{out}"
@@ -222,11 +218,10 @@ def describe(model: nn.Module) -> str:
 
 
 def mirror(model: nn.Module, steps: int = 1, generator: torch.Generator | None = None) -> int:
-    """Run ``steps`` weight-mirror steps on every ``wm`` layer; returns the layer count."""
-    n = 0
-    for _, m in rule_layers(model):
-        if hasattr(m.rule, "mirror"):
-            for _ in range(steps):
-                m.rule.mirror(m, generator)
-            n += 1
-    return n
+    """Run ``steps`` mirror steps on every layer whose rule has a mirror phase (``wm``);
+    returns the number of such layers."""
+    layers = [m for _, m in rule_layers(model) if m.rule.mirror_phase]
+    for m in layers:
+        for _ in range(steps):
+            m.rule.mirror(m, generator)
+    return len(layers)

@@ -17,10 +17,10 @@ For a layer with forward weight W and feedback B (the B its next backward pass u
 ``update_cosine``     cos(the weight gradient the rule produces, the true backprop
                       gradient), both of the loss on the same batch.
 
-DFA: B is D (output_size x input), and "W" is the forward map from the layer's input to
-the output that D stands in for: for the output layer its W, for a hidden layer the
-product of the forward weights above it (defined for chains of Linear layers; NaN for
-Conv2d). Its ``error_alignment`` compares e D with the true backprop gradient at the
+A direct rule (DFA): B is D (output_size x input), and "W" is the forward map from the
+layer's input to the output that D stands in for: for the output layer its W, for a
+hidden layer the product of the forward weights above it (defined for chains of Linear
+layers; NaN for Conv2d). Its ``error_alignment`` compares e D with the true backprop gradient at the
 layer's input; the cheap per-step recording gives it for the output layer only, and
 :func:`alignment` for every layer.
 """
@@ -88,7 +88,7 @@ def weight_alignment(model: nn.Module, layers=None) -> dict[str, dict[str, float
         if layers is not None and name not in layers:
             continue
         b = m.feedback_weight()
-        if m.rule.name == "dfa":
+        if m.rule.direct:
             ref = _dfa_reference(all_layers, k)
             if ref is None:
                 out[name] = dict.fromkeys(WEIGHT_METRICS, float("nan"))
@@ -208,7 +208,7 @@ def alignment(
             if g is not None
             else float("nan")
         )
-        if m.rule.name == "dfa":
+        if m.rule.direct:
             s = sent.get(name)
             row["error_alignment"] = (
                 _per_sample_cos(s, true_in[name])

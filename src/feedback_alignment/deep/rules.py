@@ -18,8 +18,10 @@ its input and ``grad_output``. Rules:
           input of every converted layer through a fixed matrix D of shape
           (len(e), *input_shape): grad_input = e @ D (direct feedback alignment).
 
-Every rule is one small class registered with :func:`register`; its state lives in
-buffers (or, for ``kp``, a parameter) of the layer so ``state_dict`` round-trips it.
+Every rule is one small class registered with :func:`register` that declares what it is
+(:class:`Rule`: ``direct`` feedback, a ``mirror`` phase, a ``state_grad`` for a learned
+state); its state lives in buffers (or, for ``kp``, a parameter) of the layer so
+``state_dict`` round-trips it.
 """
 
 from __future__ import annotations
@@ -95,27 +97,40 @@ def weight_scale(weight: torch.Tensor) -> float:
 
 
 class Rule:
-    """Base class. Subclasses set ``name`` and override what differs from backprop.
+    """Base class: a rule declares what it is with class attributes and overrides the
+    hooks in which it differs from backprop.
 
-    ``setup`` creates the rule's state on the layer; ``state`` returns the tensor handed to
-    the autograd function (saved for backward); ``feedback`` returns B (W's shape) from the
-    weight and that state. ``needs_weight`` says whether ``feedback`` reads W (then W is
-    saved for backward); ``custom_send`` lets ``send`` compute the input gradient itself
-    (DFA). A state tensor that is an ``nn.Parameter`` receives W's gradient (KP).
-    ``is_backprop`` marks the rule whose gradients are autograd's own: its layers then run
-    the plain layer (no custom backward, no Python in the backward pass) unless a metric
-    is recording the layer's signals.
+    Declarations:
+
+    ``name``          its key in :data:`RULES` (configs, state dicts, reports).
+    ``needs_weight``  ``feedback`` reads W, so W is saved for the backward pass.
+    ``is_backprop``   its gradients are autograd's own: its layers run the plain layer (no
+                      custom backward, no Python in the backward pass) unless a metric is
+                      recording their signals. Not inherited: a subclass may change B.
+    ``direct``        direct feedback: the error e at the output of the last converted
+                      layer goes straight to every layer's input, ``grad_input = e @ B``,
+                      so B has shape (output size, *input shape); :func:`~.convert.convert`
+                      sizes it and the metrics compare it with the forward map from the
+                      layer's input to the output.
+    ``mirror_phase``  set for a rule that defines :meth:`mirror`, a step run between
+                      training steps (by :func:`~.convert.mirror` and the trainer).
+
+    Hooks: ``setup`` creates the rule's state on the layer; ``state`` returns the tensor
+    handed to the autograd function (saved for backward); ``feedback`` returns B from W
+    and that state; ``state_grad`` gives a state that is an ``nn.Parameter`` its gradient.
     """
 
     name = ""
     needs_weight = False
-    custom_send = False
     is_backprop = False
+    direct = False
+    mirror_phase = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "is_backprop" not in cls.__dict__:  # a subclass of Backprop may change B
             cls.is_backprop = False
+        cls.mirror_phase = cls.mirror is not Rule.mirror
 
     def __init__(self, **options):
         if options:
@@ -136,12 +151,12 @@ class Rule:
     def feedback(self, layer, weight: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def begin_backward(self, layer, grad_output) -> None:
-        """Called first in every backward pass of the layer (DFA stores the error here)."""
+    def state_grad(self, layer, grad_weight: torch.Tensor) -> torch.Tensor | None:
+        """The gradient of a state that is a parameter (None: it learns nothing)."""
+        return None
 
-    def send(self, layer, grad_output, weight, state, input_shape) -> torch.Tensor:
-        """The signal this layer sends to its input: ``grad_output`` through B."""
-        return layer.input_grad(grad_output, self.feedback(layer, weight, state), input_shape)
+    def mirror(self, layer, generator: torch.Generator | None = None) -> None:
+        """One step of a mirror phase; a rule that has one overrides this."""
 
     def current_feedback(self, layer) -> torch.Tensor:
         """B as the next backward pass would use it (metrics; no state changes)."""
@@ -158,6 +173,12 @@ def _store(layer, name: str, value: torch.Tensor, parameter: bool = False) -> No
         layer.register_parameter(name, torch.nn.Parameter(value))
     else:
         layer.register_buffer(name, value)
+
+
+def _draw_feedback(layer, init, scale, generator, parameter: bool = False) -> None:
+    """Store a random tensor of the layer's feedback shape as ``layer.feedback``."""
+    fb = init_feedback(layer.feedback_shape(), init, scale, generator, layer.weight)
+    _store(layer, "feedback", fb, parameter)
 
 
 @register
@@ -179,11 +200,7 @@ class FeedbackAlignment(Rule):
     name = "fa"
 
     def setup(self, layer, *, init, scale, generator):
-        _store(
-            layer,
-            "feedback",
-            init_feedback(layer.weight.shape, init, scale, generator, layer.weight),
-        )
+        _draw_feedback(layer, init, scale, generator)
 
     def feedback(self, layer, weight, state):
         return state
@@ -214,11 +231,7 @@ class FixedRandomSignFeedback(Rule):
     needs_weight = True
 
     def setup(self, layer, *, init, scale, generator):
-        _store(
-            layer,
-            "feedback",
-            init_feedback(layer.weight.shape, init, scale, generator, layer.weight),
-        )
+        _draw_feedback(layer, init, scale, generator)
 
     def feedback(self, layer, weight, state):
         return torch.abs(state) * torch.sign(weight)
@@ -265,21 +278,20 @@ class BatchRandomSignFeedback(Rule):
 
 
 @register
-class KolenPollack(Rule):
+class KolenPollack(FeedbackAlignment):
     """B is a parameter whose gradient is W's gradient: same update, same decay."""
 
     name = "kp"
 
     def setup(self, layer, *, init, scale, generator):
-        fb = init_feedback(layer.weight.shape, init, scale, generator, layer.weight)
-        _store(layer, "feedback", fb, parameter=True)
+        _draw_feedback(layer, init, scale, generator, parameter=True)
 
-    def feedback(self, layer, weight, state):
-        return state
+    def state_grad(self, layer, grad_weight):
+        return grad_weight
 
 
 @register
-class WeightMirror(Rule):
+class WeightMirror(FeedbackAlignment):
     """B learns W from noise: B <- (1 - decay) B + lr * W (x^T x / n), x ~ N(0, I).
 
     The mirror phase runs when :func:`mirror` (or the trainer) calls it, never inside
@@ -299,18 +311,8 @@ class WeightMirror(Rule):
     def options(self):
         return {"lr": self.lr, "decay": self.decay, "batch": self.batch}
 
-    def setup(self, layer, *, init, scale, generator):
-        _store(
-            layer,
-            "feedback",
-            init_feedback(layer.weight.shape, init, scale, generator, layer.weight),
-        )
-
-    def feedback(self, layer, weight, state):
-        return state
-
     @torch.no_grad()
-    def mirror(self, layer, generator: torch.Generator | None = None) -> None:
+    def mirror(self, layer, generator=None):
         """One mirror step: noise x through W (as a map on flattened patches), Hebbian B."""
         w = layer.weight.reshape(layer.weight.shape[0], -1)
         x = torch.randn(self.batch, w.shape[1], generator=generator, dtype=torch.float64)
@@ -321,59 +323,16 @@ class WeightMirror(Rule):
         fb.mul_(1.0 - self.decay).add_(delta.reshape(fb.shape), alpha=self.lr)
 
 
-class DFAHub:
-    """Shared by the DFA layers of one model: holds the output error of this pass."""
-
-    def __init__(self, output_size: int):
-        self.output_size = int(output_size)
-        self.error: torch.Tensor | None = None
-
-
 @register
-class DirectFeedbackAlignment(Rule):
-    """grad_input = e @ D, e the error at the output layer's output, D fixed per layer.
+class DirectFeedbackAlignment(FeedbackAlignment):
+    """grad_input = e @ D, e the error at the output layer's output, D fixed per layer
+    (Nokland 2016).
 
     D has shape (output_size, *input_shape) and is drawn at conversion; the layer's own
     weight gradient uses the signal it receives, as in every rule. The output layer is
-    the last converted layer; it stores e in the shared :class:`DFAHub` when its backward
-    runs, which happens before every other layer's in the same backward pass.
+    the last converted layer; it keeps e for the others when its backward runs, which
+    happens before every other layer's in the same backward pass.
     """
 
     name = "dfa"
-    custom_send = True
-
-    def setup(self, layer, *, init, scale, generator):
-        shape = (layer.dfa_hub.output_size, *layer.dfa_input_shape)
-        like = layer.weight if init == "copy" else None
-        if init == "copy" and tuple(layer.weight.shape) != shape:
-            raise ConfigError(
-                f"dfa feedback init 'copy' needs weight shape {shape}; layer has "
-                f"{tuple(layer.weight.shape)}"
-            )
-        _store(layer, "feedback", init_feedback(shape, init, scale, generator, like))
-
-    def feedback(self, layer, weight, state):
-        return state
-
-    def begin_backward(self, layer, grad_output):
-        if layer.dfa_output:
-            hub = layer.dfa_hub
-            e = grad_output.reshape(grad_output.shape[0], -1)
-            if e.shape[1] != hub.output_size:
-                raise ConfigError(
-                    f"dfa: the output error has {e.shape[1]} components per sample but the "
-                    f"feedback matrices expect output_size={hub.output_size}"
-                )
-            hub.error = e
-
-    def send(self, layer, grad_output, weight, state, input_shape):
-        e = layer.dfa_hub.error
-        if e is None:
-            raise ConfigError(
-                "dfa: a hidden layer's backward ran before the output layer's; the last "
-                "converted layer must produce the model output that the loss reads"
-            )
-        return (e @ state.reshape(state.shape[0], -1)).reshape(input_shape)
-
-    def current_feedback(self, layer):
-        return layer.feedback.detach()
+    direct = True

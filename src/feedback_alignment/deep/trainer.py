@@ -236,7 +236,7 @@ class Trainer:
                 "measure_step",
             )
         }
-        self.has_mirror = any(hasattr(m.rule, "mirror") for _, m in rule_layers(model))
+        self.has_mirror = any(m.rule.mirror_phase for _, m in rule_layers(model))
 
     # -- data ---------------------------------------------------------------------------
     def _prepare(self, x):
