@@ -1,7 +1,11 @@
 """``fa train`` configuration: TOML (stdlib ``tomllib``), parsed, never evaluated.
 
-Every key is checked against :data:`SCHEMA`; unknown keys and wrong types raise a
-one-line :class:`~feedback_alignment.errors.ConfigError`. See docs/rules.md for the layout.
+:data:`FIELDS` declares every key once: its default, accepted types, what it means,
+and the names, bounds or condition it accepts. :func:`parse_config` checks a config
+against it (unknown keys, wrong types, unknown names and values out of bounds raise a
+one-line :class:`~feedback_alignment.errors.ConfigError`), and the
+:class:`~.trainer.Trainer` takes its settings and their defaults from it
+(:func:`trainer_settings`). See docs/rules.md for the layout.
 """
 
 from __future__ import annotations
@@ -9,72 +13,149 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from ..backend import DTYPES
 from ..bounds import check_memory
-from ..errors import ConfigError, check
+from ..errors import ConfigError, check, choice
 from .convert import convert
-from .data import load_dataset
-from .models import build_model
-from .rules import get_rule
+from .data import SOURCES, load_dataset
+from .models import ACTIVATIONS, MODELS, build_model
+from .rules import INITS, RULES, get_rule
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "exponential")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key.
+
+    ``accepted``: the names it takes (a function when they come from a registry, read at
+    check time, so a rule registered at run time is accepted); ``bounds``: (lowest,
+    highest or None), a guard on memory and time checked when a config is read;
+    ``must``: (phrase, test), a condition the :class:`~.trainer.Trainer` checks for every
+    caller, Python or config ("lr must be > 0").
+    """
+
+    default: object
+    types: tuple
+    meaning: str
+    accepted: tuple | Callable[[], tuple] | None = None
+    bounds: tuple | None = None
+    must: tuple[str, Callable] | None = None
+
+    def names(self) -> tuple | None:
+        """The accepted names, or None when any value of the right type is."""
+        return self.accepted() if callable(self.accepted) else self.accepted
+
 
 NUM = (int, float)
-# section -> key -> (accepted types, default). Top-level scalars live under "".
-SCHEMA: dict[str, dict[str, tuple]] = {
+NONE = (type(None),)
+_INT_GE0 = ("an int >= 0", lambda v: isinstance(v, int) and v >= 0)
+_INT_GE1 = ("an int >= 1", lambda v: isinstance(v, int) and v >= 1)
+
+
+def _positive(v) -> bool:
+    return isinstance(v, NUM) and v > 0 and math.isfinite(v)
+
+
+def _rule_names() -> tuple:
+    return tuple(sorted(RULES))
+
+
+# section -> key -> Field; top-level keys live under "".
+FIELDS: dict[str, dict[str, Field]] = {
     "": {
-        "seed": ((int,), 0),
-        "device": ((str,), "cpu"),
-        "dtype": ((str,), "float32"),
-        "threads": ((int,), 0),
+        "seed": Field(0, (int,), "model init, feedback draws, data order, mirror noise"),
+        "device": Field("cpu", (str,), "cpu, cuda, cuda:N, auto"),
+        "dtype": Field("float32", (str,), "floating-point type", tuple(DTYPES)),
+        "threads": Field(0, (int,), "torch threads; 0 leaves torch's setting", bounds=(0, 4096)),
     },
     "data": {
-        "source": ((str,), "digits"),
-        "path": ((str, type(None)), None),
-        "train_limit": ((int, type(None)), None),
-        "test_limit": ((int, type(None)), None),
-        "normalize": ((bool, list), True),
+        "source": Field("digits", (str,), "where the data come from", SOURCES),
+        "path": Field(None, (str, *NONE), "directory of IDX files"),
+        "train_limit": Field(None, (int, *NONE), "first N training samples", bounds=(1, None)),
+        "test_limit": Field(None, (int, *NONE), "first N test samples", bounds=(1, None)),
+        "normalize": Field(
+            True, (bool, list), "data set mean/std; false: pixels in [0, 1]; or [mean, std]"
+        ),
     },
     "model": {
-        "name": ((str,), "mlp"),
-        "hidden": ((int, list), [256]),
-        "activation": ((str,), "relu"),
-        "bias": ((bool,), True),
-        "width": ((int,), 16),
-        "seed": ((int, type(None)), None),
+        "name": Field("mlp", (str,), "the network", tuple(MODELS)),
+        "hidden": Field([256], (int, list), "mlp: hidden sizes; e3: the width (default 1000)"),
+        "activation": Field("relu", (str,), "mlp: between layers", tuple(ACTIVATIONS)),
+        "bias": Field(True, (bool,), "mlp: layers with biases"),
+        "width": Field(16, (int,), "cnn: channels of the first conv", bounds=(1, 10**5)),
+        "seed": Field(None, (int, *NONE), "model seed; default: the top-level seed"),
     },
     "rule": {
-        "name": ((str,), "fa"),
-        "init": ((str,), "gaussian"),
-        "scale": (NUM + (type(None),), None),
-        "seed": ((int, type(None)), None),
-        "options": ((dict,), {}),
+        "name": Field("fa", (str,), "the learning rule (any registered rule)", _rule_names),
+        "init": Field("gaussian", (str,), "how the feedback is drawn", INITS),
+        "scale": Field(None, NUM + NONE, "feedback std; default: each layer's W std (e3: 1)"),
+        "seed": Field(None, (int, *NONE), "feedback seed; default: the top-level seed"),
+        "options": Field({}, (dict,), "the rule's options (wm: lr, decay, batch)"),
     },
     "train": {
-        "optimizer": ((str,), "sgd"),
-        "lr": (NUM, 0.01),
-        "momentum": (NUM, 0.0),
-        "nesterov": ((bool,), False),
-        "betas": ((list,), [0.9, 0.999]),
-        "schedule": ((str,), "constant"),
-        "gamma": (NUM, 0.1),
-        "milestones": ((list,), []),
-        "warmup_steps": ((int,), 0),
-        "batch_size": ((int,), 600),
-        "epochs": (NUM + (type(None),), 1),
-        "steps": ((int, type(None)), None),
-        "eval_every": ((int,), 100),
-        "eval_batch": ((int,), 2000),
-        "weight_decay": (NUM + (dict,), 0.0),
-        "mirror_every": ((int,), 1),
-        "checkpoint_dir": ((str, type(None)), None),
-        "checkpoint_every": ((int,), 0),
-        "progress": ((bool,), False),
+        "optimizer": Field("sgd", (str,), "the optimiser", OPTIMIZERS),
+        "lr": Field(0.01, NUM, "learning rate", must=("> 0", _positive)),
+        "momentum": Field(0.0, NUM, "SGD momentum", must=("in [0, 1)", lambda v: 0 <= v < 1)),
+        "nesterov": Field(False, (bool,), "SGD with Nesterov momentum"),
+        "betas": Field([0.9, 0.999], (list,), "Adam's betas"),
+        "schedule": Field(
+            "constant",
+            (str,),
+            "step: times gamma at each milestone; cosine: to 0 over the run; "
+            "exponential: gamma over the run",
+            SCHEDULES,
+        ),
+        "gamma": Field(0.1, NUM, "the schedule's factor"),
+        "milestones": Field([], (list,), "steps at which the step schedule multiplies"),
+        "warmup_steps": Field(0, (int,), "linear warm-up steps", must=_INT_GE0),
+        "batch_size": Field(600, (int,), "training batch", bounds=(1, 10**7), must=_INT_GE1),
+        "epochs": Field(1, NUM + NONE, "passes over the training data", bounds=(0, 10**6)),
+        "steps": Field(None, (int, *NONE), "optimiser steps (not epochs)", bounds=(1, 10**9)),
+        "eval_every": Field(
+            100, (int,), "test every N steps (and at the start and end)", must=_INT_GE0
+        ),
+        "eval_batch": Field(2000, (int,), "test batch", bounds=(1, 10**7), must=_INT_GE1),
+        "weight_decay": Field(
+            0.0, NUM + (dict,), "a number, or {layer: lambda} with 'last' and 'default'"
+        ),
+        "mirror_every": Field(1, (int,), "wm: mirror phase every N steps", must=_INT_GE0),
+        "checkpoint_dir": Field(None, (str, *NONE), "directory for checkpoints"),
+        "checkpoint_every": Field(0, (int,), "checkpoint every N steps", must=_INT_GE0),
+        "progress": Field(False, (bool,), "elapsed time and time left on stderr"),
     },
     "metrics": {
-        "record_every": ((int,), 0),
-        "layers": ((list, type(None)), None),
-        "measure_every": ((int,), 0),
+        "record_every": Field(
+            0, (int,), "cheap metrics on the training batch every N steps", must=_INT_GE0
+        ),
+        "layers": Field(None, (list, *NONE), "the layers to record (default: all)"),
+        "measure_every": Field(
+            0, (int,), "all metrics, one extra backprop pass, every N steps", must=_INT_GE0
+        ),
     },
+}
+
+# the Trainer's settings that live outside [train], as keyword -> config key
+_TRAINER_KEYS = {
+    "record_every": "metrics.record_every",
+    "record_layers": "metrics.layers",
+    "measure_every": "metrics.measure_every",
+    "seed": "seed",
+    "device": "device",
+    "dtype": "dtype",
+    "normalize": "data.normalize",
+}
+
+# (types, default) per key: the shape experiments/spec.py reads
+SCHEMA: dict[str, dict[str, tuple]] = {
+    s: {k: (f.types, f.default) for k, f in keys.items()} for s, keys in FIELDS.items()
 }
 
 
@@ -105,21 +186,8 @@ def _check_type(where: str, value, types) -> None:
         raise ConfigError(f"config key {where} = {value!r} must be {article} {name}")
 
 
-# declared bounds: (lowest, highest) accepted; the highest guards memory and time
-BOUNDS = {
-    "threads": (0, 4096),
-    "train.steps": (1, 10**9),
-    "train.epochs": (0, 10**6),
-    "train.batch_size": (1, 10**7),
-    "train.eval_batch": (1, 10**7),
-    "model.width": (1, 10**5),
-    "data.train_limit": (1, None),
-    "data.test_limit": (1, None),
-}
-
-
-def _check_bounds(where: str, value) -> None:
-    lo, hi = BOUNDS[where]
+def _check_bounds(where: str, value, bounds) -> None:
+    lo, hi = bounds
     if value is None or isinstance(value, bool):
         return
     if value < lo or (hi is not None and value > hi):
@@ -133,39 +201,43 @@ def _check_bounds(where: str, value) -> None:
         raise ConfigError(f"config key {where} = {value!r} is out of bounds; accepted: {rng}")
 
 
+def _check(where: str, value, f: Field) -> None:
+    _check_type(where, value, f.types)
+    names = f.names()
+    if names is not None and value not in names:
+        raise ConfigError(
+            f"config key {where} = {value!r} is not accepted; accepted: "
+            f"{', '.join(map(repr, names))}"
+        )
+    if f.bounds is not None:
+        _check_bounds(where, value, f.bounds)
+
+
 def parse_config(config: dict) -> dict:
     """Validate ``config`` (nested dict) and fill defaults; returns a new dict."""
     check(isinstance(config, dict), f"config must be a table; got {type(config).__name__}")
-    sections = [s for s in SCHEMA if s]
-    out: dict = {}
+    sections = [s for s in FIELDS if s]
     for key, value in config.items():
-        if key in SCHEMA[""]:
+        if key in FIELDS[""]:
             continue
         if key not in sections:
-            accepted = sorted(list(SCHEMA[""]) + sections)
+            accepted = sorted(list(FIELDS[""]) + sections)
             raise ConfigError(f"unknown config key {key!r}; accepted: {', '.join(accepted)}")
         check(isinstance(value, dict), f"config section [{key}] must be a table; got {value!r}")
         for k in value:
-            if k not in SCHEMA[key]:
+            if k not in FIELDS[key]:
                 raise ConfigError(
                     f"unknown config key {key}.{k}; accepted in [{key}]: "
-                    f"{', '.join(sorted(SCHEMA[key]))}"
+                    f"{', '.join(sorted(FIELDS[key]))}"
                 )
-    for k, (types, default) in SCHEMA[""].items():
-        v = config.get(k, default)
-        _check_type(k, v, types)
-        if k in BOUNDS:
-            _check_bounds(k, v)
-        out[k] = v
-    for s in sections:
-        given = config.get(s, {})
-        out[s] = {}
-        for k, (types, default) in SCHEMA[s].items():
-            v = given.get(k, copy.deepcopy(default))
-            _check_type(f"{s}.{k}", v, types)
-            if f"{s}.{k}" in BOUNDS:
-                _check_bounds(f"{s}.{k}", v)
-            out[s][k] = v
+    out: dict = {}
+    for s, keys in FIELDS.items():
+        given = config.get(s, {}) if s else config
+        into = out.setdefault(s, {}) if s else out
+        for k, f in keys.items():
+            v = given.get(k, copy.deepcopy(f.default))
+            _check(f"{s}.{k}" if s else k, v, f)
+            into[k] = v
     hidden = out["model"]["hidden"]
     widths = [hidden] if isinstance(hidden, int) else hidden
     if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
@@ -173,6 +245,47 @@ def parse_config(config: dict) -> dict:
             f"config key model.hidden = {hidden!r} is not accepted; accepted: an integer >= 1 "
             "or an array of them"
         )
+    return out
+
+
+def _trainer_fields() -> dict[str, tuple[str, Field]]:
+    """Trainer keyword -> (config key, Field): every [train] key, plus :data:`_TRAINER_KEYS`."""
+    out = {k: (f"train.{k}", f) for k, f in FIELDS["train"].items()}
+    for k, where in _TRAINER_KEYS.items():
+        section, _, key = where.rpartition(".")
+        out[k] = (where, FIELDS[section][key])
+    return out
+
+
+def _lookup(cfg: dict, where: str):
+    section, _, key = where.rpartition(".")
+    return (cfg[section] if section else cfg)[key]
+
+
+def trainer_settings(cfg: dict | None = None, /, **given) -> dict:
+    """The :class:`~.trainer.Trainer`'s settings: those ``given`` (keywords), else from a
+    parsed config ``cfg``, else the declared defaults; checked against :data:`FIELDS`
+    (one-line errors that use the Trainer's keyword)."""
+    fields = _trainer_fields()
+    for k in given:
+        if k not in fields:
+            raise ConfigError(f"unknown Trainer setting {k!r}; accepted: {', '.join(fields)}")
+    out = {}
+    for k, (where, f) in fields.items():
+        if k in given:
+            v = given[k]
+        elif cfg is not None:
+            v = copy.deepcopy(_lookup(cfg, where))
+        else:
+            v = copy.deepcopy(f.default)
+        names = f.names()
+        if names is not None and not isinstance(v, torch.dtype):  # dtype: a name or a dtype
+            choice(k, v, names)
+        if f.must is not None:
+            check(f.must[1](v), f"{k} must be {f.must[0]}; got {v!r}")
+        out[k] = v
+    out["betas"] = tuple(out["betas"])
+    out["milestones"] = tuple(out["milestones"])
     return out
 
 
@@ -191,7 +304,7 @@ def load_config(path) -> dict:
 
 def build(cfg: dict):
     """(dataset, converted model, Trainer keyword arguments) from a parsed config."""
-    d, m, r, t = cfg["data"], cfg["model"], cfg["rule"], cfg["train"]
+    d, m, r = cfg["data"], cfg["model"], cfg["rule"]
     data = load_dataset(d["source"], d["path"])
     if d["train_limit"] or d["test_limit"]:
         data = data.limit(d["train_limit"], d["test_limit"])
@@ -214,7 +327,7 @@ def build(cfg: dict):
         )
     if name == "e3":
         hidden = m["hidden"] if isinstance(m["hidden"], int) else 1000
-        if m["hidden"] != SCHEMA["model"]["hidden"][1] and not isinstance(m["hidden"], int):
+        if m["hidden"] != FIELDS["model"]["hidden"].default and not isinstance(m["hidden"], int):
             raise ConfigError(
                 f"model.hidden for 'e3' is the width, an integer; got {m['hidden']!r}"
             )
@@ -240,15 +353,7 @@ def build(cfg: dict):
     if scale is None and name == "e3":
         scale = 1.0  # the paper: B ~ N(0, 1) like W and beta
     rseed = seed if r["seed"] is None else r["seed"]
-    kw = {"input_shape": data.shape} if get_rule(r["name"]).direct else {}
-    model = convert(
-        model, r["name"], init=r["init"], scale=scale, seed=rseed, options=r["options"], **kw
-    )
-    train = dict(t)
-    train["betas"] = tuple(train["betas"])
-    train["milestones"] = tuple(train["milestones"])
-    train["record_every"] = cfg["metrics"]["record_every"]
-    train["measure_every"] = cfg["metrics"]["measure_every"]
-    train["record_layers"] = cfg["metrics"]["layers"]
-    train.update(seed=seed, device=cfg["device"], dtype=cfg["dtype"], normalize=d["normalize"])
-    return data, model, train
+    rule = get_rule(r["name"], **r["options"])
+    kw = {"input_shape": data.shape} if rule.direct else {}
+    model = convert(model, rule, init=r["init"], scale=scale, seed=rseed, **kw)
+    return data, model, trainer_settings(cfg)

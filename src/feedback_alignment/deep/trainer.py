@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backend import resolve_device, resolve_dtype
-from ..errors import ConfigError, DivergenceError, check, choice
+from ..errors import ConfigError, DivergenceError, check
+from .config import OPTIMIZERS, SCHEDULES, build, parse_config, trainer_settings
 from .convert import mirror, rule_layers
 from .data import Dataset
 from .metrics import ErrorRecorder, alignment, weight_alignment
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "exponential")
+# OPTIMIZERS and SCHEDULES are declared in .config; experiments/spec.py reads them here
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Trainer", "run_from_config"]
 
 
 def _lr_factor(schedule, gamma, milestones, warmup, total):
@@ -88,85 +89,31 @@ def _decay_groups(model: nn.Module, weight_decay) -> list[dict]:
 class Trainer:
     """Train ``model`` on ``data`` (a :class:`~.data.Dataset`) with cross-entropy.
 
-    Keyword settings (defaults in brackets): optimizer [sgd] (sgd, adam, adamw), lr
-    [0.01], momentum [0], nesterov [False], betas [(0.9, 0.999)], schedule [constant]
-    (step: times gamma at each of ``milestones``; cosine; exponential: gamma over the
-    run), gamma [0.1], milestones [()], warmup_steps [0], batch_size [600], epochs [1] or
-    steps, eval_every [100] (0: only at the start and end), eval_batch [2000],
-    weight_decay [0] (a number, or {layer name: lambda}; ``last``, ``default`` allowed),
-    record_every [0] (cheap metrics on the training batch; ``record_layers`` [all] picks
-    layers), measure_every [0] (all metrics, one extra backprop pass), mirror_every [1]
-    (wm), checkpoint_dir, checkpoint_every [0], progress [False], seed [0], device [cpu],
-    dtype [float32],
-    normalize [True] (the data set's mean/std; False: pixels in [0, 1]; or (mean, std)),
-    callbacks: functions ``f(trainer, row)`` called after every step with the step's row
-    (step, loss, batch_accuracy, lr, and the metrics recorded at that step);
-    ``trainer.batch`` holds the step's (x, y).
+    Settings are keywords, declared once with their defaults, accepted values and
+    meaning in :data:`~.config.FIELDS` (:func:`~.config.trainer_settings` lists them):
+    every ``[train]`` key of an ``fa train`` config, plus ``record_every``,
+    ``record_layers`` and ``measure_every`` (``[metrics]``), ``seed``, ``device``,
+    ``dtype`` and ``normalize`` (``data.normalize``). ``callbacks``: functions
+    ``f(trainer, row)`` called after every step with the step's row (step, loss,
+    batch_accuracy, lr, and the metrics recorded at that step); ``trainer.batch`` holds
+    the step's (x, y). ``blowup``: the loss growth against the first step's loss that
+    counts as divergence.
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        data: Dataset,
-        *,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        betas=(0.9, 0.999),
-        schedule: str = "constant",
-        gamma: float = 0.1,
-        milestones=(),
-        warmup_steps: int = 0,
-        batch_size: int = 600,
-        epochs: float | None = 1,
-        steps: int | None = None,
-        eval_every: int = 100,
-        eval_batch: int = 2000,
-        weight_decay=0.0,
-        record_every: int = 0,
-        record_layers=None,
-        measure_every: int = 0,
-        mirror_every: int = 1,
-        checkpoint_dir=None,
-        checkpoint_every: int = 0,
-        progress: bool = False,
-        seed: int = 0,
-        device="cpu",
-        dtype="float32",
-        normalize=True,
-        callbacks=(),
-        blowup: float = 1e10,
+        self, model: nn.Module, data: Dataset, *, callbacks=(), blowup: float = 1e10, **settings
     ):
-        choice("optimizer", optimizer, OPTIMIZERS)
+        s = trainer_settings(**settings)
         check(
             isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
             f"blowup must be a number > 1; got {blowup!r}",
         )
         self.blowup, self.loss0 = float(blowup), None
-        choice("schedule", schedule, SCHEDULES)
-        check(
-            isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr),
-            f"lr must be > 0; got {lr!r}",
-        )
-        for k, v in (
-            ("batch_size", batch_size),
-            ("eval_batch", eval_batch),
-        ):
-            check(isinstance(v, int) and v >= 1, f"{k} must be an int >= 1; got {v!r}")
-        for k, v in (
-            ("eval_every", eval_every),
-            ("record_every", record_every),
-            ("measure_every", measure_every),
-            ("mirror_every", mirror_every),
-            ("checkpoint_every", checkpoint_every),
-            ("warmup_steps", warmup_steps),
-        ):
-            check(isinstance(v, int) and v >= 0, f"{k} must be an int >= 0; got {v!r}")
-        check(0 <= momentum < 1, f"momentum must be in [0, 1); got {momentum!r}")
         check(isinstance(data, Dataset), f"data must be a Dataset; got {type(data).__name__}")
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
+        steps, epochs, batch_size = s["steps"], s["epochs"], s["batch_size"]
+        normalize = s["normalize"]
+        self.device = resolve_device(s["device"])
+        self.dtype = resolve_dtype(s["dtype"])
         self.data = data
         per_epoch = math.ceil(len(data.y_train) / batch_size)
         if steps is None:
@@ -189,35 +136,35 @@ class Trainer:
             self.mean, self.std = float(normalize[0]), float(normalize[1])
         self.model = model.to(self.device, self.dtype)
         self.rule = next((m.rule.name for _, m in rule_layers(model)), "bp (plain autograd)")
-        groups = _decay_groups(self.model, weight_decay)
+        groups = _decay_groups(self.model, s["weight_decay"])
         self._named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self._params = [p for _, p in self._named]
+        lr, optimizer = s["lr"], s["optimizer"]
         if optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+            self.optimizer = torch.optim.SGD(
+                groups, lr=lr, momentum=s["momentum"], nesterov=s["nesterov"]
+            )
         elif optimizer == "adam":
-            self.optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(betas))
+            self.optimizer = torch.optim.Adam(groups, lr=lr, betas=s["betas"])
         else:
-            self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_factor(schedule, gamma, tuple(milestones), warmup_steps, steps)
-        )
-        self.eval_every, self.eval_batch = eval_every, eval_batch
-        self.record_every, self.measure_every, self.mirror_every = (
-            record_every,
-            measure_every,
-            mirror_every,
-        )
+            self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=s["betas"])
+        factor = _lr_factor(s["schedule"], s["gamma"], s["milestones"], s["warmup_steps"], steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.eval_every, self.eval_batch = s["eval_every"], s["eval_batch"]
+        self.record_every, self.measure_every = s["record_every"], s["measure_every"]
+        self.mirror_every = s["mirror_every"]
         names = [n for n, _ in rule_layers(model)]
+        record_layers = s["record_layers"]
         if record_layers is not None:
             for n in record_layers:
                 check(n in names, f"record_layers names {n!r}; rule layers: {', '.join(names)}")
         self.record_layers = None if record_layers is None else list(record_layers)
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.checkpoint_every = checkpoint_every
-        self.progress = progress
+        self.checkpoint_dir = Path(s["checkpoint_dir"]) if s["checkpoint_dir"] else None
+        self.checkpoint_every = s["checkpoint_every"]
+        self.progress = s["progress"]
         self.callbacks = list(callbacks)
-        self.shuffle = torch.Generator().manual_seed(seed * 7 + 1)
-        self.noise = torch.Generator().manual_seed(seed * 7 + 2)
+        self.shuffle = torch.Generator().manual_seed(s["seed"] * 7 + 1)
+        self.noise = torch.Generator().manual_seed(s["seed"] * 7 + 2)
         self.step = 0
         self.perm = None
         self.position = 0
@@ -440,8 +387,6 @@ def run_from_config(config: dict, callbacks=(), progress: bool | None = None) ->
     train, and return plain metric series: the history lists keyed by metric name with
     their step indices (``step``, ``eval_step``, ``record_step``, ``measure_step``), plus
     ``final_test_accuracy`` and the completed ``config``. Same config, same numbers."""
-    from .config import build, parse_config
-
     cfg = parse_config(config)
     threads = cfg["threads"]
     old_threads = torch.get_num_threads()
