@@ -61,19 +61,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def _run(args) -> int:
+    from .config import read_toml
     from .trainer import run_from_config
 
     path = Path(args.config)
-    if path.is_dir():
-        raise ConfigError(f"config file {str(path)!r} is a directory; accepted: a TOML file")
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"config file {str(path)!r} is not valid TOML: {exc}".splitlines()[0]
-        ) from None
+    raw = read_toml(path)
     raw = apply_overrides(raw, args.set)
     # every output is checked before the training starts (nothing is lost at the end)
     out = None if args.out is None else check_output_file(args.out, inputs=[path], force=args.force)

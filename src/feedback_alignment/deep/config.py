@@ -289,17 +289,21 @@ def trainer_settings(cfg: dict | None = None, /, **given) -> dict:
     return out
 
 
+def read_toml(path, what: str = "config file") -> dict:
+    """The table in a TOML file; one-line errors for a directory, a missing file or bad TOML."""
+    p = Path(path)
+    check(not p.is_dir(), f"{what} {str(p)!r} is a directory; accepted: a TOML file")
+    check(p.is_file(), f"{what} {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {first}") from None
+
+
 def load_config(path) -> dict:
     """Read and validate a TOML config file."""
-    p = Path(path)
-    check(p.is_file(), f"config file {str(p)!r} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"config file {str(p)!r} is not valid TOML: {exc}".splitlines()[0]
-        ) from None
-    return parse_config(raw)
+    return parse_config(read_toml(path))
 
 
 def build(cfg: dict):
