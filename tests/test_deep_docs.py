@@ -42,3 +42,18 @@ def test_every_rule_is_documented():
 
     for name in ("bp", "fa", "usf", "frsf", "brsf", "kp", "wm", "dfa"):
         assert name in RULES and f"| `{name}` |" in TEXT
+
+
+def test_every_declared_key_is_listed():
+    """The "every key" listing names each key of config.FIELDS (set or commented out)."""
+    from feedback_alignment.deep.config import FIELDS
+
+    listed, section = set(), ""
+    for line in TOML[1].splitlines():
+        head = re.match(r"\[(\w+)\]", line)
+        key = re.match(r"(?:# )?(\w+) = ", line)
+        if head:
+            section = head[1]
+        elif key:
+            listed.add((section, key[1]))
+    assert listed == {(s, k) for s, keys in FIELDS.items() for k in keys}

@@ -37,7 +37,7 @@ def test_one_epoch_of_fashion_mnist_beats_chance(fashion, rule):
     assert tr.step == math.ceil(60000 / 128)
     assert hist["eval_step"] == [0, tr.step]
     assert hist["test_accuracy"][0] < 0.2  # untrained: about chance
-    assert hist["test_accuracy"][-1] > 0.75  # chance is 0.10; measured 0.80-0.85
+    assert hist["test_accuracy"][-1] > 0.75  # chance is 0.10
 
 
 def test_e3_network_matches_the_paper():

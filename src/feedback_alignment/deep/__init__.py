@@ -1,7 +1,9 @@
-"""Random-feedback learning rules for any PyTorch model (issue 3).
+"""Random-feedback learning rules for any PyTorch model.
 
-``convert(model, rule)`` swaps a model's Linear/Conv2d layers for rule layers;
-:mod:`.metrics` measures alignment; :mod:`.trainer` trains on real data; see docs/rules.md.
+A rule is one :class:`Rule` subclass that declares what it is (:mod:`.rules`);
+``convert(model, rule)`` swaps a model's Linear/Conv2d layers for rule layers
+(:mod:`.layers`); :mod:`.metrics` measures alignment; :mod:`.trainer` trains on real data
+with the settings declared in :mod:`.config`; see docs/rules.md.
 """
 
 from __future__ import annotations
