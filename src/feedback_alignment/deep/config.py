@@ -5,7 +5,7 @@ and the names, bounds or condition it accepts. :func:`parse_config` checks a con
 against it (unknown keys, wrong types, unknown names and values out of bounds raise a
 one-line :class:`~feedback_alignment.errors.ConfigError`), and the
 :class:`~.trainer.Trainer` takes its settings and their defaults from it
-(:func:`trainer_settings`). See docs/rules.md for the layout.
+(:func:`trainer_settings`, :func:`trainer_kwargs`). See docs/rules.md for the layout.
 """
 
 from __future__ import annotations
@@ -257,27 +257,26 @@ def _trainer_fields() -> dict[str, tuple[str, Field]]:
     return out
 
 
-def _lookup(cfg: dict, where: str):
-    section, _, key = where.rpartition(".")
-    return (cfg[section] if section else cfg)[key]
+def trainer_kwargs(cfg: dict) -> dict:
+    """The :class:`~.trainer.Trainer` keywords that a parsed config sets."""
+    out = {}
+    for k, (where, _) in _trainer_fields().items():
+        section, _, key = where.rpartition(".")
+        out[k] = copy.deepcopy((cfg[section] if section else cfg)[key])
+    return out
 
 
-def trainer_settings(cfg: dict | None = None, /, **given) -> dict:
-    """The :class:`~.trainer.Trainer`'s settings: those ``given`` (keywords), else from a
-    parsed config ``cfg``, else the declared defaults; checked against :data:`FIELDS`
-    (one-line errors that use the Trainer's keyword)."""
+def trainer_settings(**given) -> dict:
+    """The :class:`~.trainer.Trainer`'s settings: those ``given``, the declared defaults
+    for the rest, checked against :data:`FIELDS` (one-line errors that use the Trainer's
+    keyword)."""
     fields = _trainer_fields()
     for k in given:
         if k not in fields:
             raise ConfigError(f"unknown Trainer setting {k!r}; accepted: {', '.join(fields)}")
     out = {}
-    for k, (where, f) in fields.items():
-        if k in given:
-            v = given[k]
-        elif cfg is not None:
-            v = copy.deepcopy(_lookup(cfg, where))
-        else:
-            v = copy.deepcopy(f.default)
+    for k, (_, f) in fields.items():
+        v = given[k] if k in given else copy.deepcopy(f.default)
         names = f.names()
         if names is not None and not isinstance(v, torch.dtype):  # dtype: a name or a dtype
             choice(k, v, names)
@@ -360,4 +359,4 @@ def build(cfg: dict):
     rule = get_rule(r["name"], **r["options"])
     kw = {"input_shape": data.shape} if rule.direct else {}
     model = convert(model, rule, init=r["init"], scale=scale, seed=rseed, **kw)
-    return data, model, trainer_settings(cfg)
+    return data, model, trainer_kwargs(cfg)
