@@ -16,7 +16,7 @@ from ..progress import wanted
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train a classifier with a feedback rule (bp, fa, usf, frsf, brsf, kp, wm, dfa)",
+        help="train a classifier with a feedback rule (the rules: docs/rules.md)",
         description="Train from a TOML config (layout: docs/rules.md). Prints a summary; "
         "--out writes every recorded series as JSON.",
     )
