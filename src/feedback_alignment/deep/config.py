@@ -24,7 +24,7 @@ from ..bounds import check_memory
 from ..errors import ConfigError, check, choice
 from .convert import convert
 from .data import SOURCES, load_dataset
-from .models import ACTIVATIONS, MODELS, build_model
+from .models import ACTIVATIONS, E3_HIDDEN, MODELS, build_model
 from .rules import INITS, RULES, get_rule
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -305,58 +305,52 @@ def load_config(path) -> dict:
     return parse_config(read_toml(path))
 
 
+def _build_model(cfg: dict, data):
+    """The network a parsed config names, sized for ``data``; an MLP or E3 whose
+    parameters (with feedback, gradients and optimiser state) would not fit in memory is
+    refused before anything is allocated."""
+    m = cfg["model"]
+    name, hidden = m["name"], m["hidden"]
+    seed = cfg["seed"] if m["seed"] is None else m["seed"]
+    if name == "cnn":
+        c, h, w = data.shape
+        check(h == w, f"model 'cnn' needs square images; data has {h}x{w}")
+        return build_model(
+            "cnn", in_channels=c, classes=data.classes, image=h, width=m["width"], seed=seed
+        )
+    if name == "e3":
+        check(
+            isinstance(hidden, int) or hidden == FIELDS["model"]["hidden"].default,
+            f"model.hidden for 'e3' is the width, an integer; got {hidden!r}",
+        )
+        widths = [hidden if isinstance(hidden, int) else E3_HIDDEN]
+    else:
+        widths = [hidden] if isinstance(hidden, int) else list(hidden)
+    sizes = [math.prod(data.shape), *widths, data.classes]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+    itemsize = 8 if cfg["dtype"] == "float64" else 4
+    check_memory(
+        5 * itemsize * params,
+        f"model.hidden = {hidden!r} ({params:.3g} parameters)",
+        "smaller hidden widths",
+    )
+    if name == "e3":
+        return build_model("e3", hidden=widths[0], inputs=sizes[0], classes=data.classes, seed=seed)
+    return build_model("mlp", sizes=sizes, activation=m["activation"], bias=m["bias"], seed=seed)
+
+
 def build(cfg: dict):
     """(dataset, converted model, Trainer keyword arguments) from a parsed config."""
-    d, m, r = cfg["data"], cfg["model"], cfg["rule"]
+    d, r = cfg["data"], cfg["rule"]
     data = load_dataset(d["source"], d["path"])
     if d["train_limit"] or d["test_limit"]:
         data = data.limit(d["train_limit"], d["test_limit"])
-    seed = cfg["seed"]
-    mseed = seed if m["seed"] is None else m["seed"]
-    name = m["name"]
-    n_in = math.prod(data.shape)
-    if name in ("mlp", "e3"):  # refuse before allocating: weights, feedback, grads, optimiser
-        if name == "e3":
-            widths = [m["hidden"] if isinstance(m["hidden"], int) else 1000]
-        else:
-            widths = [m["hidden"]] if isinstance(m["hidden"], int) else list(m["hidden"])
-        sizes = [n_in, *widths, data.classes]
-        params = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
-        itemsize = 8 if cfg["dtype"] == "float64" else 4
-        check_memory(
-            5 * itemsize * params,
-            f"model.hidden = {m['hidden']!r} ({params:.3g} parameters)",
-            "smaller hidden widths",
-        )
-    if name == "e3":
-        hidden = m["hidden"] if isinstance(m["hidden"], int) else 1000
-        if m["hidden"] != FIELDS["model"]["hidden"].default and not isinstance(m["hidden"], int):
-            raise ConfigError(
-                f"model.hidden for 'e3' is the width, an integer; got {m['hidden']!r}"
-            )
-        model = build_model("e3", hidden=hidden, inputs=n_in, classes=data.classes, seed=mseed)
-    elif name == "mlp":
-        hidden = [m["hidden"]] if isinstance(m["hidden"], int) else list(m["hidden"])
-        model = build_model(
-            "mlp",
-            sizes=[n_in, *hidden, data.classes],
-            activation=m["activation"],
-            bias=m["bias"],
-            seed=mseed,
-        )
-    elif name == "cnn":
-        c, h, w = data.shape
-        check(h == w, f"model 'cnn' needs square images; data has {h}x{w}")
-        model = build_model(
-            "cnn", in_channels=c, classes=data.classes, image=h, width=m["width"], seed=mseed
-        )
-    else:
-        model = build_model(name)  # raises the one-line "unknown model" error
+    model = _build_model(cfg, data)
     scale = r["scale"]
-    if scale is None and name == "e3":
+    if scale is None and cfg["model"]["name"] == "e3":
         scale = 1.0  # the paper: B ~ N(0, 1) like W and beta
-    rseed = seed if r["seed"] is None else r["seed"]
+    seed = cfg["seed"] if r["seed"] is None else r["seed"]
     rule = get_rule(r["name"], **r["options"])
     kw = {"input_shape": data.shape} if rule.direct else {}
-    model = convert(model, rule, init=r["init"], scale=scale, seed=rseed, **kw)
+    model = convert(model, rule, init=r["init"], scale=scale, seed=seed, **kw)
     return data, model, trainer_kwargs(cfg)

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError, check, choice
 
+E3_HIDDEN = 1000  # the paper's hidden width
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
 
@@ -35,7 +36,7 @@ def _generator(seed: int) -> torch.Generator:
 
 
 def e3_network(
-    hidden: int = 1000, inputs: int = 784, classes: int = 10, seed: int = 0
+    hidden: int = E3_HIDDEN, inputs: int = 784, classes: int = 10, seed: int = 0
 ) -> nn.Sequential:
     """The paper's MNIST network: 784 -> ``hidden`` ReLU (no biases) -> 10, output times
     1/sqrt(hidden); W and beta i.i.d. N(0, 1). Layers: ``hidden`` (W) and ``out`` (beta).
