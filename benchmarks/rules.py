@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from feedback_alignment.deep import convert, mirror
 from feedback_alignment.deep.models import e3_network, small_cnn
+from feedback_alignment.deep.rules import RULES as RULE_CLASSES
 
 RULES = ["bp", "fa", "usf", "frsf", "brsf", "kp", "wm", "dfa"]
 BIOTORCH_MODES = {
@@ -87,7 +88,7 @@ def step_fn(model, x, y, lr=1e-4, biotorch_dfa=False):
 
 
 def ours(net, rule, x):
-    kw = {"input_shape": tuple(x.shape[1:])} if rule == "dfa" else {}
+    kw = {"input_shape": tuple(x.shape[1:])} if RULE_CLASSES[rule].direct else {}
     scale = 1.0 if net[-1].__class__.__name__ == "Scale" else None
     return convert(net, rule, scale=scale, **kw)
 
@@ -142,7 +143,7 @@ def run_vs_bp(rounds, steps):
         for rule in RULES:
             m = ours(net, rule, x)
             pairs[rule] = (step_fn(m, x, y), plain)
-            if rule == "wm":
+            if RULE_CLASSES[rule].mirror_phase:
                 wm_model = m
         pairs["wm_mirror"] = (lambda m=wm_model: mirror(m), plain)
         res = paired(pairs, rounds, steps)
