@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
+from feedback_alignment.executors import cores
 from feedback_alignment.experiments import Store, run_study
-from feedback_alignment.experiments.executors import cores
 
 
 def grid(reps: int, steps: int) -> dict:

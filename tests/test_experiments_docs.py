@@ -76,3 +76,16 @@ def test_doc_error_examples_are_real(tmp_path):
             assert main(["sweep", str(tmp_path / "bad.toml"), "--store", "x.sqlite"]) == 2
         prefix = line.split(" ...")[0]
         assert err.getvalue().startswith(prefix), (err.getvalue(), prefix)
+
+
+def test_two_layer_fields_table_is_generated_from_the_schema():
+    """docs/sweeps.md's table of two-layer fields is markdown_table() of the schema, to the
+    letter; after changing a field, paste ``markdown_table()`` below the marker."""
+    from feedback_alignment.twolayer.schema import FIELDS, markdown_table
+
+    marker = "<!-- generated: feedback_alignment.twolayer.schema.markdown_table() -->\n"
+    text = DOC.read_text()
+    assert text.count(marker) == 1
+    table = text.split(marker)[1].split("\n\n")[0] + "\n"
+    assert table == markdown_table()
+    assert all(f"| `{name}` |" in table for name in FIELDS)

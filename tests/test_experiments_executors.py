@@ -2,6 +2,7 @@
 LocalCluster on 127.0.0.1 (by scheduler address) and in-process gives identical numbers;
 the deep trainer runs through a sweep; a failure while running exits 1."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -168,3 +169,35 @@ def test_failure_while_running_exits_1(tmp_path):
     with Store(tmp_path / "f.sqlite", create=False) as st:
         (row,) = st.runs()
         assert row["status"] == "failed" and "no-such-directory" in row["reason"]
+
+
+def test_map_returns_task_order_on_inline_and_local_pool():
+    """``fa reproduce``'s use: (fn, kwargs) tasks, results in task order whichever finishes
+    first, ``on_done`` once per task, and each task on the executor's torch threads."""
+    import torch
+
+    from feedback_alignment.executors import Inline, LocalPool
+
+    tasks = [(dict, {"i": i}) for i in range(5)] + [(torch.get_num_threads, {})]
+    for ex in (Inline(threads=1), LocalPool(2, threads=1)):
+        seen: list = []
+        out = ex.map(tasks, lambda i, done, total, seen=seen: seen.append((i, done, total)))
+        assert out == [{"i": i} for i in range(5)] + [1], ex.name
+        assert sorted(i for i, _, _ in seen) == list(range(6))
+        assert [(d, t) for _, d, t in seen] == [(d, 6) for d in range(1, 7)]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("local:0", "executor 'local:0' is not accepted; accepted: local:N with N an integer"),
+        ("inline:x", "accepted: inline:T with T an integer >= 1"),
+        ("gpu", "unknown executor 'gpu'; accepted: inline[:T], local[:N], dask[:ADDRESS]"),
+    ],
+)
+def test_executor_words_are_checked(text, message):
+    from feedback_alignment.errors import ConfigError
+    from feedback_alignment.executors import from_text
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_text(text)

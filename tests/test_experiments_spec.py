@@ -203,3 +203,20 @@ def test_bad_specs_one_line_exit_2_nothing_written(tmp_path):
     assert not (tmp_path / "x.sqlite").exists()
     res = _fa("sweep", "bad.toml", "--store", "x.sqlite", "--executor", "slurm", cwd=tmp_path)
     assert res.returncode == 2 and not (tmp_path / "x.sqlite").exists()
+
+
+def test_two_layer_fields_come_from_the_schema(monkeypatch):
+    """Defaults and checks are the schema's; rule names are read from the engine when a
+    spec is checked (a rule added there is accepted), not frozen in the spec."""
+    from feedback_alignment.twolayer import engine, schema
+
+    (run,) = parse_spec({}).runs()
+    defaults = {k: f.default for k, f in schema.FIELDS.items()}
+    assert run.config == defaults | {"lr": schema.PAPER_LR["linear"]}
+    with pytest.raises(ConfigError, match='fixed.rule = "scaled" is not accepted'):
+        parse_spec({"fixed": {"rule": "scaled"}})
+    monkeypatch.setattr(engine, "RULES", (*engine.RULES, "scaled"))
+    assert parse_spec({"fixed": {"rule": "scaled"}}).fixed["rule"] == "scaled"
+    with pytest.raises(ConfigError, match=r"^lr = -1 is not accepted; accepted: a finite"):
+        schema.FIELDS["lr"].validate(-1)
+    assert schema.FIELDS["lam"].validate(0) == 0.0 and schema.FIELDS["lr"].default == "paper"

@@ -13,7 +13,7 @@ arrays), ``export`` writes CSV/Parquet, and :mod:`.plots` draws figures from a s
 
 from __future__ import annotations
 
-from .executors import EXECUTORS, Dask, Inline, LocalPool, get_executor
+from ..executors import EXECUTORS, Dask, Inline, LocalPool, get_executor
 from .export import export
 from .planner import Pack, plan
 from .runner import run_pack

@@ -10,8 +10,9 @@ Layout (see docs/sweeps.md for a complete example)::
                                           each [[zip]] table is one more product axis
     [profiles.NAME]  study/fixed/grid/zip tables merged over the base when NAME is picked
 
-Fields of the two-layer system are listed in :data:`TWOLAYER_FIELDS`; the deep system takes
-the dotted keys of the ``fa train`` config (``train.lr``, ``rule.name``, ...), written as
+Fields of the two-layer system are declared once, in :mod:`feedback_alignment.twolayer.schema`
+(:data:`TWOLAYER_FIELDS` here); the deep system takes the dotted keys of the ``fa train``
+config (``train.lr``, ``rule.name``, ...) as deep/config.py declares them, written as
 nested tables or quoted dotted keys. Every repetition gets a seed derived from the study
 seed (numpy ``SeedSequence``); a two-layer run draws its network from ``net_seed`` and its
 data from ``data_seed``, both derived from the repetition seed, so the data are fresh per
@@ -35,166 +36,62 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..twolayer.schema import (
+    FIELDS,
+    Check,
+    Field,
+    by_name,
+    fmt,
+    integer,
+    is_int,
+    one_of,
+    paper_lr,
+)
 
 SYSTEMS = ("twolayer", "deep")
 TOP_KEYS = ("study", "fixed", "grid", "zip", "profiles")
-PAPER_LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1, "sigmoid": 1e-1}
-TWOLAYER_METRICS = (
-    "mse",
-    "penalty",
-    "alignment",
-    "delta_alignment",
-    "beta_change",
-    "w_change",
-    "update_alignment",
-)
-
-
-# --------------------------------------------------------------------------- value checks
-def _fmt(v) -> str:
-    return json.dumps(v) if isinstance(v, str | list | dict | bool) else repr(v)
+# the two-layer fields, their defaults and accepted values: twolayer/schema.py
+TWOLAYER_FIELDS: dict[str, Field] = FIELDS
 
 
 def _bad(key: str, value, accepted: str) -> ConfigError:
-    return ConfigError(f"spec key {key} = {_fmt(value)} is not accepted; accepted: {accepted}")
+    return ConfigError(f"spec key {key} = {fmt(value)} is not accepted; accepted: {accepted}")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _seeds_ok(v) -> bool:
+    ok = isinstance(v, list) and v and all(is_int(s) and s >= 0 for s in v)
+    return v is None or (ok and len(set(v)) == len(v))
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(lo: int, hi: int | None = None):
-    """An integer >= lo; ``hi`` declares an upper bound where a value would exhaust memory
-    or time (the pack's memory is checked against the machine by the planner too)."""
-
-    def f(key, v):
-        if not (_is_int(v) and v >= lo and (hi is None or v <= hi)):
-            raise _bad(key, v, f"an integer >= {lo}" + ("" if hi is None else f" and <= {hi:.0e}"))
-        return v
-
-    return f
-
-
-MAX_STEPS = 10**9  # a billion steps: weeks at the smallest size
-MAX_SIZE = 10**8  # n, d or p beyond this cannot be held by any one machine
-
-
-def _num(lo: float, strict: bool = False, hi: float | None = None):
-    def f(key, v):
-        ok = _is_num(v) and (v > lo if strict else v >= lo) and (hi is None or v <= hi)
-        if not ok:
-            rng = f"{'>' if strict else '>='} {lo:g}" + ("" if hi is None else f" and <= {hi:g}")
-            raise _bad(key, v, f"a finite number {rng}")
-        return float(v)
-
-    return f
-
-
-def _one_of(*names):
-    def f(key, v):
-        if v not in names:
-            raise _bad(key, v, ", ".join(map(_fmt, names)))
-        return v
-
-    return f
-
-
-def _activation(key, v):
-    from ..activations import BUILTIN
-
-    if not (isinstance(v, str) and v in BUILTIN):
-        raise _bad(key, v, ", ".join(map(_fmt, BUILTIN)))
-    return v
-
-
-def _lr(key, v):
-    if v == "paper":
-        return v
-    if not (_is_num(v) and v > 0):
-        raise _bad(key, v, 'a finite number > 0, or "paper" (1e-3 linear, 1e-2 relu, 1e-1 tanh)')
-    return float(v)
-
-
-def _schedule(key, v):
-    accepted = '"constant", "cutoff:T" (T an integer >= 0) or "exp:GAMMA" (0 < GAMMA <= 1)'
-    if v == "constant":
-        return v
-    if isinstance(v, str) and ":" in v:
-        kind, _, arg = v.partition(":")
-        try:
-            if kind == "cutoff" and int(arg) >= 0:
-                return v
-            if kind == "exp" and 0 < float(arg) <= 1:
-                return v
-        except ValueError:
-            pass
-    raise _bad(key, v, accepted)
-
-
-def _metrics(key, v):
-    accepted = f"a non-empty array of names from {', '.join(TWOLAYER_METRICS)}"
-    if not (isinstance(v, list) and v and all(m in TWOLAYER_METRICS for m in v)):
-        raise _bad(key, v, accepted)
-    if len(set(v)) != len(v):
-        raise _bad(key, v, accepted + " without repeats")
-    return list(v)
-
-
-def _record_steps(key, v):
-    accepted = 'an array of integers >= 0, or "log:N" (N >= 2 log-spaced steps)'
-    if isinstance(v, list) and all(_is_int(s) and s >= 0 for s in v):
-        return sorted(set(v))
-    if isinstance(v, str) and v.startswith("log:"):
-        try:
-            if int(v[4:]) >= 2:
-                return v
-        except ValueError:
-            pass
-    raise _bad(key, v, accepted)
-
-
-# field -> (default, checker). "lr" defaults to the paper's value for the activation.
-TWOLAYER_FIELDS: dict[str, tuple] = {
-    "task": ("linear", _one_of("linear", "teacher")),
-    "n": (50, _int(1, MAX_SIZE)),
-    "d": (150, _int(1, MAX_SIZE)),
-    "p": (200, _int(1, MAX_SIZE)),
-    "activation": ("linear", _activation),
-    "rule": ("fa", _one_of("fa", "bp")),
-    "lr": ("paper", _lr),
-    "lam": (0.0, _num(0.0)),
-    "lam_schedule": ("constant", _schedule),
-    "w_decay": (0.0, _num(0.0)),
-    "loss": ("mse", _one_of("mse", "sse")),
-    "init_scale": (1.0, _num(0.0, strict=True)),
-    "stop": ("steps", _one_of("steps", "paper", "plateau")),
-    "steps": (1000, _int(0, MAX_STEPS)),
-    "min_steps": (0, _int(0, MAX_STEPS)),
-    "check_every": (1000, _int(1)),
-    "tol": (1e-3, _num(0.0)),
-    "max_steps": (0, _int(0, MAX_STEPS)),
-    "record_every": (0, _int(0)),
-    "record_steps": ([], _record_steps),
-    "metrics": (["mse", "alignment"], _metrics),
-    "dtype": ("float64", _one_of("float32", "float64")),
-    "device": ("cpu", _one_of("cpu", "cuda", "auto")),
-}
-
-STUDY_KEYS: dict[str, tuple] = {
-    "name": ("study", None),
-    "description": ("", None),
-    "system": ("twolayer", _one_of(*SYSTEMS)),
-    "repetitions": (1, _int(1, 10**7)),
-    "seed": (0, _int(0)),
-    "seeds": (None, None),
-    "seed_by": ("repetition", _one_of("repetition", "run")),
-    "pack": ("auto", None),
-    "threads": (1, _int(1, 4096)),
-}
+STUDY_KEYS: dict[str, Field] = by_name(
+    Field(
+        "name",
+        "study",
+        Check("a non-empty string", lambda v: isinstance(v, str) and v.strip() != ""),
+        "the study's name",
+    ),
+    Field("description", "", Check("a string", lambda v: isinstance(v, str)), "free text"),
+    Field("system", "twolayer", one_of(SYSTEMS), "which trainer runs the study"),
+    Field("repetitions", 1, integer(1, 10**7), "repetitions of every grid point"),
+    Field("seed", 0, integer(0), "the study seed the repetition seeds derive from"),
+    Field(
+        "seeds",
+        None,
+        Check("a non-empty array of distinct integers >= 0", _seeds_ok),
+        "explicit repetition seeds",
+    ),
+    Field("seed_by", "repetition", one_of(("repetition", "run")), "what a seed is derived from"),
+    Field(
+        "pack",
+        "auto",
+        Check(
+            '"auto" or an integer >= 1 (most runs per ensemble)',
+            lambda v: v == "auto" or (is_int(v) and v >= 1),
+        ),
+        "the most runs per ensemble",
+    ),
+    Field("threads", 1, integer(1, 4096), "torch threads per task"),
+)
 
 
 # --------------------------------------------------------------------------- data classes
@@ -255,7 +152,7 @@ class Spec:
                 run_id = run_key(self.system, cfg, rep, seed)
                 if run_id in seen:
                     raise ConfigError(
-                        f"spec expands to the same run twice (config {_fmt(cfg)}, repetition "
+                        f"spec expands to the same run twice (config {fmt(cfg)}, repetition "
                         f"{rep}); accepted: grid and zip values that differ"
                     )
                 seen.add(run_id)
@@ -303,45 +200,48 @@ def _resolve(system: str, cfg: dict) -> dict:
     """Fill defaults (two-layer) and resolve derived values; the config a run records."""
     if system == "deep":
         return {k: cfg[k] for k in sorted(cfg)}
-    out = {}
-    for k, (default, _) in TWOLAYER_FIELDS.items():
-        out[k] = copy.deepcopy(cfg.get(k, default))
+    out = {k: copy.deepcopy(cfg.get(k, f.default)) for k, f in TWOLAYER_FIELDS.items()}
     if out["lr"] == "paper":
-        out["lr"] = PAPER_LR.get(out["activation"], 1e-2)
-    for k in ("lam", "w_decay", "init_scale", "tol"):
-        out[k] = float(out[k])
+        out["lr"] = paper_lr(out["activation"])
     return out
 
 
 # --------------------------------------------------------------------------- deep fields
-def _deep_fields() -> dict[str, tuple]:
+_POSITIVE = ("train.lr", "train.batch_size", "train.eval_batch")
+
+
+def _deep_fields() -> dict[str, Field]:
+    """The ``fa train`` config's keys (deep/config.py declares them) as spec fields."""
     from ..deep.config import SCHEMA
 
+    names = _deep_names()
     out = {}
     for section, keys in SCHEMA.items():
         for k, (types, default) in keys.items():
             name = k if not section else f"{section}.{k}"
             if name in ("seed", "threads"):
                 continue  # derived from the study
-            out[name] = (types, default)
+            out[name] = Field(name, default, _deep_check(name, types, names.get(name)), "")
     return out
 
 
-def _check_deep_value(name: str, key: str, value, types) -> None:
+def _deep_check(name: str, types: tuple, names: tuple | None) -> Check:
+    """A deep key's check: its declared types (finite numbers), > 0 where a zero cannot
+    run, and one of the registered names where it names a rule, model, source, ..."""
     from ..deep.config import _typename
 
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if ok and isinstance(value, float) and not math.isfinite(value):
-        ok = False
-    if not ok:
-        name_ = _typename(types)
-        raise _bad(key, value, f"{'an' if name_[0] in 'aeiou' else 'a'} {name_}")
-    positive = {"train.lr": 0, "train.batch_size": 1, "train.eval_batch": 1}
-    if name in positive and not (value > 0):
-        raise _bad(key, value, "a number > 0")
-    names = _deep_names()
-    if name in names and value not in names[name]:
-        raise _bad(key, value, ", ".join(map(_fmt, names[name])))
+    def test(v) -> bool:
+        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        ok = ok and not (isinstance(v, float) and not math.isfinite(v))
+        ok = ok and (name not in _POSITIVE or v > 0)
+        return ok and (names is None or v in names)
+
+    if names is not None:
+        return Check(", ".join(map(fmt, names)), test)
+    kind = _typename(types)
+    return Check(
+        f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" + (" > 0" * (name in _POSITIVE)), test
+    )
 
 
 def _deep_names() -> dict[str, tuple]:
@@ -397,13 +297,6 @@ def _flatten(section: str, table: dict, system: str, leaves: dict) -> dict:
     return out
 
 
-def _check_field(system: str, leaves: dict, key: str, where: str, value):
-    if system == "deep":
-        _check_deep_value(key, where, value, leaves[key][0])
-        return value
-    return leaves[key][1](where, value)
-
-
 def _values(section: str, key: str, vals) -> list:
     if not isinstance(vals, list):
         raise _bad(f"{section}.{key}", vals, "an array of values")
@@ -417,7 +310,7 @@ def _merge_profile(raw: dict, name: str) -> dict:
     if not isinstance(profiles, dict):
         raise _bad("profiles", profiles, "a table of profile tables")
     if name not in profiles:
-        accepted = ", ".join(map(_fmt, profiles)) or "none (the spec defines no profiles)"
+        accepted = ", ".join(map(fmt, profiles)) or "none (the spec defines no profiles)"
         raise ConfigError(f"spec profile {name!r} is not defined; accepted: {accepted}")
     prof = profiles[name]
     if not isinstance(prof, dict):
@@ -462,28 +355,15 @@ def parse_spec(raw: dict, profile: str | None = None) -> Spec:
     study_in = raw.get("study", {})
     if not isinstance(study_in, dict):
         raise _bad("study", study_in, "a table")
-    study = {}
     for k in study_in:
         if k not in STUDY_KEYS:
             raise ConfigError(f"spec key study.{k} is unknown; accepted: {', '.join(STUDY_KEYS)}")
-    for k, (default, checker) in STUDY_KEYS.items():
-        v = study_in.get(k, default)
-        if checker is not None:
-            v = checker(f"study.{k}", v)
-        study[k] = v
-    if not isinstance(study["name"], str) or not study["name"].strip():
-        raise _bad("study.name", study["name"], "a non-empty string")
-    if not isinstance(study["description"], str):
-        raise _bad("study.description", study["description"], "a string")
-    pk = study["pack"]
-    if not (pk == "auto" or (_is_int(pk) and pk >= 1)):
-        raise _bad("study.pack", pk, '"auto" or an integer >= 1 (most runs per ensemble)')
+    study = {
+        k: f.validate(study_in.get(k, f.default), f"spec key study.{k}")
+        for k, f in STUDY_KEYS.items()
+    }
     seeds = study["seeds"]
     if seeds is not None:
-        if not (isinstance(seeds, list) and seeds and all(_is_int(s) and s >= 0 for s in seeds)):
-            raise _bad("study.seeds", seeds, "a non-empty array of integers >= 0")
-        if len(set(seeds)) != len(seeds):
-            raise _bad("study.seeds", seeds, "distinct seeds")
         if "repetitions" in study_in and study_in["repetitions"] != len(seeds):
             raise _bad(
                 "study.repetitions",
@@ -498,7 +378,7 @@ def parse_spec(raw: dict, profile: str | None = None) -> Spec:
         raise _bad("fixed", fixed_in, "a table")
     fixed = _flatten("fixed", fixed_in, system, leaves)
     for k, v in fixed.items():
-        fixed[k] = _check_field(system, leaves, k, f"fixed.{k}", v)
+        fixed[k] = leaves[k].validate(v, f"spec key fixed.{k}")
 
     grid_in = raw.get("grid", {})
     if not isinstance(grid_in, dict):
@@ -506,7 +386,7 @@ def parse_spec(raw: dict, profile: str | None = None) -> Spec:
     grid = _flatten("grid", grid_in, system, leaves)
     for k, vals in grid.items():
         vals = _values("grid", k, vals)
-        grid[k] = [_check_field(system, leaves, k, f"grid.{k}", v) for v in vals]
+        grid[k] = [leaves[k].validate(v, f"spec key grid.{k}") for v in vals]
         if len({_canon(v) for v in grid[k]}) != len(grid[k]):
             raise _bad(f"grid.{k}", vals, "distinct values")
 
@@ -524,7 +404,7 @@ def parse_spec(raw: dict, profile: str | None = None) -> Spec:
         lengths = set()
         for k, vals in z.items():
             vals = _values(where, k, vals)
-            z[k] = [_check_field(system, leaves, k, f"{where}.{k}", v) for v in vals]
+            z[k] = [leaves[k].validate(v, f"spec key {where}.{k}") for v in vals]
             lengths.add(len(vals))
         if len(lengths) != 1:
             first = next(iter(z))

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..executors import get_executor
 from ..progress import Progress, wanted
-from .executors import get_executor
 from .planner import Pack, plan
+from .runner import run_pack
 from .spec import Spec, load_spec
 from .store import Store
 
@@ -231,7 +232,8 @@ def run_study(
             enabled=wanted(progress) and bool(todo),
         )
         try:
-            for pk, results in ex.run(todo):
+            for i, results in ex.run(run_pack, todo):
+                pk = todo[i]
                 if isinstance(results, BaseException):
                     results = _failed(pk, results)
                 t0 = time.perf_counter()

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from ..errors import check, choice
+from ..executors import LocalPool, cores, from_text
 from ..outputs import previous_output, remove_proven, sha256, write_manifest
 from ..progress import Progress, wanted
 from ..progress import add_flags as add_progress_flags
 from . import conservation, e1, e2, e3, published
-from .executors import Sweep, get_executor
 from .figures import e1_figure, e2_figure, e3_figure
 from .profiles import CPU_TIMES, EXPERIMENTS, PROFILES, get_profile
 from .report import build_blocks, to_html, to_markdown, write_text
@@ -167,17 +167,41 @@ def planned(exps) -> list[str]:
 
 
 def _on_task(exp: str, costs: list[float], meter, say):
-    """The executors' callback ("i/N" as tasks finish, in task order) for one experiment."""
+    """The executors' callback (task ``i`` finished, ``done`` of ``total``) for one
+    experiment."""
     if meter is not None:
         meter.set_status(f"{exp} task 0/{len(costs)}")
 
-    def on(m: str) -> None:
+    def on(i: int, done: int, total: int) -> None:
         if meter is None:
-            say(f"{exp}: task {m}")
+            say(f"{exp}: task {done}/{total}")
         else:
-            meter.done(costs[int(m.partition("/")[0]) - 1], KIND[exp], status=f"{exp} task {m}")
+            meter.done(costs[i], KIND[exp], status=f"{exp} task {done}/{total}")
 
     return on
+
+
+# ------------------------------------------------------------------ executors
+class Sweep:
+    """E1 through ``feedback_alignment.experiments.run_study`` on ``executor`` (its store,
+    packing and executors); E2 and E3 then run in the local pool."""
+
+    name = "sweep"
+
+    def __init__(self, executor):
+        self.executor = executor
+
+    def map(self, tasks, on_done=None) -> list:
+        return LocalPool(cores()).map(tasks, on_done)
+
+
+def get_executor(text: str):
+    """``--executor``: ``local[:N]`` (N processes, default one per core), ``inline[:T]`` (T
+    threads) or ``sweep[:inline|:local[:N]|:dask[:ADDRESS]]``."""
+    text = (text or "local").strip()
+    if text == "sweep" or text.startswith("sweep:"):
+        return Sweep(from_text(text.partition(":")[2] or "local", prefix="sweep:"))
+    return from_text(text, ("local", "inline"), more="sweep[:inline|:local[:N]|:dask[:ADDRESS]]")
 
 
 # ------------------------------------------------------------------ the job
@@ -232,9 +256,7 @@ def reproduce(
         n_before = len(files)
         (out / exp).mkdir(exist_ok=True)
         if exp == "E1" and isinstance(ex, Sweep):
-            res = e1.run_sweep(
-                prof, seed, out / "E1" / "sweep.sqlite", ex.executor, ex.workers, ex.scheduler
-            )
+            res = e1.run_sweep(prof, seed, out / "E1" / "sweep.sqlite", ex.executor)
             if meter:
                 meter.done(sum(costs["E1"]), KIND["E1"], status="E1 (sweep) done")
         else:

@@ -159,21 +159,18 @@ def sweep_spec(profile: Profile, seed: int) -> dict:
     }
 
 
-def run_sweep(profile: Profile, seed: int, store, executor: str, workers, scheduler) -> dict:
-    """Run E1 through ``run_study`` into ``store`` and read the rows back."""
+def run_sweep(profile: Profile, seed: int, store, executor) -> dict:
+    """Run E1 through ``run_study`` on ``executor`` (closed after) into ``store`` and read
+    the rows back."""
     from ..errors import ConfigError
     from ..experiments import Store, run_study
 
     s = profile.e1
     t0 = time.perf_counter()
-    report = run_study(
-        sweep_spec(profile, seed),
-        str(store),
-        executor=executor,
-        workers=workers,
-        scheduler=scheduler,
-        progress=False,
-    )
+    try:
+        report = run_study(sweep_spec(profile, seed), str(store), executor=executor, progress=False)
+    finally:
+        executor.close()
     if not report.ok:
         raise ConfigError(f"E1 through fa sweep did not finish: {report.summary()}")
     rows, member_steps, diverged = [], 0, []

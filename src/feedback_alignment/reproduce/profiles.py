@@ -2,7 +2,8 @@
 
 A profile fixes, per experiment, the widths, repetitions, training lengths and dtype. The
 paper's constants (n, d, step sizes, lambda sets) never change between profiles; only the
-amount of work does, and :meth:`Profile.reductions` says in words what was reduced.
+amount of work does, and :meth:`Profile.reductions` says in words what was reduced. Each
+experiment's settings default to the paper's, so a profile states only what it reduces.
 
 Step sizes are the authors' code values (1e-3 linear, 1e-2 relu, 1e-1 tanh); the paper's
 text quotes values ten times smaller, a transcription slip (the code writes 10e-4, 10e-3,
@@ -16,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import choice
+from ..twolayer.schema import PAPER_LR
 
 EXPERIMENTS = ("E1", "E2", "E3")
 ACTIVATIONS = ("linear", "relu", "tanh")
 N, D = 50, 150
-# the authors' code values (the paper's text says ten times smaller: a transcription slip)
-LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1}
+LR = {act: PAPER_LR[act] for act in ACTIVATIONS}  # the paper's step sizes
 LAMS = {
     "linear": (0.0, 0.2, 0.3, 0.5),
     "relu": (0.0, 0.02, 0.05, 0.2),
@@ -47,8 +48,8 @@ class E1Settings:
     report counts the members that reached it.
     """
 
-    widths: tuple[int, ...]
-    reps: int
+    widths: tuple[int, ...] = PAPER_WIDTHS
+    reps: int = 50
     max_steps: int | None = None
     # the rule's constants: the paper's 5000 and 1000 at every profile but smoke, which
     # scales both down 10x so the test suite can run it (it checks files, not the science)
@@ -67,12 +68,12 @@ class E1Settings:
 
 @dataclass(frozen=True)
 class E2Settings:
-    p: int
-    steps: int
-    reps: int
+    p: int = 3200
+    steps: int = 5000
+    reps: int = 50
     points: int = 200  # recorded steps (log-spaced plus evenly spaced)
-    # the loss spans 10+ decades: float32 rounding floors it near 1e-10 (measured), so E2
-    # runs in float64 at every profile (1.4-2x the float32 cost, measured at p = 1600)
+    # the loss spans 10+ decades, below where float32 rounding floors it, so E2 runs in
+    # float64 at every profile (its cost over float32: docs/performance.md)
     dtype: str = "float64"
 
     def record_steps(self) -> list[int]:
@@ -84,14 +85,14 @@ class E2Settings:
 
 @dataclass(frozen=True)
 class E3Settings:
-    source: str  # data source for feedback_alignment.deep.data.load_dataset
-    train: int | None  # first N training samples (None = all)
-    test: int | None
-    hidden: int
-    batch: int
-    steps: int
-    reps: int
-    eval_every: int
+    source: str = "mnist"  # data source for feedback_alignment.deep.data.load_dataset
+    train: int | None = None  # first N training samples (None = all)
+    test: int | None = None
+    hidden: int = 1000
+    batch: int = 600
+    steps: int = 30000  # 300 epochs
+    reps: int = 10
+    eval_every: int = 100
     lr: float = 1e-2
 
 
@@ -111,12 +112,17 @@ class Profile:
 
     def reductions(self) -> list[str]:
         """What this profile reduces relative to the paper, in words (empty for ``full``)."""
-        out = []
-        e1, e2, e3 = self.e1, self.e2, self.e3
-        if e1.widths != PAPER_WIDTHS:
-            out.append(f"E1 widths {list(e1.widths)} instead of {list(PAPER_WIDTHS)}")
-        if e1.reps != 50:
-            out.append(f"E1 {e1.reps} repetitions per point instead of 50")
+        out: list[str] = []
+
+        def differ(exp: str, name: str, words: str) -> None:
+            """``words`` (formatted with ours, then the paper's) where they differ."""
+            ours, paper = getattr(getattr(self, exp), name), getattr(_PAPER[exp], name)
+            if ours != paper:
+                out.append(words.format(_shown(ours), _shown(paper)))
+
+        e1, e3 = self.e1, self.e3
+        differ("e1", "widths", "E1 widths {} instead of {}")
+        differ("e1", "reps", "E1 {} repetitions per point instead of {}")
         if not e1.paper_rule:
             out.append(
                 f"E1 run-length rule scaled down (tests only): at least rint({e1.min_base} "
@@ -124,31 +130,31 @@ class Profile:
             )
         if e1.max_steps is not None:
             out.append(f"E1 runs capped at {e1.max_steps} steps")
-        if e2.p != 3200:
-            out.append(f"E2 width p = {e2.p} instead of 3200")
-        if e2.steps != 5000:
-            out.append(f"E2 {e2.steps} steps instead of 5000")
-        if e2.reps != 50:
-            out.append(f"E2 {e2.reps} repetitions instead of 50")
-        if e3.source != "mnist" or e3.train is not None or e3.test is not None:
+        differ("e2", "p", "E2 width p = {} instead of {}")
+        differ("e2", "steps", "E2 {} steps instead of {}")
+        differ("e2", "reps", "E2 {} repetitions instead of {}")
+        p3 = _PAPER["e3"]
+        if (e3.source, e3.train, e3.test) != (p3.source, p3.train, p3.test):
             out.append(
                 f"E3 data: {e3.source}"
                 + (f", first {e3.train} training samples" if e3.train else "")
                 + (f", first {e3.test} test samples" if e3.test else "")
             )
-        if e3.hidden != 1000:
-            out.append(f"E3 {e3.hidden} hidden units instead of 1000")
-        if e3.batch != 600:
-            out.append(f"E3 batch {e3.batch} instead of 600")
-        if e3.steps != 30000:
-            out.append(f"E3 {e3.steps} SGD steps instead of 30,000 (300 epochs)")
-        if e3.reps != 10:
-            out.append(f"E3 {e3.reps} repetition(s) instead of 10")
-        if e3.eval_every != 100:
-            out.append(f"E3 test accuracy every {e3.eval_every} steps instead of 100")
+        differ("e3", "hidden", "E3 {} hidden units instead of {}")
+        differ("e3", "batch", "E3 batch {} instead of {}")
+        differ("e3", "steps", "E3 {} SGD steps instead of {:,} (300 epochs)")
+        differ("e3", "reps", "E3 {} repetition(s) instead of {}")
+        differ("e3", "eval_every", "E3 test accuracy every {} steps instead of {}")
         if self.dtype != "float64":
             out.append(f"{self.dtype} arithmetic in E1 and E3 (E2 is always float64)")
         return out
+
+
+_PAPER = {"e1": E1Settings(), "e2": E2Settings(), "e3": E3Settings()}  # the paper's settings
+
+
+def _shown(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 PROFILES: dict[str, Profile] = {
@@ -158,67 +164,31 @@ PROFILES: dict[str, Profile] = {
         dtype="float64",
         e1=E1Settings(widths=(100, 200), reps=2, min_base=500, check_every=100),
         e2=E2Settings(p=200, steps=300, reps=2, points=40),
-        e3=E3Settings(
-            source="digits",
-            train=None,
-            test=None,
-            hidden=200,
-            batch=100,
-            steps=60,
-            reps=1,
-            eval_every=20,
-        ),
+        e3=E3Settings(source="digits", hidden=200, batch=100, steps=60, reps=1, eval_every=20),
     ),
     "quick": Profile(
         name="quick",
         purpose="the main job: every claim testable and E1 beside the published values",
         dtype="float32",
         e1=E1Settings(widths=(200, 400, 800, 1600), reps=3),
-        e2=E2Settings(p=1600, steps=5000, reps=4),
-        e3=E3Settings(
-            source="mnist",
-            train=None,
-            test=None,
-            hidden=1000,
-            batch=600,
-            steps=4000,
-            reps=2,
-            eval_every=100,
-        ),
+        e2=E2Settings(p=1600, reps=4),
+        e3=E3Settings(steps=4000, reps=2),
     ),
     "standard": Profile(
         name="standard",
         purpose="more widths and repetitions than quick",
         dtype="float32",
         e1=E1Settings(widths=(200, 400, 800, 1600, 3200), reps=12),
-        e2=E2Settings(p=3200, steps=5000, reps=12),
-        e3=E3Settings(
-            source="mnist",
-            train=None,
-            test=None,
-            hidden=1000,
-            batch=600,
-            steps=12000,
-            reps=2,
-            eval_every=100,
-        ),
+        e2=E2Settings(reps=12),
+        e3=E3Settings(steps=12000, reps=2),
     ),
     "full": Profile(
         name="full",
         purpose="the paper's exact settings (a GPU or a cluster; days on a CPU)",
         dtype="float64",
-        e1=E1Settings(widths=PAPER_WIDTHS, reps=50),
-        e2=E2Settings(p=3200, steps=5000, reps=50),
-        e3=E3Settings(
-            source="mnist",
-            train=None,
-            test=None,
-            hidden=1000,
-            batch=600,
-            steps=30000,
-            reps=10,
-            eval_every=100,
-        ),
+        e1=E1Settings(),
+        e2=E2Settings(),
+        e3=E3Settings(),
     ),
 }
 

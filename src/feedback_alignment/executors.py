@@ -1,16 +1,21 @@
-"""Executors: where packs run. In-process, a local process pool, or a Dask cluster.
+"""Executors: where independent tasks run. In this process, a local process pool, or Dask.
 
-Each executor takes :class:`~.planner.Pack` objects and yields ``(pack, results)`` as packs
-finish (``results`` is the list from :func:`~.runner.run_pack`, or the exception that
-stopped the pack's task, e.g. a worker process that died). All of them call the same pure
-:func:`~.runner.run_pack`, which sets torch's thread count from the pack, so the numbers do
-not depend on the executor.
+``fa sweep`` runs its packs through them (:func:`~.experiments.runner.run_pack` on each
+pack) and ``fa reproduce`` its experiments' tasks. A task is a module-level function and
+one picklable argument: ``run(fn, items)`` yields ``(index, result)`` as tasks finish
+(``result`` is what ``fn(item)`` returned, or the exception that stopped the task's worker,
+e.g. a worker process that died), and ``map(tasks)`` runs ``(fn, kwargs)`` pairs and
+returns their results in task order. Every task seeds what it draws from its own
+arguments and runs with a set number of torch threads, so the numbers do not depend on
+the executor.
 
-* :class:`Inline` runs packs one after another in this process.
-* :class:`LocalPool` (the default) runs them in ``workers`` processes (default:
-  the cores this process may use). Workers ignore Ctrl-C (the driver handles it) and exit
-  by themselves when the driver process dies, even by SIGKILL. A single pack runs in this
-  process (no pool could finish it sooner).
+* :class:`Inline` runs tasks one after another in this process.
+* :class:`LocalPool` (the default) runs them in ``workers`` processes (default: the cores
+  this process may use), ``threads`` torch threads each (default: the cores split between
+  the workers, so one each by default: more threads than cores slow torch down badly on a
+  small, shared machine; docs/performance.md). Workers ignore Ctrl-C (the driver handles
+  it) and exit by themselves when the driver process dies, even by SIGKILL. A single task
+  runs in this process (no pool could finish it sooner).
 * :class:`Dask` submits them to a Dask distributed cluster: any scheduler address
   (``tcp://host:8786``; a dask-jobqueue SLURMCluster/PBSCluster's ``scheduler_address``),
   or, without an address, a LocalCluster of ``workers`` processes bound to 127.0.0.1 with
@@ -25,13 +30,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from ..errors import ConfigError, check
-from .planner import Pack
-from .runner import run_pack
+from .errors import ConfigError, check
 
 EXECUTORS = ("inline", "local", "dask")
+Result = tuple[int, object]  # (task index, its result or the exception that stopped it)
 
 
 def cores() -> int:
@@ -42,24 +46,77 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-class Inline:
-    """Packs one after another in this process."""
+def _call(fn: Callable, item, threads: int):
+    """``fn(item)`` on ``threads`` torch threads (the caller's count restored after)."""
+    import torch
 
-    name = "inline"
-    workers = 1
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(item)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _apply(task: tuple[Callable, dict]):
+    fn, kwargs = task
+    return fn(**kwargs)
+
+
+class _Executor:
+    """What every executor shares: :meth:`map` over :meth:`run`, and the no-op hooks."""
 
     def start(self) -> None:
         pass
-
-    def run(self, packs: Sequence[Pack]) -> Iterator[tuple[Pack, list | BaseException]]:
-        for pk in packs:
-            yield pk, run_pack(pk)
 
     def cancel(self) -> None:
         pass
 
     def close(self) -> None:
         pass
+
+    def map(self, tasks: Sequence[tuple[Callable, dict]], on_done=None) -> list:
+        """Run ``(fn, kwargs)`` tasks; their results in task order. ``on_done(index, done,
+        total)`` is called as each finishes; a task that raised raises here."""
+        out: list = [None] * len(tasks)
+        self.start()
+        try:
+            for done, (i, res) in enumerate(self.run(_apply, tasks), 1):
+                if isinstance(res, BaseException):
+                    raise res
+                out[i] = res
+                if on_done is not None:
+                    on_done(i, done, len(tasks))
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            self.close()
+        return out
+
+
+def _workers(workers: int | None) -> int:
+    n = cores() if workers is None else workers
+    check(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+        f"--workers {n!r} is not accepted; accepted: an integer >= 1",
+    )
+    return n
+
+
+class Inline(_Executor):
+    """Tasks one after another in this process, on ``threads`` torch threads (default:
+    every core)."""
+
+    name = "inline"
+    workers = 1
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def run(self, fn: Callable, items: Sequence) -> Iterator[Result]:
+        for i, item in enumerate(items):
+            yield i, _call(fn, item, self.threads or cores())
 
 
 # --------------------------------------------------------------------------- local pool
@@ -90,53 +147,46 @@ def _init_worker(driver: int, threads: int) -> None:
     threading.Thread(target=_watch_driver, args=args, daemon=True).start()
 
 
-class LocalPool:
-    """A pool of ``workers`` processes on this machine (forked from a forkserver that has
-    imported torch, or spawned where there is no forkserver)."""
+class LocalPool(_Executor):
+    """A pool of ``workers`` processes on this machine, ``threads`` torch threads each
+    (forked from a forkserver that has imported the task's module, and so torch, once;
+    spawned where there is no forkserver)."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None):
-        self.workers = cores() if workers is None else workers
-        check(
-            isinstance(self.workers, int) and self.workers >= 1,
-            f"--workers {self.workers!r} is not accepted; accepted: an integer >= 1",
-        )
+    def __init__(self, workers: int | None = None, threads: int | None = None):
+        self.workers = _workers(workers)
+        self.threads = threads
         self.pool = None
 
-    def start(self) -> None:
-        pass  # the pool starts lazily, sized to the work
-
-    def run(self, packs: Sequence[Pack]) -> Iterator[tuple[Pack, list | BaseException]]:
+    def run(self, fn: Callable, items: Sequence) -> Iterator[Result]:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        if not packs:
+        if not items:
             return
-        if len(packs) == 1:
-            # one pack: a pool could not run it sooner, and starting one costs ~1 s
-            yield packs[0], run_pack(packs[0])
+        n = max(1, min(self.workers, len(items)))
+        threads = self.threads or max(1, cores() // n)
+        if len(items) == 1:
+            # one task: a pool could not run it sooner, and starting one takes a while
+            yield 0, _call(fn, items[0], threads)
             return
-        n = max(1, min(self.workers, len(packs)))
         if "forkserver" in mp.get_all_start_methods():
-            # one server imports torch once; workers fork from it (fork-safe: it has run
-            # no torch thread pool), instead of every spawned worker importing torch
+            # one server imports the task's module (and torch) once; workers fork from it
+            # (fork-safe: it has run no torch thread pool) instead of each importing torch
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["feedback_alignment.experiments.runner"])
+            ctx.set_forkserver_preload([fn.__module__])
         else:  # pragma: no cover - not Linux
             ctx = mp.get_context("spawn")
         self.pool = ProcessPoolExecutor(
-            n,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(os.getpid(), packs[0].threads),
+            n, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), threads)
         )
-        futs = {self.pool.submit(run_pack, pk): pk for pk in packs}
+        futs = {self.pool.submit(fn, item): i for i, item in enumerate(items)}
         try:
             for fut in as_completed(futs):
                 try:
                     res = fut.result()
-                except Exception as exc:  # a worker died: the pool is broken
+                except Exception as exc:  # the task raised, or a worker died
                     res = exc
                 yield futs[fut], res
         finally:
@@ -160,7 +210,7 @@ class LocalPool:
 
 
 # --------------------------------------------------------------------------- dask
-class Dask:
+class Dask(_Executor):
     """A Dask distributed cluster: ``scheduler`` address, or a loopback LocalCluster."""
 
     name = "dask"
@@ -170,11 +220,7 @@ class Dask:
     ):
         self.scheduler = scheduler
         self.timeout = timeout
-        self.workers = cores() if workers is None else workers
-        check(
-            isinstance(self.workers, int) and self.workers >= 1,
-            f"--workers {self.workers!r} is not accepted; accepted: an integer >= 1",
-        )
+        self.workers = _workers(workers)
         self.client = None
         self.cluster = None
         self.futures: list = []
@@ -216,14 +262,14 @@ class Dask:
                 )
             self.client = Client(self.cluster)
 
-    def run(self, packs: Sequence[Pack]) -> Iterator[tuple[Pack, list | BaseException]]:
+    def run(self, fn: Callable, items: Sequence) -> Iterator[Result]:
         from distributed import as_completed
 
         token = uuid.uuid4().hex[:8]
-        futs = {}
-        for pk in packs:
-            fut = self.client.submit(run_pack, pk, pure=False, key=f"fa-{pk.pack_id}-{token}")
-            futs[fut] = pk
+        futs = {
+            self.client.submit(fn, item, pure=False, key=f"fa-{token}-{i}"): i
+            for i, item in enumerate(items)
+        }
         self.futures = list(futs)
         for fut in as_completed(futs):
             try:
@@ -262,6 +308,7 @@ def _workers_ignore_sigint():
         signal.signal(signal.SIGINT, old)
 
 
+# --------------------------------------------------------------------------- by name
 def get_executor(name: str = "local", *, workers: int | None = None, scheduler=None):
     """An executor by name: ``inline``, ``local`` (default) or ``dask``."""
     if name not in EXECUTORS:
@@ -273,3 +320,26 @@ def get_executor(name: str = "local", *, workers: int | None = None, scheduler=N
     if name == "local":
         return LocalPool(workers)
     return Dask(scheduler, workers)
+
+
+FORMS = {"inline": "inline[:T]", "local": "local[:N]", "dask": "dask[:ADDRESS]"}
+
+
+def from_text(text: str, kinds: Sequence[str] = EXECUTORS, prefix: str = "", more: str = ""):
+    """An executor from one word, as ``fa reproduce --executor`` takes it: ``inline[:T]``
+    (T torch threads), ``local[:N]`` (N processes) or ``dask[:ADDRESS]`` (no address: a
+    loopback cluster), of ``kinds``. ``prefix`` and ``more`` complete the error's words."""
+    kind, _, arg = text.partition(":")
+    if kind not in kinds:
+        accepted = ", ".join([f"{prefix}{FORMS[k]}" for k in kinds] + ([more] if more else []))
+        raise ConfigError(f"unknown executor {prefix + text!r}; accepted: {accepted}")
+    if kind == "dask":
+        return Dask(arg or None)
+    n = (int(arg) if arg.isdigit() else 0) if arg else None
+    if n is not None and n < 1:
+        letter = "T" if kind == "inline" else "N"
+        raise ConfigError(
+            f"executor {prefix + text!r} is not accepted; accepted: {prefix}{kind}:{letter} "
+            f"with {letter} an integer >= 1"
+        )
+    return Inline(n) if kind == "inline" else LocalPool(n)

@@ -1,0 +1,262 @@
+"""The fields of a two-layer run, declared once: default, accepted values and meaning.
+
+A run of the paper's two-layer network is described by the fields of :data:`FIELDS`: its
+data (``task``, ``n``, ``d``), network (``p``, ``activation``, ``init_scale``), rule and
+training (``rule``, ``lr``, ``lam``, ...), stopping rule and what it records. The sweep
+spec (``fa sweep``, :mod:`feedback_alignment.experiments.spec`) checks its two-layer fields
+here, and docs/sweeps.md's table of fields is generated from here (:func:`markdown_table`;
+a test keeps the two equal)::
+
+    FIELDS["lr"].default                  # "paper"
+    FIELDS["lr"].validate(-0.1, "lr")     # ConfigError: lr = -0.1 is not accepted; accepted: ...
+
+Names that live elsewhere are read from there when a value is checked, never copied: the
+rules and metrics from the engine, the activations from :mod:`feedback_alignment.activations`
+(so a rule added to the engine is accepted, and the engine may import this module).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+# The paper's step sizes: the authors' code values (the paper's text quotes values ten
+# times smaller, a transcription slip: the code writes 10e-4, 10e-3, 10e-2). Sigmoid is not
+# in the paper; it takes tanh's.
+PAPER_LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1, "sigmoid": 1e-1}
+PAPER_LR_OTHER = 1e-2  # lr = "paper" for an activation the paper does not train
+MAX_STEPS = 10**9  # a billion steps: weeks at the smallest size
+MAX_SIZE = 10**8  # n, d or p beyond this cannot be held by any one machine
+
+
+def fmt(value) -> str:
+    """A value as a spec writes it (strings, arrays and booleans in JSON)."""
+    return json.dumps(value) if isinstance(value, str | list | dict | bool) else repr(value)
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class Check:
+    """Accepted values: a test, the words that name them (or a function giving the words,
+    for lists read when a value is checked), and the normal form of an accepted value."""
+
+    words: str | Callable[[], str]
+    test: Callable[[object], bool]
+    normal: Callable[[object], object] | None = None
+
+    @property
+    def accepted(self) -> str:
+        return self.words if isinstance(self.words, str) else self.words()
+
+
+def integer(lo: int, hi: int | None = None) -> Check:
+    """An integer >= lo; ``hi`` bounds a value that would exhaust memory or time."""
+    words = f"an integer >= {lo}" + ("" if hi is None else f" and <= {hi:.0e}")
+    return Check(words, lambda v: is_int(v) and v >= lo and (hi is None or v <= hi))
+
+
+def number(lo: float, *, strict: bool = False) -> Check:
+    """A finite number >= lo (> lo when ``strict``), as a float."""
+    words = f"a finite number {'>' if strict else '>='} {lo:g}"
+    return Check(words, lambda v: is_num(v) and (v > lo if strict else v >= lo), float)
+
+
+def one_of(names: tuple | Callable[[], tuple]) -> Check:
+    """One of ``names`` (or of the names a function returns when a value is checked)."""
+    get = names if callable(names) else lambda: names
+    return Check(lambda: ", ".join(map(fmt, get())), lambda v: isinstance(v, str) and v in get())
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting of a run: its default, the values it accepts and what it means."""
+
+    name: str
+    default: object
+    check: Check
+    doc: str
+
+    def validate(self, value, key: str | None = None):
+        """``value`` in normal form, or a one-line ConfigError naming ``key`` (default: the
+        field's name), the value and what is accepted."""
+        if not self.check.test(value):
+            raise ConfigError(
+                f"{key or self.name} = {fmt(value)} is not accepted; "
+                f"accepted: {self.check.accepted}"
+            )
+        return value if self.check.normal is None else self.check.normal(value)
+
+
+def by_name(*fields: Field) -> dict[str, Field]:
+    """Fields as a table, name -> :class:`Field`, in declaration order."""
+    return {f.name: f for f in fields}
+
+
+# --------------------------------------------------------------------------- names
+def _rules() -> tuple:
+    from .engine import RULES
+
+    return tuple(RULES)
+
+
+def _metrics() -> tuple:
+    from .engine import METRICS
+
+    return tuple(METRICS)
+
+
+def _activations() -> tuple:
+    from ..activations import BUILTIN
+
+    return tuple(BUILTIN)
+
+
+# --------------------------------------------------------------------------- special values
+def _schedule_ok(v) -> bool:
+    if v == "constant":
+        return True
+    if not (isinstance(v, str) and ":" in v):
+        return False
+    kind, _, arg = v.partition(":")
+    try:
+        return (kind == "cutoff" and int(arg) >= 0) or (kind == "exp" and 0 < float(arg) <= 1)
+    except ValueError:
+        return False
+
+
+def _log_spaced(v) -> bool:
+    try:
+        return isinstance(v, str) and v.startswith("log:") and int(v[4:]) >= 2
+    except ValueError:
+        return False
+
+
+def _record_steps_ok(v) -> bool:
+    return (isinstance(v, list) and all(is_int(s) and s >= 0 for s in v)) or _log_spaced(v)
+
+
+def _metrics_ok(v) -> bool:
+    names = _metrics()
+    return isinstance(v, list) and bool(v) and len(set(v)) == len(v) and set(v) <= set(names)
+
+
+def _e(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")  # 1e-3, as the paper writes it
+
+
+_PAPER_LR_WORDS = ", ".join(f"{_e(lr)} {act}" for act, lr in PAPER_LR.items())
+
+FIELDS: dict[str, Field] = by_name(
+    Field(
+        "task",
+        "linear",
+        one_of(("linear", "teacher")),
+        "the data: y = X theta, or a random two-layer teacher of the same activation and width p",
+    ),
+    Field("n", 50, integer(1, MAX_SIZE), "samples"),
+    Field("d", 150, integer(1, MAX_SIZE), "input dimension"),
+    Field("p", 200, integer(1, MAX_SIZE), "hidden width"),
+    Field("activation", "linear", one_of(_activations), "psi, the hidden activation"),
+    Field("rule", "fa", one_of(_rules), "feedback alignment or backprop"),
+    Field(
+        "lr",
+        "paper",
+        Check(
+            f'a finite number > 0, or "paper" ({_PAPER_LR_WORDS}; {_e(PAPER_LR_OTHER)} otherwise)',
+            lambda v: v == "paper" or (is_num(v) and v > 0),
+            lambda v: v if v == "paper" else float(v),
+        ),
+        "step size; \"paper\": the authors' code's value for the activation",
+    ),
+    Field("lam", 0.0, number(0), "weight decay lambda on the second layer beta"),
+    Field(
+        "lam_schedule",
+        "constant",
+        Check(
+            '"constant", "cutoff:T" (T an integer >= 0) or "exp:GAMMA" (0 < GAMMA <= 1)',
+            _schedule_ok,
+        ),
+        "lambda(t): constant, lambda for t < T then 0, or lambda GAMMA^t",
+    ),
+    Field("w_decay", 0.0, number(0), "weight decay on the first layer W"),
+    Field(
+        "loss",
+        "mse",
+        one_of(("mse", "sse")),
+        "mean squared error (the authors', gradient factor 2/n) or sum of squares",
+    ),
+    Field(
+        "init_scale",
+        1.0,
+        number(0, strict=True),
+        "W, beta and b drawn from N(0, scale^2)",
+    ),
+    Field(
+        "stop",
+        "steps",
+        one_of(("steps", "paper", "plateau")),
+        '"steps": exactly `steps`; "paper": the paper\'s rule as the authors\' code runs '
+        "it (`Plateau.paper`: at least rint(5000 sqrt(p) // 14) steps, the MSE checked at "
+        "t % 1000 == 999, on until it changed by < 1e-3 between checks; docs/reproduce.md); "
+        '"plateau": at least `min_steps`, then checkpoints every `check_every` from there '
+        "until the MSE changes by < `tol`",
+    ),
+    Field("steps", 1000, integer(0, MAX_STEPS), 'steps to train (with stop = "steps")'),
+    Field("min_steps", 0, integer(0, MAX_STEPS), 'fewest steps (stop = "plateau")'),
+    Field("check_every", 1000, integer(1), 'steps between plateau checks (stop = "plateau")'),
+    Field("tol", 1e-3, number(0), 'the MSE change that ends a plateau (stop = "plateau")'),
+    Field("max_steps", 0, integer(0, MAX_STEPS), "a cap on the steps (0: no cap)"),
+    Field(
+        "record_every",
+        0,
+        integer(0),
+        "record the metrics every this many steps (0: only the last step)",
+    ),
+    Field(
+        "record_steps",
+        [],
+        Check(
+            'an array of integers >= 0, or "log:N" (N >= 2 log-spaced steps)',
+            _record_steps_ok,
+            lambda v: v if isinstance(v, str) else sorted(set(v)),
+        ),
+        "extra steps to record",
+    ),
+    Field(
+        "metrics",
+        ["mse", "alignment"],
+        Check(
+            lambda: f"a non-empty array of distinct names from {', '.join(_metrics())}",
+            _metrics_ok,
+            list,
+        ),
+        "what to record (definitions: docs/twolayer.md)",
+    ),
+    Field("dtype", "float64", one_of(("float32", "float64")), "arithmetic precision"),
+    Field("device", "cpu", one_of(("cpu", "cuda", "auto")), "where the ensemble runs"),
+)
+
+
+def paper_lr(activation: str) -> float:
+    """The step size ``lr = "paper"`` stands for with ``activation``."""
+    return PAPER_LR.get(activation, PAPER_LR_OTHER)
+
+
+def markdown_table() -> str:
+    """docs/sweeps.md's table of two-layer fields, generated from :data:`FIELDS`."""
+    rows = ["| field | default | accepted | meaning |", "|---|---|---|---|"]
+    for f in FIELDS.values():
+        cells = (f"`{f.name}`", f"`{fmt(f.default)}`", f.check.accepted, f.doc)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
