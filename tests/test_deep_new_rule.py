@@ -1,5 +1,5 @@
 """A rule added in one place: one small class, registered here, runs through ``convert``,
-the metrics, state dicts and ``fa train`` with no other change to the package."""
+the metrics, state dicts, ``fa train`` and a sweep spec with no other change to the package."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from feedback_alignment.deep.config import parse_config
 from feedback_alignment.deep.metrics import alignment, weight_alignment
 from feedback_alignment.deep.rules import FeedbackAlignment
 from feedback_alignment.errors import ConfigError
+from feedback_alignment.experiments import Store, run_study
 
 C = 2.0  # a power of two: scaling by it is exact, so the checks below are exact too
 
@@ -116,3 +117,25 @@ def test_config_reads_the_rule_registry():
         assert parse_config({"rule": {"name": "fa_scaled"}})["rule"]["name"] == "fa_scaled"
     finally:
         RULES.pop(ScaledFeedback.name)
+
+
+def test_a_sweep_spec_runs_the_new_rule(fa_scaled, tmp_path):
+    spec = {
+        "study": {"name": "scaled", "system": "deep", "repetitions": 1, "seed": 5},
+        "fixed": {
+            "dtype": "float64",
+            "data": {"source": "digits", "train_limit": 120, "test_limit": 60},
+            "model": {"hidden": [16]},
+            "train": {"steps": 4, "batch_size": 30, "eval_every": 2},
+        },
+        "grid": {"rule.name": ["fa", "fa_scaled"]},
+    }
+    rep = run_study(spec, tmp_path / "s.sqlite", executor="inline")
+    assert rep.ok and rep.done == 2, rep.failures
+    with Store(tmp_path / "s.sqlite", create=False) as st:
+        rows = {r["rule.name"]: r for r in st.runs()}
+        loss = {k: st.series(r["run_id"], "loss")[1] for k, r in rows.items()}
+    assert set(rows) == {"fa", "fa_scaled"}
+    # the same seeds, W and R: the first loss agrees, then the hidden layer learns C-fold
+    assert loss["fa_scaled"][0] == loss["fa"][0]
+    assert loss["fa_scaled"][-1] != loss["fa"][-1]

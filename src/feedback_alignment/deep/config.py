@@ -153,11 +153,6 @@ _TRAINER_KEYS = {
     "normalize": "data.normalize",
 }
 
-# (types, default) per key: the shape experiments/spec.py reads
-SCHEMA: dict[str, dict[str, tuple]] = {
-    s: {k: (f.types, f.default) for k, f in keys.items()} for s, keys in FIELDS.items()
-}
-
 
 def _typename(types) -> str:
     names = {

@@ -207,58 +207,46 @@ def _resolve(system: str, cfg: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- deep fields
-_POSITIVE = ("train.lr", "train.batch_size", "train.eval_batch")
-
-
 def _deep_fields() -> dict[str, Field]:
-    """The ``fa train`` config's keys (deep/config.py declares them) as spec fields."""
-    from ..deep.config import SCHEMA
+    """The ``fa train`` config's keys as spec fields, read from their one declaration
+    (:data:`feedback_alignment.deep.config.FIELDS`); seed and threads come from the study."""
+    from ..deep.config import FIELDS as DEEP_FIELDS
 
-    names = _deep_names()
     out = {}
-    for section, keys in SCHEMA.items():
-        for k, (types, default) in keys.items():
+    for section, keys in DEEP_FIELDS.items():
+        for k, f in keys.items():
             name = k if not section else f"{section}.{k}"
-            if name in ("seed", "threads"):
-                continue  # derived from the study
-            out[name] = Field(name, default, _deep_check(name, types, names.get(name)), "")
+            if name not in ("seed", "threads"):
+                out[name] = Field(name, f.default, _deep_check(f), f.meaning)
     return out
 
 
-def _deep_check(name: str, types: tuple, names: tuple | None) -> Check:
-    """A deep key's check: its declared types (finite numbers), > 0 where a zero cannot
-    run, and one of the registered names where it names a rule, model, source, ..."""
+def _deep_check(f) -> Check:
+    """A deep key's check: its declared types (finite numbers), its condition (``must``),
+    its bounds, and one of its names where it names a rule, model, source, ..."""
     from ..deep.config import _typename
 
+    lo, hi = f.bounds or (None, None)
+
     def test(v) -> bool:
-        ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+        ok = isinstance(v, f.types) and not (isinstance(v, bool) and bool not in f.types)
         ok = ok and not (isinstance(v, float) and not math.isfinite(v))
-        ok = ok and (name not in _POSITIVE or v > 0)
+        if ok and isinstance(v, int | float) and not isinstance(v, bool):
+            ok = (lo is None or v >= lo) and (hi is None or v <= hi)
+        ok = ok and (f.must is None or v is None or f.must[1](v))
+        names = f.names()
         return ok and (names is None or v in names)
 
-    if names is not None:
-        return Check(", ".join(map(fmt, names)), test)
-    kind = _typename(types)
-    return Check(
-        f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" + (" > 0" * (name in _POSITIVE)), test
-    )
-
-
-def _deep_names() -> dict[str, tuple]:
-    from ..deep import rules  # noqa: F401  (registers the rules)
-    from ..deep.data import SOURCES
-    from ..deep.models import MODELS
-    from ..deep.rules import RULES
-    from ..deep.trainer import OPTIMIZERS, SCHEDULES
-
-    return {
-        "rule.name": tuple(sorted(RULES)),
-        "model.name": tuple(MODELS),
-        "data.source": SOURCES,
-        "train.optimizer": OPTIMIZERS,
-        "train.schedule": SCHEDULES,
-        "dtype": ("float32", "float64"),
-    }
+    if f.accepted is not None:
+        return Check(lambda: ", ".join(map(fmt, f.names())), test)
+    kind = _typename(f.types)
+    words = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    if f.must is not None:
+        phrase = f.must[0]
+        words = phrase if phrase.startswith(("a ", "an ")) else f"{words} {phrase}"
+    if f.bounds is not None:
+        words += f" between {lo} and {hi}" if hi is not None else f" >= {lo}"
+    return Check(words, test)
 
 
 def deep_config(run: Run, threads: int = 1) -> dict:
