@@ -5,6 +5,7 @@ one line per lambda. E2: MSE against step on a log y-axis, one panel per activat
 mean with a +-1 s.d. band, the loss curve predicted from H(0)+G(0) dashed, the settle level
 of each lambda > 0 dotted and lambda_min(H(0)+G(0)) in the panel. E3: hidden-error
 alignment (and the weight cosine) against step, and test accuracy against step.
+:func:`plot_comparison` draws one run beside its prediction (``twolayer.theory``).
 """
 
 from __future__ import annotations
@@ -248,3 +249,28 @@ def e3_figure(rows, weight_rows, path: Path) -> list[Path]:
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def plot_comparison(comparison, ax=None, member: int | None = None):
+    """Measured vs predicted MSE of a :class:`~feedback_alignment.twolayer.theory.Comparison`
+    on a log axis, one solid and one dashed line per member (or only ``member``); draws on
+    ``ax``, or on a new figure of matplotlib's current backend, and returns the axes."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots()
+    meas, pred = comparison.measured, comparison.predicted
+    if meas.ndim == 2:
+        cols = range(meas.shape[1]) if member is None else [member]
+    else:
+        cols = [None]
+    for k in cols:
+        m = meas if k is None else meas[:, k]
+        p = pred if k is None else pred[:, k]
+        label = "" if k is None else f" [{k}]"
+        line = ax.semilogy(comparison.steps, m, label=f"measured{label}")[0]
+        ax.semilogy(comparison.steps, p, "--", color=line.get_color(), label=f"predicted{label}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE")
+    ax.legend()
+    return ax
