@@ -7,7 +7,7 @@ significantly contradict the claim), with the numbers and the criterion that pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -49,13 +49,7 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)  # one line per activation / case
 
     def as_dict(self) -> dict:
-        return {
-            "claim": self.claim,
-            "statement": self.statement,
-            "criterion": self.criterion,
-            "verdict": self.verdict,
-            "evidence": self.evidence,
-        }
+        return asdict(self)
 
 
 def _combine(vs: list[str]) -> str:
