@@ -111,9 +111,8 @@ def claim1_convergence(rows) -> Verdict:
         f"E2, lambda = 0: 'holds' if in every repetition the MSE falls at least {C1_FALL}-fold "
         "from step 0 to the last step and the least-squares slope of ln MSE over the last "
         f"{100 * C1_TAIL:g}% of training is negative (a positive exponential rate); 'does not "
-        "hold' if the "
-        "median rate is not positive (the loss stopped falling); otherwise 'not shown at this "
-        f"profile' (falling, but too few steps to show a {C1_FALL}-fold fall).",
+        "hold' if the median rate is not positive (the loss stopped falling); otherwise 'not "
+        f"shown at this profile' (falling, but too few steps to show a {C1_FALL}-fold fall).",
         NOT_SHOWN,
     )
     cases = []
