@@ -270,13 +270,14 @@ def test_report_figure_rows_add_up(tmp_path):
     up to the plotted b.beta, and without decay W-growth + step correction is the change."""
     pytest.importorskip("matplotlib")
     from feedback_alignment.reproduce import conservation as rc
+    from feedback_alignment.reproduce.figures import conservation_figure
 
     res = {act: rc.run_activation(act, p=60, steps=40, base_seed=0) for act in rc.ACTS}
     for r in res.values():
         assert r["lam0_gap"] < 1e-10
         for row in r["rows"]:
-            total = sum(row[t] for t in rc.TERM_STYLE)
+            total = sum(row[t] for t in rc.DRAWN)
             assert abs(total - row["b_beta"]) <= 1e-10 * max(1.0, abs(row["b_beta"]))
         assert {row["lam"] for row in r["rows"]} == set(r["lams"])
-    paths = rc.figure(res, tmp_path / "conservation", 60)
+    paths = conservation_figure(res, tmp_path / "conservation", 60)
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size for p in paths)

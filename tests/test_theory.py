@@ -268,6 +268,34 @@ def test_compare_with_prediction_figures():
     assert compare_with_prediction(steps, measured[:, 0], pred).max_abs_log10 < 1e-12
 
 
+def test_plot_comparison_draws_each_member_measured_and_predicted():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from feedback_alignment.reproduce.figures import plot_comparison
+
+    steps = np.arange(0, 101, 10)
+    pred = np.exp(-0.01 * steps)
+    measured = np.stack([pred * 1.1, pred * 0.9], 1)
+    cmp = compare_with_prediction(steps, measured, np.exp(-0.01 * np.arange(101)))
+    ax = plot_comparison(cmp)
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == [
+        "measured [0]",
+        "predicted [0]",
+        "measured [1]",
+        "predicted [1]",
+    ]
+    assert np.array_equal(lines[2].get_ydata(), measured[:, 1])
+    assert np.allclose(lines[3].get_ydata(), pred) and lines[3].get_linestyle() == "--"
+    assert ax.get_yscale() == "log"
+    one = plot_comparison(cmp, ax=plt.figure().add_subplot(), member=1)
+    assert [ln.get_label() for ln in one.get_lines()] == ["measured [1]", "predicted [1]"]
+    plt.close("all")
+
+
 # ------------------------------------------------------------------ bad input
 def test_bad_input_is_a_one_line_config_error():
     X = torch.randn(4, 3, dtype=F64)

@@ -8,6 +8,10 @@ data with it.
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -157,7 +161,7 @@ STEPS = np.linspace(0, 1000, 51)
 )
 def test_claim1_convergence_outcomes(rate, expected):
     curves = {("linear", 0.0): [np.exp(-rate * STEPS) * (1 + 0.1 * r) for r in range(3)]}
-    assert V.claim1_convergence(e2_rows(curves, STEPS), []).verdict == expected
+    assert V.claim1_convergence(e2_rows(curves, STEPS)).verdict == expected
 
 
 @pytest.mark.parametrize(("ratio", "expected"), [(1.0, V.INFO_AGREES), (3.0, V.INFO_DEVIATES)])
@@ -244,7 +248,7 @@ def test_criteria_quote_their_constants():
     text = V.claim2_bounded([]).criterion
     assert f"{V.C2B_KEEP:g}" in text and f"t > {V.C2B_T}" in text
     assert f"{100 * V.C2D_SHARE:g}%" in V.claim2_published([]).criterion
-    assert f"{V.C1_FALL}-fold" in V.claim1_convergence([], []).criterion
+    assert f"{V.C1_FALL}-fold" in V.claim1_convergence([]).criterion
 
 
 def test_report_sets_the_paper_beside_the_run():
@@ -266,3 +270,123 @@ def test_report_sets_the_paper_beside_the_run():
     )
     # 0.1 + mean over reps (0, 0.01) + 0.002 sin(200) at the last step
     assert "| 0.1 | 0.103 | 91.0 % | 200 | 0.55 | 91.6 % |" in md
+
+
+# ------------------------------------------------------------------ the remaining branches
+def test_claim2_width_one_width_is_not_shown():
+    v = V.claim2_width(e1_rows("linear", {(0.0, 200): 0.3}))
+    assert v.verdict == NOT_SHOWN and v.evidence == [f"linear: one width only -> {NOT_SHOWN}"]
+
+
+def test_claim2_bounded_fails_when_the_widest_mean_is_not_above_zero():
+    # t of (widest - KEEP x narrowest) is large, but the widest alignment is negative
+    cells = {(lam, p): -0.2 if p == 200 else -0.05 for lam in LAMS["linear"] for p in (200, 800)}
+    v = V.claim2_bounded(e1_rows("linear", cells, sd=0.02))
+    assert v.verdict == FAILS
+    assert all(e.endswith(f"-> {FAILS}") for e in v.evidence)
+
+
+def test_claim2_bounded_exactly_at_the_threshold_without_spread_is_not_shown():
+    # widest = KEEP x narrowest and no spread: t = 0/0, the data cannot tell
+    k = V.C2B_KEEP
+    cells = {(lam, p): 0.5 if p == 200 else 0.5 * k for lam in LAMS["linear"] for p in (200, 800)}
+    assert V.claim2_bounded(e1_rows("linear", cells, sd=0.0)).verdict == NOT_SHOWN
+
+
+def test_claim1_theory_growing_prediction_deviates():
+    rows = e2_rows({("tanh", 0.0): [np.exp(-5e-3 * STEPS)]}, STEPS)
+    prediction = [{**r, "predicted_mse": float(np.exp(1e-3 * r["step"]))} for r in rows]
+    kernels = [{"activation": "tanh", "lam": 0.0, "lambda_min": -0.1}]
+    v = V.claim1_theory(rows, prediction, kernels)
+    assert v.verdict == V.INFO_DEVIATES
+    assert "no decaying prediction" in v.evidence[0] and "not positive definite" in v.evidence[0]
+
+
+@pytest.mark.parametrize(("gap", "expected"), [(0.1, HOLDS), (-0.1, FAILS), (0.0, NOT_SHOWN)])
+def test_claim3_alignment_one_repetition_uses_the_window(gap, expected):
+    align = {lam: 0.05 + gap * (lam > 0) for lam in E3_LAMS}
+    v = V.claim3_alignment(e3_rows(align, dict.fromkeys(E3_LAMS, 0.9), reps=1))
+    assert v.verdict == expected and "1 rep(s)" in v.evidence[0]
+
+
+def test_claim3_without_data_is_not_shown():
+    rows = e3_rows(dict.fromkeys(E3_LAMS, 0.1), {0.0: 0.8, 0.1: 0.95, 0.3: 0.95})
+    v = V.claim3_accuracy(rows, 0)  # no test set size: no binomial error
+    assert v.verdict == NOT_SHOWN and v.evidence == []
+    assert V.claim3_alignment([]).verdict == NOT_SHOWN
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: V.claim1_convergence([]),
+        lambda: V.claim1_settle([], []),
+        lambda: V.claim2_width([]),
+        lambda: V.claim2_bounded([]),
+        lambda: V.claim2_lambda([]),
+        lambda: V.claim2_published([]),
+        lambda: V.claim3_accuracy([], 10_000),
+    ],
+)
+def test_no_rows_is_not_shown(call):
+    assert call().verdict == NOT_SHOWN
+
+
+def test_all_verdicts_runs_the_claims_of_each_experiment_present():
+    assert V.all_verdicts({}) == []
+    e1 = {"E1": {"rows": paper_rows(acts=("relu",), widths=(200, 400))}}
+    assert [v.claim for v in V.all_verdicts(e1)] == ["2a", "2b", "2c", "2d"]
+    rows = e3_rows({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, {0.0: 0.9, 0.1: 0.91, 0.3: 0.92})
+    e3 = {"E3": {"rows": rows, "n_test": 10_000}}
+    assert [v.claim for v in V.all_verdicts(e3)] == ["3a", "3b"]
+
+
+# ------------------------------------------------------------------ thresholds, defined once
+THRESHOLDS = sorted(n for n in vars(V) if re.fullmatch(r"C\d[A-Z]?_[A-Z_]+", n))
+
+
+def _criteria() -> str:
+    return "\n".join(
+        v.criterion
+        for v in (
+            V.claim1_convergence([]),
+            V.claim1_theory([], [], []),
+            V.claim1_settle([], []),
+            V.claim2_width([]),
+            V.claim2_bounded([]),
+            V.claim2_lambda([]),
+            V.claim2_published([]),
+            V.claim3_alignment([]),
+            V.claim3_accuracy([], 1),
+        )
+    )
+
+
+@pytest.mark.parametrize("name", THRESHOLDS)
+def test_each_threshold_is_read_by_the_criterion_text(name, monkeypatch):
+    before = _criteria()
+    monkeypatch.setattr(V, name, 0.123)
+    assert _criteria() != before, f"{name} does not appear in any criterion"
+
+
+def test_each_threshold_is_read_by_the_code_outside_text():
+    """Every threshold is used at least once outside an f-string (the decision itself)."""
+    tree = ast.parse(Path(V.__file__).read_text())
+    in_text = {id(n) for s in ast.walk(tree) if isinstance(s, ast.JoinedStr) for n in ast.walk(s)}
+    used = {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in in_text
+    }
+    assert len(THRESHOLDS) >= 15 and set(THRESHOLDS) <= used
+
+
+def test_docs_quote_every_threshold_at_its_value():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reproduce.md").read_text()
+    quoted = {
+        name: float(num) / (100 if pct else 1)
+        for num, pct, name in re.findall(r"(-?[\d.]+)(%?)\s*\(`(C\w+)`\)", text.replace("\n", " "))
+    }
+    assert sorted(quoted) == THRESHOLDS
+    for name, value in quoted.items():
+        assert value == pytest.approx(getattr(V, name)), name

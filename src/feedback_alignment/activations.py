@@ -79,6 +79,9 @@ BUILTIN: dict[str, Activation] = {
 }
 
 
+_ACCEPTED = f"{', '.join(BUILTIN)}, an Activation, or a (psi, dpsi) pair of callables"
+
+
 def get_activation(spec: str | Activation | tuple[Fn, Fn]) -> Activation:
     """Resolve a name, an :class:`Activation`, or a ``(psi, dpsi)`` pair."""
     if isinstance(spec, Activation):
@@ -87,13 +90,7 @@ def get_activation(spec: str | Activation | tuple[Fn, Fn]) -> Activation:
         try:
             return BUILTIN[spec]
         except KeyError:
-            raise ConfigError(
-                f"unknown activation {spec!r}; accepted: {', '.join(BUILTIN)}, "
-                "an Activation, or a (psi, dpsi) pair of callables"
-            ) from None
+            raise ConfigError(f"unknown activation {spec!r}; accepted: {_ACCEPTED}") from None
     if isinstance(spec, tuple) and len(spec) == 2 and all(callable(f) for f in spec):
         return Activation(getattr(spec[0], "__name__", "custom"), spec[0], spec[1])
-    raise ConfigError(
-        f"activation {spec!r} is not understood; give one of {', '.join(BUILTIN)}, "
-        "an Activation, or a (psi, dpsi) pair of callables"
-    )
+    raise ConfigError(f"activation {spec!r} is not understood; give one of {_ACCEPTED}")

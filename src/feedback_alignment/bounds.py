@@ -53,7 +53,7 @@ def check_memory(need: float, what: str, hint: str) -> None:
 @functools.cache
 def machine_flops() -> float:
     """Multiply-adds per second of this process for a float64 matrix product (measured
-    once, ~0.1 s; the best of a few repeats)."""
+    once per process with a short product, the best of a few repeats)."""
     import torch
 
     a = torch.randn(256, 256, dtype=torch.float64)

@@ -96,9 +96,7 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         self.enabled = wanted(enabled, self.stream)
         self.tty = self.enabled and wanted(None, self.stream)
-        self.total = dict(work) if isinstance(work, dict) else {"": float(work)}
-        self.kind_done = dict.fromkeys(self.total, 0.0)
-        self.kind_time = dict.fromkeys(self.total, 0.0)
+        self._reset(work)
         self.label, self.status = label, ""
         self.clock, self.every, self.redraw = clock, every, redraw
         self.t0 = self.t_event = clock()
@@ -116,6 +114,12 @@ class Progress:
             self._thread.start()
 
     # ------------------------------------------------------------------ the estimate
+    def _reset(self, work: float | dict[str, float]) -> None:
+        """The total work by kind, none of it done."""
+        self.total = dict(work) if isinstance(work, dict) else {"": float(work)}
+        self.kind_done = dict.fromkeys(self.total, 0.0)
+        self.kind_time = dict.fromkeys(self.total, 0.0)
+
     def fraction(self) -> float:
         total = sum(self.total.values())
         return min(1.0, sum(self.kind_done.values()) / total) if total > 0 else 0.0
@@ -166,9 +170,7 @@ class Progress:
     def set_work(self, work: float | dict[str, float]) -> None:
         """Set the total work (known once the job is planned); the time starts now."""
         with self._lock:
-            self.total = dict(work) if isinstance(work, dict) else {"": float(work)}
-            self.kind_done = dict.fromkeys(self.total, 0.0)
-            self.kind_time = dict.fromkeys(self.total, 0.0)
+            self._reset(work)
             self.t_event = self.clock()
             self.left_at_event = None
             self._live = True

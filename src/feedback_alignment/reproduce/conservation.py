@@ -12,31 +12,16 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-
-from ..twolayer.conservation import decompose
+from ..outputs import atomic_path
+from ..twolayer.conservation import TERMS, decompose
 from ..twolayer.engine import TwoLayerEnsemble
 from .e1 import data_for
+from .figures import conservation_figure
 from .profiles import ACTIVATIONS, LAMS, LR, D, Profile, seed_for
 
 ACTS = ("linear", "relu")  # psi(z) = z psi'(z): the law is exact for these
-COLUMNS = (
-    "activation",
-    "lam",
-    "step",
-    "alignment",
-    "b_beta",
-    "initial",
-    "w_growth",
-    "step_correction",
-    "weight_decay",
-)
-TERM_STYLE = {
-    "initial": ("initial b.beta(0)", "tab:gray", ":"),
-    "w_growth": ("W-norm growth", "tab:blue", "-"),
-    "step_correction": ("step-size correction", "tab:orange", "-"),
-    "weight_decay": ("weight-decay term", "tab:red", "-"),
-}
+DRAWN = tuple(t for t in TERMS if t != "first_layer_decay")  # E2 has no first-layer decay
+COLUMNS = ("activation", "lam", "step", "alignment", "b_beta", *DRAWN)
 _EXP = 2  # E2's seeds: the same first repetition as E2
 
 
@@ -60,7 +45,7 @@ def run_activation(activation: str, p: int, steps: int, base_seed: int) -> dict:
                     "step": int(s),
                     "alignment": float(dec.alignment[j, k]),
                     "b_beta": float(dec.b_beta[j, k]),
-                    **{t: float(dec.terms[t][j, k]) for t in TERM_STYLE},
+                    **{t: float(dec.terms[t][j, k]) for t in DRAWN},
                 }
             )
     change = dec.b_beta[-1, 0] - dec.b_beta[0, 0]
@@ -73,50 +58,6 @@ def run_activation(activation: str, p: int, steps: int, base_seed: int) -> dict:
     }
 
 
-def figure(results: dict, path: Path, p: int) -> list[Path]:
-    from .figures import TITLES, _plt, _save
-
-    plt = _plt()
-    acts = list(results)
-    fig, axes = plt.subplots(3, len(acts), figsize=(5.2 * len(acts), 9.0), squeeze=False)
-    for c, act in enumerate(acts):
-        res = results[act]
-        for k, lam in enumerate(res["lams"]):
-            rows = [r for r in res["rows"] if r["lam"] == lam]
-            step = np.array([r["step"] for r in rows])
-            ax = axes[0, c]
-            ax.plot(
-                step,
-                [r["alignment"] for r in rows],
-                color="black" if k == 0 else "tab:red",
-                label=f"lambda = {lam:g}",
-            )
-            ax = axes[1 + k, c]
-            ax.plot(
-                step,
-                [r["b_beta"] for r in rows],
-                color="black",
-                lw=2.2,
-                label="b.beta(t) (sum of the terms)",
-            )
-            for t, (label, color, ls) in TERM_STYLE.items():
-                if t == "weight_decay" and lam == 0:
-                    continue
-                ax.plot(step, [r[t] for r in rows], color=color, ls=ls, label=label)
-            ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-            ax.set_title(f"{TITLES[act]}, lambda = {lam:g}: b.beta split")
-            ax.set_xlabel("step")
-            ax.legend(loc="best")
-        axes[0, c].set_title(f"{TITLES[act]}, p = {p}: alignment cos(beta, b)")
-        axes[0, c].set_xlabel("step")
-        axes[0, c].axhline(0, color="0.8", lw=0.8, zorder=0)
-        axes[0, c].legend(loc="best")
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
-
-
 def run(profile: Profile, seed: int, directory: Path, say=print) -> tuple[list[str], tuple]:
     """Run, write ``conservation.csv`` and the figure into ``directory``; return the files
     written (relative to its parent) and the report's (figure, caption)."""
@@ -125,12 +66,12 @@ def run(profile: Profile, seed: int, directory: Path, say=print) -> tuple[list[s
     for act in ACTS:
         say(f"E2 conservation: {act}, p = {p}, {steps} steps")
         results[act] = run_activation(act, p, steps, seed)
-    with open(directory / "conservation.csv", "w", newline="") as f:
+    with atomic_path(directory / "conservation.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         for res in results.values():
             w.writerows(res["rows"])
-    figure(results, directory / "conservation", p)
+    conservation_figure(results, directory / "conservation", p)
     gaps = ", ".join(f"{a} {r['lam0_gap']:.1e}" for a, r in results.items())
     caption = (
         f"where the alignment's numerator comes from (E2's first repetition, p = {p}, "

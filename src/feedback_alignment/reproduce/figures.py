@@ -4,20 +4,29 @@ E1: alignment against width, one panel per activation, log x-axis, mean +-1 s.d.
 one line per lambda. E2: MSE against step on a log y-axis, one panel per activation,
 mean with a +-1 s.d. band, the loss curve predicted from H(0)+G(0) dashed, the settle level
 of each lambda > 0 dotted and lambda_min(H(0)+G(0)) in the panel. E3: hidden-error
-alignment (and the weight cosine) against step, and test accuracy against step.
+alignment (and the weight cosine) against step, and test accuracy against step. E2's
+conservation figure: b.beta(t) split into the terms of the exact law.
+:func:`plot_comparison` draws one run beside its prediction (``twolayer.theory``).
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from ..outputs import atomic_path
 from .profiles import ACTIVATIONS, LAMS
 
 TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh"}
+# the conservation figure's terms (reproduce/conservation.py): label, colour, line style
+CONSERVATION_STYLE = {
+    "initial": ("initial b.beta(0)", "tab:gray", ":"),
+    "w_growth": ("W-norm growth", "tab:blue", "-"),
+    "step_correction": ("step-size correction", "tab:orange", "-"),
+    "weight_decay": ("weight-decay term", "tab:red", "-"),
+}
 
 
 def _plt():
@@ -37,9 +46,8 @@ def _save(fig, path: Path) -> list[Path]:
     out = []
     for ext in ("png", "pdf"):
         final = path.with_suffix(f".{ext}")
-        tmp = final.with_name(f".{final.name}.tmp")
-        fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None, bbox_inches="tight")
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None, bbox_inches="tight")
         out.append(final)
     return out
 
@@ -248,3 +256,72 @@ def e3_figure(rows, weight_rows, path: Path) -> list[Path]:
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def conservation_figure(results: dict, path: Path, p: int) -> list[Path]:
+    """E2's conservation figure from :func:`.conservation.run_activation` results per
+    activation: the alignment on top, below it b.beta(t) and the law's terms per lambda."""
+    plt = _plt()
+    acts = list(results)
+    fig, axes = plt.subplots(3, len(acts), figsize=(5.2 * len(acts), 9.0), squeeze=False)
+    for c, act in enumerate(acts):
+        res = results[act]
+        for k, lam in enumerate(res["lams"]):
+            rows = [r for r in res["rows"] if r["lam"] == lam]
+            step = np.array([r["step"] for r in rows])
+            ax = axes[0, c]
+            ax.plot(
+                step,
+                [r["alignment"] for r in rows],
+                color="black" if k == 0 else "tab:red",
+                label=f"lambda = {lam:g}",
+            )
+            ax = axes[1 + k, c]
+            ax.plot(
+                step,
+                [r["b_beta"] for r in rows],
+                color="black",
+                lw=2.2,
+                label="b.beta(t) (sum of the terms)",
+            )
+            for t, (label, color, ls) in CONSERVATION_STYLE.items():
+                if t == "weight_decay" and lam == 0:
+                    continue
+                ax.plot(step, [r[t] for r in rows], color=color, ls=ls, label=label)
+            ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+            ax.set_title(f"{TITLES[act]}, lambda = {lam:g}: b.beta split")
+            ax.set_xlabel("step")
+            ax.legend(loc="best")
+        axes[0, c].set_title(f"{TITLES[act]}, p = {p}: alignment cos(beta, b)")
+        axes[0, c].set_xlabel("step")
+        axes[0, c].axhline(0, color="0.8", lw=0.8, zorder=0)
+        axes[0, c].legend(loc="best")
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_comparison(comparison, ax=None, member: int | None = None):
+    """Measured vs predicted MSE of a :class:`~feedback_alignment.twolayer.theory.Comparison`
+    on a log axis, one solid and one dashed line per member (or only ``member``); draws on
+    ``ax``, or on a new figure of matplotlib's current backend, and returns the axes."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots()
+    meas, pred = comparison.measured, comparison.predicted
+    if meas.ndim == 2:
+        cols = range(meas.shape[1]) if member is None else [member]
+    else:
+        cols = [None]
+    for k in cols:
+        m = meas if k is None else meas[:, k]
+        p = pred if k is None else pred[:, k]
+        label = "" if k is None else f" [{k}]"
+        line = ax.semilogy(comparison.steps, m, label=f"measured{label}")[0]
+        ax.semilogy(comparison.steps, p, "--", color=line.get_color(), label=f"predicted{label}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE")
+    ax.legend()
+    return ax

@@ -61,7 +61,7 @@ class Cell:
     paper_mean: float
     paper_sd: float
     diff: float  # ours - paper
-    z: float  # diff in standard errors of the difference, sqrt(sd^2/reps + sd^2/50)
+    z: float  # diff in standard errors of the difference (:func:`_diff_se`)
     tolerance: float
     agree: bool
 
@@ -69,8 +69,14 @@ class Cell:
         return asdict(self)
 
 
+def _diff_se(sd: float, reps: int) -> float:
+    """Standard error of (our mean - the paper's mean), both samples of spread ``sd``."""
+    return math.sqrt(sd * sd / reps + sd * sd / PAPER_REPS)
+
+
 def tolerance(sd: float, reps: int) -> float:
-    return max(AGREE_FLOOR, AGREE_Z * math.sqrt(sd * sd / reps + sd * sd / PAPER_REPS))
+    """The largest |ours - paper| that still agrees (see the module docstring)."""
+    return max(AGREE_FLOOR, AGREE_Z * _diff_se(sd, reps))
 
 
 def compare(rows) -> list[Cell]:
@@ -91,7 +97,7 @@ def compare(rows) -> list[Cell]:
         se = float(x.std(ddof=1) / math.sqrt(reps)) if reps > 1 else float("nan")
         pm, psd = pub[key]
         diff = mean - pm
-        scale = math.sqrt(psd * psd / reps + psd * psd / PAPER_REPS)
+        scale = _diff_se(psd, reps)
         tol = tolerance(psd, reps)
         out.append(
             Cell(

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import base64
 import html
-import os
+import re
 from pathlib import Path
 
-from .profiles import STEP_SIZE_NOTE, Profile
+from ..outputs import atomic_write_text
+from .figures import TITLES
+from .profiles import ACTIVATIONS, E3_LAMS, LAMS, STEP_SIZE_NOTE, D, N, Profile
+from .published import AGREE_RULE, PAPER_REPS, compare, headline, provenance
+
+# reproduce/cli.py writes the report, the CSVs and summary.json through this name
+write_text = atomic_write_text
+
+
+def _set(values) -> str:
+    """``{0, 0.1, 0.3}``: a set of numbers as the report writes it."""
+    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
 
 
 def _md_table(header, rows) -> str:
@@ -23,8 +34,6 @@ def _md_table(header, rows) -> str:
 
 def e1_blocks(cells, e1: dict) -> list[tuple]:
     """E1 beside the paper: the run lengths, then one row per published cell."""
-    from .published import AGREE_RULE, PAPER_REPS, headline, provenance
-
     b: list[tuple] = [("h2", "E1 beside the published values")]
     steps = [r["steps"] for r in e1["rows"]]
     capped = e1.get("capped", 0)
@@ -133,8 +142,6 @@ def e3_blocks(e3: dict) -> list[tuple]:
 def build_blocks(
     *, profile: Profile, meta: dict, verdicts, figures: dict, results: dict | None = None
 ) -> list[tuple]:
-    from .published import compare, headline
-
     results = results or {}
     cells = compare(results["E1"]["rows"]) if "E1" in results else None
     b: list[tuple] = [("h1", "Reproduction of Song, Xu & Lafferty (2021)")]
@@ -182,14 +189,14 @@ def build_blocks(
     b.append(
         (
             "p",
-            "Synthetic data (E1, E2): n = 50, d = 150; linear networks fit a linear teacher, "
+            f"Synthetic data (E1, E2): n = {N}, d = {D}; linear networks fit a linear teacher, "
             "ReLU/tanh networks a random teacher of the same activation and width; fresh data, "
             "network and feedback vector b for every repetition. Within a repetition the "
             "lambdas share the data, the initial network and b (paired comparisons). Lambda sets: "
-            "linear {0, 0.2, 0.3, 0.5}, ReLU {0, 0.02, 0.05, 0.2}, tanh {0, 0.001, 0.002, 0.005}. "
-            "E3: 784 -> 1000 ReLU -> 10 (1/sqrt(1000) output scale), SGD lr 1e-2, cross-entropy, "
-            "10 x 1000 feedback matrix B, lambda in {0, 0.1, 0.3} on the last layer, the three "
-            "runs sharing initialisation, B and batch order.",
+            + ", ".join(f"{TITLES[a]} {_set(LAMS[a])}" for a in ACTIVATIONS)
+            + ". E3: 784 -> 1000 ReLU -> 10 (1/sqrt(1000) output scale), SGD lr 1e-2, "
+            f"cross-entropy, 10 x 1000 feedback matrix B, lambda in {_set(E3_LAMS)} on the last "
+            f"layer, the {len(E3_LAMS)} runs sharing initialisation, B and batch order.",
         )
     )
     red = profile.reductions()
@@ -236,9 +243,7 @@ def to_markdown(blocks) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then the two markdown marks the report uses: **bold** and `code`."""
-    import re
-
+    """Escape, then the markdown marks the report uses: **bold**, `code` and *italics*."""
     t = html.escape(text)
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
     t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
@@ -280,9 +285,3 @@ def to_html(blocks, root: Path) -> str:
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
