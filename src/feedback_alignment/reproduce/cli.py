@@ -27,7 +27,7 @@ from ..progress import add_flags as add_progress_flags
 from . import conservation, e1, e2, e3, published
 from .figures import e1_figure, e2_figure, e3_figure
 from .profiles import CPU_TIMES, EXPERIMENTS, PROFILES, get_profile
-from .report import build_blocks, to_html, to_markdown, write_text
+from .report import build_blocks, to_html, to_markdown
 from .verdicts import all_verdicts
 from .work import KIND, plan_work
 
@@ -118,7 +118,7 @@ def write_csv(path: Path, columns, rows) -> None:
     w.writerow(columns)
     for r in rows:
         w.writerow([repr(v) if isinstance(v, float) else v for v in (r[c] for c in columns)])
-    write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _versions() -> dict:
@@ -332,8 +332,8 @@ def reproduce(
     blocks = build_blocks(
         profile=prof, meta=meta, verdicts=verdicts, figures=figures, results=results
     )
-    write_text(out / "report.md", to_markdown(blocks))
-    write_text(out / "report.html", to_html(blocks, out))
+    atomic_write_text(out / "report.md", to_markdown(blocks))
+    atomic_write_text(out / "report.html", to_html(blocks, out))
     summary = {
         "profile": prof.as_dict(),
         "reductions": prof.reductions(),
@@ -352,7 +352,7 @@ def reproduce(
             "rule": published.AGREE_RULE,
             "table": [c.as_dict() for c in cells],
         }
-    write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     assert set(files) <= set(planned(exps)), sorted(set(files) - set(planned(exps)))
     manifest.record("report.md", "report.html", "summary.json", complete=True)
     return summary

@@ -12,13 +12,9 @@ import html
 import re
 from pathlib import Path
 
-from ..outputs import atomic_write_text
 from .figures import TITLES
 from .profiles import ACTIVATIONS, E3_LAMS, LAMS, STEP_SIZE_NOTE, D, N, Profile
 from .published import AGREE_RULE, PAPER_REPS, compare, headline, provenance
-
-# reproduce/cli.py writes the report, the CSVs and summary.json through this name
-write_text = atomic_write_text
 
 
 def _set(values) -> str:
