@@ -6,10 +6,10 @@ authors' step sizes, MSE and alignment recorded, no first-layer weights kept
 (``keep_weights=False``, as ``fa reproduce`` sets it). For each activation, dtype and
 width this measures, in one run on one machine:
 
-* ``engine``: steps/s of the ensemble as the engine runs it by itself (``fuse="auto"``:
+* ``engine``: steps/s of the ensemble as the engine runs it by itself (``kernels="auto"``:
   the path and kernels it picks, self-check included; ``kernels`` names them);
-* for ReLU and tanh, the row-space path on the native kernels (``FA_NATIVE=1``) and on
-  the torch ops (``fuse=False``): ``native_vs_torch`` = torch time / native time;
+* for ReLU and tanh, the row-space path on the native kernels (``kernels="native"``) and
+  on the torch ops (``kernels="torch"``): ``native_vs_torch`` = torch time / native time;
 * ``authors``: the same K runs done as the authors' code does, one run at a time, each
   through autograd (the FA output layer as an ``autograd.Function``) and
   ``torch.optim.SGD``; ``speedup`` = authors' time for K runs / engine time;
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -71,36 +70,28 @@ def data(act: str, p: int, members: int, dtype: str):
     return X.to(to), y.to(to)
 
 
-def engine_step(act: str, p: int, dtype: str, steps: int, repeats: int, fuse, native: str):
+def engine_step(act: str, p: int, dtype: str, steps: int, repeats: int, kernels: str):
     """Seconds per lockstep step of K members (each its own X), by the engine's loop timer,
-    the best of ``repeats`` fits after a warm-up fit; and the kernels that ran."""
+    the best of ``repeats`` fits after a warm-up fit; and the path and kernels that ran."""
     X, y = data(act, p, K, dtype)
-    old = os.environ.get("FA_NATIVE")
-    os.environ["FA_NATIVE"] = native
-    best, kernels = math.inf, ""
-    try:
-        for r in range(repeats + 1):
-            ens = TwoLayerEnsemble(D, p, seeds=range(K), activation=act, dtype=dtype)
-            h = ens.fit(
-                X,
-                y,
-                rule="fa",
-                lr=LR[act],
-                lam=LAM[act],
-                steps=steps,
-                metrics=("mse", "alignment"),
-                fuse=fuse,
-                keep_weights=False,
-            )
-            if r:  # the first fit warms up (build, self-check, page faults)
-                best = min(best, h.seconds / steps)
-            kernels = f"{h.path}+{h.kernels}"
-    finally:
-        if old is None:
-            del os.environ["FA_NATIVE"]
-        else:
-            os.environ["FA_NATIVE"] = old
-    return best, kernels
+    best, ran = math.inf, ""
+    for r in range(repeats + 1):
+        ens = TwoLayerEnsemble(D, p, seeds=range(K), activation=act, dtype=dtype)
+        h = ens.fit(
+            X,
+            y,
+            rule="fa",
+            lr=LR[act],
+            lam=LAM[act],
+            steps=steps,
+            metrics=("mse", "alignment"),
+            kernels=kernels,
+            keep_weights=False,
+        )
+        if r:  # the first fit warms up (build, self-check, page faults)
+            best = min(best, h.seconds / steps)
+        ran = f"{h.path}+{h.kernels}"
+    return best, ran
 
 
 class FAOutput(torch.autograd.Function):
@@ -213,12 +204,12 @@ def main(argv=None) -> dict:
         for dtype in args.dtypes:
             for p in widths:
                 steps, repeats = settings(p, args.quick)
-                t_eng, kernels = engine_step(act, p, dtype, steps, repeats, "auto", "auto")
+                t_eng, kernels = engine_step(act, p, dtype, steps, repeats, "auto")
                 row = {"activation": act, "dtype": dtype, "p": p, "kernels": kernels}
                 row["engine_steps_per_s"] = 1 / t_eng
                 if act != "linear":
-                    t_nat, kn = engine_step(act, p, dtype, steps, repeats, True, "1")
-                    t_tor, kt = engine_step(act, p, dtype, steps, repeats, False, "auto")
+                    t_nat, kn = engine_step(act, p, dtype, steps, repeats, "native")
+                    t_tor, kt = engine_step(act, p, dtype, steps, repeats, "torch")
                     assert kn.endswith("native") and kt.endswith("torch"), (kn, kt)
                     row["native_steps_per_s"] = 1 / t_nat
                     row["torch_ops_steps_per_s"] = 1 / t_tor

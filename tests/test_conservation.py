@@ -54,7 +54,9 @@ def data(seed=0, dtype=torch.float64):
     return X, y
 
 
-def run(act, rule, path, fuse=False, w_decay=0.0, dtype="float64", steps=STEPS, seeds=(1, 2, 3)):
+def run(
+    act, rule, path, kernels="torch", w_decay=0.0, dtype="float64", steps=STEPS, seeds=(1, 2, 3)
+):
     X, y = data(dtype=getattr(torch, dtype))
     name = act if isinstance(act, str) else act.name
     ens = TwoLayerEnsemble(
@@ -71,7 +73,7 @@ def run(act, rule, path, fuse=False, w_decay=0.0, dtype="float64", steps=STEPS, 
         record_every=1,
         metrics=LAW_METRICS + ("mse",),
         path=path,
-        fuse=fuse,
+        kernels=kernels,
     )
     assert h.path == path
     res, scale = law_residuals(h, lam_schedule=sched, **kw)
@@ -80,25 +82,25 @@ def run(act, rule, path, fuse=False, w_decay=0.0, dtype="float64", steps=STEPS, 
 
 # every path of the engine, linear / relu / leaky relu, FA and BP
 CASES = [
-    ("linear", "explicit", False),
-    ("linear", "rowspace", False),
-    ("linear", "linear_fa", False),
-    ("relu", "explicit", False),
-    ("relu", "rowspace", False),
+    ("linear", "explicit", "torch"),
+    ("linear", "rowspace", "torch"),
+    ("linear", "linear_fa", "torch"),
+    ("relu", "explicit", "torch"),
+    ("relu", "rowspace", "torch"),
     ("relu", "rowspace", "native"),
-    (LEAKY, "explicit", False),
-    (LEAKY, "rowspace", False),
+    (LEAKY, "explicit", "torch"),
+    (LEAKY, "rowspace", "torch"),
 ]
 
 
 @pytest.mark.parametrize("rule", ["fa", "bp"])
-@pytest.mark.parametrize(("act", "path", "fuse"), CASES)
-def test_law_holds_on_every_path(act, path, fuse, rule):
+@pytest.mark.parametrize(("act", "path", "kernels"), CASES)
+def test_law_holds_on_every_path(act, path, kernels, rule):
     if path == "linear_fa" and rule == "bp":
         pytest.skip("the linear_fa path is FA only")
-    # native kernels run whenever fuse is not False and they apply (and can be built)
-    h, res, scale = run(act, rule, path, "auto" if fuse == "native" else fuse)
-    if fuse == "native" and h.kernels != "native":
+    # native kernels run under "auto" where they apply, can be built and are faster
+    h, res, scale = run(act, rule, path, "auto" if kernels == "native" else kernels)
+    if kernels == "native" and h.kernels != "native":
         pytest.skip(f"native kernels did not run here (kernels {h.kernels!r})")
     assert h.status == ["done"] * 3
     rel = np.abs(res) / scale

@@ -9,6 +9,7 @@ import torch
 
 from feedback_alignment.activations import Activation
 from feedback_alignment.errors import ConfigError
+from feedback_alignment.twolayer import reference
 from feedback_alignment.twolayer.data import linear_teacher, random_teacher, stack
 from feedback_alignment.twolayer.engine import METRICS, Plateau, TwoLayerEnsemble
 from feedback_alignment.twolayer.schedules import CutOff, ExpDecay
@@ -35,28 +36,19 @@ def rel(a, b):
 
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: getattr(a, "name", a))
 @pytest.mark.parametrize("loss", ["mse", "sse"])
-def test_bp_step_equals_autograd(act, loss):
+def test_reference_bp_step_equals_autograd(act, loss):
+    """The oracle (twolayer/reference.py, against which test_reference.py checks every
+    path and kernel) is itself the gradient step autograd computes."""
     X, y = random_teacher(12, 7, 30, "tanh", seed=3)
     ens = TwoLayerEnsemble(7, 30, seeds=[5], activation=act)
-    W0, b0 = ens.W[0].clone(), ens.beta[0].clone()
-    ens.fit(X, y, rule="bp", lr=0.05, lam=0.3, w_decay=0.1, loss=loss, steps=1)
-    W1, b1 = autograd_step(W0, b0, X, y, ens.activation, 0.05, 0.3, 0.1, loss)
-    assert rel(ens.W[0], W1) < 1e-10
-    assert rel(ens.beta[0], b1) < 1e-10
-
-
-def test_fa_step_matches_hand_formula():
-    X, y = linear_teacher(9, 5, seed=0)
-    ens = TwoLayerEnsemble(5, 20, seeds=[1], activation="tanh")
-    W, beta, b = ens.W[0].clone(), ens.beta[0].clone(), ens.b[0]
-    ens.fit(X, y, rule="fa", lr=0.1, lam=0.2, steps=1)
-    Z = X @ W.T  # (n, p)
-    e = torch.tanh(Z) @ beta / math.sqrt(20) - y
-    c = 2 / 9
-    gb = c / math.sqrt(20) * torch.tanh(Z).T @ e
-    gW = c / math.sqrt(20) * (b[:, None] * ((1 - torch.tanh(Z) ** 2) * e[:, None]).T) @ X
-    assert rel(ens.beta[0], beta - 0.1 * (gb + 0.2 * beta)) < 1e-12
-    assert rel(ens.W[0], W - 0.1 * gW) < 1e-12
+    W0, b0 = ens.W[0], ens.beta[0]
+    c = 2 / 12 if loss == "mse" else 1.0
+    W1, b1 = reference.step(
+        W0, b0, ens.b[0], X, y, psi=act, eta=0.05, lam=0.3, w_decay=0.1, rule="bp", c=c
+    )
+    W2, b2 = autograd_step(W0, b0, X, y, ens.activation, 0.05, 0.3, 0.1, loss)
+    assert rel(W1, W2) < 1e-12
+    assert rel(b1, b2) < 1e-12
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh"])
@@ -185,9 +177,9 @@ def test_divergence_step_is_the_first_bad_step(monkeypatch, check_every, window)
     """Divergence is judged at sync steps from a ring buffer of MSEs: the step reported
     must still be the first step whose MSE is non-finite or blown up, whatever the
     spacing of the checks (window 4 < check_every forces extra syncs)."""
-    import feedback_alignment.twolayer.engine as engine
+    import feedback_alignment.twolayer.monitor as monitor
 
-    monkeypatch.setattr(engine, "_MSE_WINDOW", window)
+    monkeypatch.setattr(monitor, "_MSE_WINDOW", window)
     X, y = linear_teacher(10, 20, seed=0)
     ens = TwoLayerEnsemble(20, 100, seeds=[0, 1, 2], activation="relu")
     with warnings.catch_warnings():
@@ -266,6 +258,9 @@ X5_NAN[2, 1] = float("nan")
         ({"steps": -3}, "steps must be an integer >= 0, got -3"),
         ({"metrics": ["accuracy"]}, "unknown metric 'accuracy'"),
         ({"stop": Plateau(10)}, "exactly one of steps or stop"),
+        ({"check_every": 0}, "check_every must be a positive integer, got 0"),
+        ({"path": "fast"}, "unknown path 'fast'"),
+        ({"chunk_members": 0}, "chunk_members must be a positive integer, got 0"),
     ],
 )
 def test_bad_fit_input(kwargs, match):

@@ -16,11 +16,10 @@ from feedback_alignment.twolayer.fused import Kernels
 @pytest.mark.parametrize("path", ["explicit", "rowspace"])
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 @pytest.mark.parametrize("w_decay", [0.0, 0.01])
-def test_fused_matches_plain(path, act, w_decay, monkeypatch):
-    monkeypatch.setenv("FA_NATIVE", "0")  # the compiled kernels, not the native ones (ReLU)
+def test_fused_matches_plain(path, act, w_decay):
     X, y = random_teacher(8, 12, 40, act, seed=0)
     out = {}
-    for fuse in (False, True):
+    for kernels in ("torch", "compiled"):
         ens = TwoLayerEnsemble(12, 40, seeds=[0, 1, 2], activation=act)
         h = ens.fit(
             X,
@@ -32,12 +31,12 @@ def test_fused_matches_plain(path, act, w_decay, monkeypatch):
             steps=300,
             record_every=100,
             path=path,
-            fuse=fuse,
+            kernels=kernels,
         )
-        out[fuse] = (ens, h)
-    (e0, h0), (e1, h1) = out[False], out[True]
+        out[kernels] = (ens, h)
+    (e0, h0), (e1, h1) = out["torch"], out["compiled"]
     assert h1.path == path
-    assert e1._path.kernels.fused  # compiled kernels ran (no fallback to the plain ones)
+    assert e1._path.kernels.compiled  # compiled kernels ran (no fallback to the plain ones)
     assert (h0.kernels, h1.kernels) == ("torch", "compiled")
     for m in ("mse", "alignment", "w_change", "update_alignment"):
         np.testing.assert_allclose(h1.metrics[m], h0.metrics[m], rtol=1e-10, err_msg=m)
@@ -49,19 +48,28 @@ def test_compile_failure_falls_back_with_a_warning():
         raise RuntimeError("no compiler here")
 
     act = Activation("broken", bad, bad)
-    k = Kernels(act, fuse=True)
+    k = Kernels(act, compiled=True)
     k._fwd = bad  # stand in for a compiler that fails at first call
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         with pytest.raises(RuntimeError, match="no compiler here"):
             k.outputs(torch.zeros(1, 2, 3), torch.zeros(1, 2))
-    assert not k.fused and any("torch.compile failed" in str(x.message) for x in w)
+    assert not k.compiled and any("torch.compile failed" in str(x.message) for x in w)
 
 
-def test_bad_fuse_value():
+def test_bad_kernels_value():
     X, y = random_teacher(8, 12, 40, "relu", seed=0)
-    with pytest.raises(ConfigError, match="fuse must be True, False or 'auto', got 'yes'"):
-        TwoLayerEnsemble(12, 40).fit(X, y, steps=1, fuse="yes")
+    match = "unknown kernels 'yes'; accepted: 'auto', 'compiled', 'native', 'torch'"
+    with pytest.raises(ConfigError, match=match):
+        TwoLayerEnsemble(12, 40).fit(X, y, steps=1, kernels="yes")
+    with pytest.raises(ConfigError, match="unknown kernels True"):
+        TwoLayerEnsemble(12, 40).fit(X, y, steps=1, kernels=True)  # the old fuse=True
+
+
+def test_compiled_where_nothing_is_compiled_is_refused():
+    X, y = random_teacher(8, 12, 40, "linear", seed=0)
+    with pytest.raises(ConfigError, match="kernels='compiled' cannot run on path 'linear_fa'"):
+        TwoLayerEnsemble(12, 40, activation="linear").fit(X, y, steps=1, kernels="compiled")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -28,7 +28,7 @@ def _native_without_self_check(monkeypatch):
 
 
 def fit(
-    fuse,
+    kernels,
     dtype="float64",
     rule="fa",
     steps=300,
@@ -57,7 +57,7 @@ def fit(
             lam=[0.0, 0.2, 0.05],
             steps=steps,
             record_every=50,
-            fuse=fuse,
+            kernels=kernels,
             chunk_members=chunk,
             **kw,
         )
@@ -72,7 +72,7 @@ def fit(
 @pytest.mark.parametrize("w_decay", [0.0, 0.01])
 def test_native_equals_torch_ops(act, rule, w_decay, shared):
     kw = dict(act=act, rule=rule, w_decay=w_decay, lam_schedule=ExpDecay(0.999), shared=shared)
-    e0, h0 = fit(False, **kw)
+    e0, h0 = fit("torch", **kw)
     e1, h1 = fit("auto", **kw)
     assert (h0.kernels, h1.kernels) == ("torch", "native") and h1.path == "rowspace"
     for m, v in h0.metrics.items():
@@ -149,8 +149,8 @@ def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
     assert TwoLayerEnsemble(20, 30, activation="tanh").fit(X, y, steps=2).kernels == "native"
     relu = TwoLayerEnsemble(20, 30, activation="relu")
     assert relu.fit(X, y, steps=2).kernels == "native"
-    h = relu.fit(X, y, steps=2, fuse=False)
-    assert h.kernels == "torch" and "fuse=False" in h.kernels_why
+    h = relu.fit(X, y, steps=2, kernels="torch")
+    assert h.kernels == "torch" and "kernels='torch'" in h.kernels_why
     per_member = torch.stack([X, X])
     two = TwoLayerEnsemble(20, 30, seeds=[0, 1], activation="relu")
     h = two.fit(per_member, torch.stack([y, y]), steps=2)
@@ -159,9 +159,26 @@ def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
     monkeypatch.setenv("FA_NATIVE", "0")
     h = relu.fit(X, y, steps=2)
     assert h.kernels == "torch" and h.kernels_why == "FA_NATIVE=0"
+    assert relu.fit(X, y, steps=2, kernels="native").kernels == "native"  # "auto" only
     monkeypatch.setenv("FA_NATIVE", "yes")
     with pytest.raises(ConfigError, match="FA_NATIVE must be 0, 1 or auto, got 'yes'"):
         relu.fit(X, y, steps=2)
+
+
+@pytest.mark.parametrize(
+    "act, path, X, why",
+    [
+        ("sigmoid", "rowspace", None, "no native kernels for activation 'sigmoid'"),
+        ("relu", "explicit", None, "only on the row-space path, this fit runs path 'explicit'"),
+        ("relu", "rowspace", torch.zeros(1030, 20), "n <= 1024 samples, got n = 1030"),
+    ],
+)
+def test_native_asked_for_where_it_cannot_run_is_refused(act, path, X, why):
+    X, y = (X, torch.zeros(len(X))) if X is not None else random_teacher(8, 20, 30, act, seed=0)
+    ens = TwoLayerEnsemble(20, 30, activation=act)
+    with pytest.raises(ConfigError, match=f"kernels='native' cannot run this fit: .*{why}"):
+        ens.fit(X, y, steps=2, path=path, kernels="native")
+    assert ens.t == 0 and ens._path is None  # refused before anything ran
 
 
 def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
@@ -205,6 +222,14 @@ def test_vector_width_forced_and_refused(monkeypatch):
         native.vector_bytes()
 
 
+def test_the_cache_key_holds_the_compiler_and_its_version():
+    key = native._cache_key("c++", "c++ (GCC) 12.2.0", ["-O3"], None)
+    assert key == native._cache_key("c++", "c++ (GCC) 12.2.0", ["-O3"], None)
+    assert key != native._cache_key("c++", "c++ (GCC) 13.1.0", ["-O3"], None)
+    assert key != native._cache_key("clang++", "c++ (GCC) 12.2.0", ["-O3"], None)
+    assert key != native._cache_key("c++", "c++ (GCC) 12.2.0", ["-O2"], None)
+
+
 def test_this_build_has_the_cpu_width():
     width, origin = native.vector_bytes()
     assert native.library().fa_vec_bytes() == width, origin
@@ -221,7 +246,7 @@ def _fresh_build(monkeypatch, tmp_path, **env):
 @pytest.mark.parametrize("width", ["16"])
 def test_another_width_builds_apart_and_gives_the_same_numbers(monkeypatch, tmp_path, width):
     """A forced width is its own build (its own cache file) and exact like the CPU's."""
-    _, ref = fit(False, shared=False, act="tanh", steps=100)
+    _, ref = fit("torch", shared=False, act="tanh", steps=100)
     _fresh_build(monkeypatch, tmp_path, FA_NATIVE_VEC_BYTES=width)
     assert native.library().fa_vec_bytes() == int(width)
     built = list((tmp_path / "feedback-alignment" / "native").glob("rowspace-*.so"))
@@ -332,7 +357,7 @@ def test_the_self_check_is_cheap_and_times_both(selfcheck_cache):
 def test_without_weights_the_native_run_is_the_same(act, shared):
     metrics = ("mse", "alignment", "delta_alignment", "beta_change", "update_alignment")
     kw = dict(act=act, shared=shared, metrics=metrics, w_decay=0.01)
-    e_ref, ref = fit(False, **kw)
+    e_ref, ref = fit("torch", **kw)
     e_got, got = fit("auto", keep_weights=False, **kw)
     assert got.kernels == "native"
     for m, v in ref.metrics.items():

@@ -123,17 +123,17 @@ def test_auto_choice_and_explicit_requests():
 
 
 @pytest.mark.parametrize(
-    "path, act, rule, fuse",
+    "path, act, rule, kernels",
     [
-        ("explicit", "tanh", "fa", False),
-        ("explicit", "relu", "bp", True),
-        ("rowspace", "relu", "fa", False),
-        ("rowspace", "tanh", "fa", True),
-        ("rowspace", "sigmoid", "bp", True),
-        ("linear_fa", "linear", "fa", False),
+        ("explicit", "tanh", "fa", "torch"),
+        ("explicit", "relu", "bp", "compiled"),
+        ("rowspace", "relu", "fa", "torch"),
+        ("rowspace", "tanh", "fa", "auto"),
+        ("rowspace", "sigmoid", "bp", "compiled"),
+        ("linear_fa", "linear", "fa", "torch"),
     ],
 )
-def test_every_path_runs_in_float32_close_to_float64(path, act, rule, fuse):
+def test_every_path_runs_in_float32_close_to_float64(path, act, rule, kernels):
     X, y = random_teacher(N, D, P, "tanh", seed=0)
     out = {}
     for dtype in ("float64", "float32"):
@@ -148,7 +148,7 @@ def test_every_path_runs_in_float32_close_to_float64(path, act, rule, fuse):
             steps=200,
             record_every=50,
             path=path,
-            fuse=fuse,
+            kernels=kernels,
         )
         assert h.path == path and ens.W.dtype == getattr(torch, dtype)
         out[dtype] = (ens, h)
@@ -170,7 +170,7 @@ def test_without_weights_the_row_space_run_is_the_same(act, shared, dtype):
     """keep_weights=False drops A (and Z_b): the trajectory of what is recorded is the
     explicit engine's, and W is refused, never wrong."""
     metrics = (*NO_W_METRICS, "update_alignment")
-    kw = dict(lam_schedule=ExpDecay(0.999), metrics=metrics, fuse=False)
+    kw = dict(lam_schedule=ExpDecay(0.999), metrics=metrics, kernels="torch")
     # float64: against the explicit engine; float32 (whose rounding differs between the
     # paths): against the row-space path that keeps W, whose recorded numbers must not move
     ref_path = "explicit" if dtype == "float64" else "rowspace"

@@ -136,7 +136,7 @@ def decompose(
 
     The law's terms are recorded at every step (they are sums over steps); the result
     keeps every ``record_every``-th step and the last. ``fit_options`` go to
-    :meth:`TwoLayerEnsemble.fit` (``path``, ``fuse``, ``loss``, ...). A member that
+    :meth:`TwoLayerEnsemble.fit` (``path``, ``kernels``, ``loss``, ...). A member that
     diverges is frozen by the engine; its terms stay exact (its later steps are zero).
     """
     check(

@@ -1,4 +1,4 @@
-"""Element-wise work of a dense step, plain or fused by ``torch.compile``.
+"""Element-wise work of a dense step, plain or compiled by ``torch.compile``.
 
 Once the products are cheap (the row-space path) the step's time goes to element-wise
 passes over (k, p, n) arrays: psi(Z), its reductions against beta and e, psi'(Z) and the
@@ -21,8 +21,8 @@ from ..activations import Activation
 
 
 def _tanh_for_compile(z):
-    """tanh through expm1: the compiled CPU code for torch.tanh is ~2.5x slower than this
-    (measured, torch 2.13); within 2 ulp of torch.tanh, exact limits +-1 (|z| > 20)."""
+    """tanh through expm1: the compiled CPU code for torch.tanh is slower than this
+    (docs/performance.md); within 2 ulp of torch.tanh, exact limits +-1 (|z| > 20)."""
     t = torch.expm1(2 * z.clamp(-20.0, 20.0))
     return t / (t + 2)
 
@@ -65,7 +65,7 @@ def _backward_update(fn, deriv):
         m = deriv(Z) * fb_lr.unsqueeze(-1) * ce.unsqueeze(1)
         # a select with equal branches changes no value, but makes the update depend on
         # its row's reduction: Inductor then emits one loop over rows of Z (each read once,
-        # the second use from L1) instead of two passes; measured 10-12% faster a step
+        # the second use from L1) instead of two passes, a faster step (docs/performance.md)
         m = torch.where(direction.unsqueeze(-1) == 0, m, m)
         M.copy_(m)
         A.mul_(keep[:, None, None]).sub_(M)
@@ -75,24 +75,25 @@ def _backward_update(fn, deriv):
 
 
 class Kernels:
-    """u from Z, then (beta direction, M) from Z, for one activation."""
+    """u from Z, then (beta direction, M) from Z, for one activation; ``compiled``: by
+    the torch.compile kernels (``kernels="compiled"``), else by eager torch ops."""
 
-    _compiled: dict = {}
+    _cache: dict = {}
 
-    def __init__(self, act: Activation, fuse: bool):
+    def __init__(self, act: Activation, compiled: bool):
         self.act = act
-        self.fused = False
-        if fuse:
+        self.compiled = False
+        if compiled:
             key = (act.name, act.fn, act.deriv)
-            if key not in Kernels._compiled:
+            if key not in Kernels._cache:
                 fn, deriv = _compile_friendly(act)
-                Kernels._compiled[key] = (
+                Kernels._cache[key] = (
                     torch.compile(_forward(fn), dynamic=False),
                     torch.compile(_backward(fn, deriv), dynamic=False),
                     torch.compile(_backward_update(fn, deriv), dynamic=False),
                 )
-            self._fwd, self._bwd, self._bwd_update = Kernels._compiled[key]
-            self.fused = True
+            self._fwd, self._bwd, self._bwd_update = Kernels._cache[key]
+            self.compiled = True
 
     def _fallback(self, exc: Exception) -> None:
         warnings.warn(
@@ -102,11 +103,11 @@ class Kernels:
             RuntimeWarning,
             stacklevel=3,
         )
-        self.fused = False
+        self.compiled = False
 
     def outputs(self, Z: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, dict]:
         p = Z.shape[1]
-        if self.fused:
+        if self.compiled:
             try:
                 return self._fwd(Z, beta) / math.sqrt(p), {"Z": Z}
             except Exception as exc:  # noqa: BLE001 -- any compiler failure: fall back
@@ -117,12 +118,12 @@ class Kernels:
     def backward(self, cache: dict, ce: torch.Tensor, fb_lr: torch.Tensor):
         """(psi(Z) ce, M); consumes the cache's buffers."""
         Z = cache["Z"]
-        if "H" not in cache and self.fused:
+        if "H" not in cache and self.compiled:
             try:
                 return self._bwd(Z, ce, fb_lr)
             except Exception as exc:  # noqa: BLE001
                 self._fallback(exc)
-        if "H" not in cache:  # fused forward, then a fallback: psi(Z) is still to compute
+        if "H" not in cache:  # compiled forward, then a fallback: psi(Z) is still to compute
             cache["H"] = self.act(Z)
         H = cache["H"]
         direction = torch.bmm(H, ce.unsqueeze(-1)).squeeze(-1)
@@ -134,10 +135,10 @@ class Kernels:
         return direction, M
 
     def backward_update(self, cache: dict, ce, fb_lr, A, keep, M) -> torch.Tensor | None:
-        """Fused only: psi(Z) ce, with M written to ``M`` and A <- keep A - M applied in
-        the same pass over Z; returns None when not fused (the caller then uses
+        """Compiled only: psi(Z) ce, with M written to ``M`` and A <- keep A - M applied
+        in the same pass over Z; returns None when not compiled (the caller then uses
         :meth:`backward` and applies M itself)."""
-        if not self.fused or "H" in cache:
+        if not self.compiled or "H" in cache:
             return None
         if keep is None:
             keep = torch.ones(A.shape[0], dtype=A.dtype, device=A.device)

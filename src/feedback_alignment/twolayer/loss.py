@@ -16,10 +16,3 @@ def loss_factor(loss: str, n: int) -> float:
     """c in dL/du = c * e."""
     choice("loss", loss, LOSSES)
     return 2.0 / n if loss == "mse" else 1.0
-
-
-def loss_value(e, loss: str):
-    """The loss of error vector(s) ``e`` (last axis = samples); works for torch and numpy."""
-    choice("loss", loss, LOSSES)
-    sq = (e * e).sum(-1)
-    return sq / e.shape[-1] if loss == "mse" else 0.5 * sq

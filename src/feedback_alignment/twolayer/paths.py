@@ -51,17 +51,17 @@ class ExplicitPath:
     native = None  # the native kernels, where a path runs them (RowSpacePath)
     owns_beta = False  # True: the path holds beta itself (LinearFAPath)
     keeps_weights = True  # False: W can no longer be formed (RowSpacePath without A)
-    kernels_why = "native kernels only on the row-space path"  # why native did not run
 
-    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, fuse: bool = False):
+    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, compiled=False):
         self.W, self.W0, self.act = W, W0, act
-        self.kernels = Kernels(act, fuse)
+        self.kernels = Kernels(act, compiled)
 
     @property
     def kernel_kind(self) -> str:
+        """What ran the element-wise work: "native", "compiled" or "torch"."""
         if self.native is not None:
             return "native"
-        return "compiled" if self.kernels.fused else "torch"
+        return "compiled" if self.kernels.compiled else "torch"
 
     # -- data
     def bind(self, X: torch.Tensor) -> None:
@@ -130,15 +130,15 @@ class RowSpacePath(ExplicitPath):
 
     Z is state, not recomputed: each step applies Z <- keep Z - M G in place (an
     in-place product reads and writes Z once; forming s Z_b + A G afresh would also copy
-    Z_b every step, measured 1.3x slower at p = 12800 and at p = 200).
+    Z_b every step, a slower step at every width measured, docs/performance.md).
 
     With ``keep_weights=False`` only Z (and beta, which the engine holds) is kept: no A,
     no Z_b, half the memory traffic of a step; W and the metrics that need it
     (``w_change``, the weight-decay penalty) can then not be formed, and asking for them
     raises :class:`~feedback_alignment.errors.ConfigError`.
 
-    ``native``: False (torch ops), True (the native kernels wherever they apply) or
-    "auto" (where they apply and the self-check finds them faster on this shape)."""
+    ``native``: run the step on the native kernels (:mod:`.native`; the caller checked
+    that they apply, :func:`.kernels.choose`); ``compiled``: on the torch.compile ones."""
 
     name = "rowspace"
 
@@ -147,36 +147,25 @@ class RowSpacePath(ExplicitPath):
         W: torch.Tensor,
         W0: torch.Tensor,
         act: Activation,
-        fuse: bool = False,
-        native: bool | str = False,
+        compiled: bool = False,
+        native: bool = False,
         keep_weights: bool = True,
     ):
-        super().__init__(W, W0, act, fuse)
+        super().__init__(W, W0, act, compiled)
         self.Wb = W
         self._W = None
         self.want_native = native
         self.keeps_weights = keep_weights
-        self.kernels_why = "native kernels not asked for (fuse=False)"
         self._u_next: dict = {}  # member slice -> beta^T psi(Z) the native update computed
 
     def bind(self, X: torch.Tensor) -> None:
         super().bind(X)
-        K, p, _ = self.Wb.shape
-        n = X.shape[-2]
         self.G = _gram(X)
         Zb = super().preactivations(slice(None))  # W_b X^T, (K, p, n)
-        self._M = None  # the fused kernels' scratch for M, one chunk's size, reused
+        self._M = None  # the compiled kernels' scratch for M, one chunk's size, reused
         if self.want_native:
-            self.kernels_why = _native.why_not(self.act, X, n)
-            if self.kernels_why is None and self.want_native == "auto" and _native.mode() != "1":
-                from .native import selfcheck
-
-                self.kernels_why = selfcheck.verdict(
-                    self.act.name, X.dtype, self.shared, K, p, n, self.keeps_weights
-                )
-            if self.kernels_why is None:
-                self.native = _native.RowSpaceKernels(self.G, self.act.name)  # one pass a step
-        self.s = torch.ones(K, dtype=X.dtype, device=X.device)
+            self.native = _native.RowSpaceKernels(self.G, self.act.name)  # one pass a step
+        self.s = torch.ones(Zb.shape[0], dtype=X.dtype, device=X.device)
         self.base_is_init = self.Wb is self.W0
         if not self.keeps_weights:  # Z alone: it starts as Z_b and is moved in place
             self.Z, self.Zb = Zb, None
@@ -185,7 +174,7 @@ class RowSpacePath(ExplicitPath):
         self.Zb = Zb
         self.Z = self.Zb.clone()
         self.Z0 = self.Zb if self.base_is_init else self._project(self.W0)
-        self.A = torch.zeros(K, p, n, dtype=X.dtype, device=X.device)
+        self.A = torch.zeros_like(self.Zb)
         self.nWb = self.Wb.square().sum((1, 2))
 
     def _need_weights(self, what: str) -> None:
@@ -249,7 +238,7 @@ class RowSpacePath(ExplicitPath):
             return None
         if self.A is None:  # nothing to fuse the update of A into: M, then Z <- Z - M G
             return super().step(sl, cache, ce, fb_lr, lr_eff, keep)
-        M = self._scratch(cache["Z"]) if self.kernels.fused else None
+        M = self._scratch(cache["Z"]) if self.kernels.compiled else None
         direction = self.kernels.backward_update(cache, ce, fb_lr, self.A[sl], keep, M)
         if direction is None:
             return super().step(sl, cache, ce, fb_lr, lr_eff, keep)
@@ -320,10 +309,9 @@ class LinearFAPath(RowSpacePath):
     name = "linear_fa"
     owns_beta = True
 
-    def __init__(self, W, W0, act, b: torch.Tensor, fuse: bool = False):
-        super().__init__(W, W0, act)  # no element-wise passes: nothing to fuse
+    def __init__(self, W, W0, act, b: torch.Tensor):
+        super().__init__(W, W0, act)  # no element-wise passes: nothing to compile
         self.b = b
-        self.kernels_why = "the linear FA path has no element-wise work to run natively"
 
     def bind(self, X: torch.Tensor) -> None:
         ExplicitPath.bind(self, X)

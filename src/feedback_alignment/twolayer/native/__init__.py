@@ -8,7 +8,7 @@ pass (and no A at all when the fit keeps no weights). G = X X^T is one matrix sh
 all members or one per member (the paper's E1 draws new data for every repetition).
 
 It is built on first use with the system C++ compiler (``$CXX`` or ``c++``, ``-O3
--march=native -fopenmp``, about a second, at most ``FA_NATIVE_BUILD_TIMEOUT`` seconds)
+-march=native -fopenmp``, at most ``FA_NATIVE_BUILD_TIMEOUT`` seconds, 120 unless set)
 into a per-user cache keyed by the source, the compiler and its version, the flags, the
 vector width and the CPU. The vector width is read from the CPU: 64 bytes with AVX-512,
 32 with AVX2, 16 with SSE2 or NEON (``FA_NATIVE_VEC_BYTES`` forces one); on a CPU with
@@ -18,12 +18,11 @@ threads, not a second pool competing with them for the cores (the kernels are li
 against the libgomp file torch loaded, whatever it is called). Sums are cut into fixed
 blocks of rows, so the numbers depend neither on the thread count nor on chunking.
 
-Whether the kernels run is decided by :func:`why_not` (do they apply: activation, CPU,
-dtype, n <= 1024, a compiler) and, with ``fuse="auto"``, by a self-check
-(:mod:`.selfcheck`) that times them against the torch ops on the fit's shape once per
-machine and shape class. ``FA_NATIVE=0`` turns them off, ``FA_NATIVE=1`` runs them
-wherever they apply without the self-check. Results equal the torch path's up to the
-order of float sums.
+Whether the kernels can run a fit is :func:`why_not` (activation, CPU, dtype, n <= 1024,
+a compiler); whether they do is the fit's ``kernels`` option (:mod:`..kernels`), with
+``FA_NATIVE`` (:func:`mode`) overriding its ``"auto"``. Every tensor is checked at the
+boundary (device, dtype, shape, contiguity) before the kernels read its memory. Results
+equal the torch path's up to the order of float sums.
 """
 
 from __future__ import annotations
@@ -159,6 +158,13 @@ def _build_timeout() -> float:
     return value
 
 
+def _cache_key(cxx: str, version: str, flags: list[str], gomp: str | None) -> str:
+    """The build's name in the cache: a new source, compiler (version), flag, OpenMP
+    runtime or CPU is a new build."""
+    ident = f"{cxx} {version} {flags} {gomp} {_cpu_id()}"
+    return hashlib.sha256(_SOURCE.read_bytes() + ident.encode()).hexdigest()[:16]
+
+
 def _build() -> ctypes.CDLL:
     width, origin = vector_bytes()
     if width is None:
@@ -170,9 +176,7 @@ def _build() -> ctypes.CDLL:
     version = _compiler_version(cxx)
     flags = [*_FLAGS, f"-DFA_VEC_BYTES={width}"]
     gomp = _torch_openmp()
-    source = _SOURCE.read_bytes()
-    ident = f"{cxx} {version} {flags} {gomp} {_cpu_id()}"
-    key = hashlib.sha256(source + ident.encode()).hexdigest()[:16]
+    key = _cache_key(cxx, version, flags, gomp)
     out = _cache_dir() / f"rowspace-{width * 8}bit-{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +245,8 @@ def unavailable() -> str | None:
 
 
 def mode() -> str:
-    """``FA_NATIVE``: "0" (off), "1" (wherever they apply, no self-check) or "auto"."""
+    """``FA_NATIVE``, which overrides ``kernels="auto"`` only: "0" (never native), "1"
+    (native wherever they apply, no self-check) or "auto" (unset: the self-check decides)."""
     value = os.environ.get("FA_NATIVE", "auto")
     if value not in ("0", "1", "auto"):
         raise ConfigError(f"FA_NATIVE must be 0, 1 or auto, got {value!r}")
@@ -251,9 +256,7 @@ def mode() -> str:
 def why_not(act, X: torch.Tensor, n: int) -> str | None:
     """Why the kernels cannot run this fit, or None where they can: ReLU or tanh (the
     built-in ones), the CPU, X (n, d) shared or (K, n, d) one per member, float32/64,
-    n <= 1024, a compiler, and not turned off by ``FA_NATIVE=0``."""
-    if mode() == "0":
-        return "FA_NATIVE=0"
+    n <= 1024 and a compiler."""
     if KERNELS.get(act.name) is not act.fn:
         return f"no native kernels for activation {act.name!r} (only relu, tanh)"
     if X.device.type != "cpu":
@@ -268,11 +271,6 @@ def why_not(act, X: torch.Tensor, n: int) -> str | None:
     if not 1 <= n <= lib.fa_max_n():  # the kernels' stack buffers
         return f"native kernels hold n <= {lib.fa_max_n()} samples, got n = {n}"
     return None
-
-
-def applies(act, X: torch.Tensor, n: int) -> bool:
-    """Whether the kernels can run this fit (:func:`why_not` has no objection)."""
-    return why_not(act, X, n) is None
 
 
 def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple) -> None:

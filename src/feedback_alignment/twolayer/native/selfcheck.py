@@ -1,17 +1,17 @@
 """Should the native kernels run this fit? Timed, once per machine and shape class.
 
 The native kernels are faster than the torch ops only where the compiler made good code
-for the CPU (a vector width the CPU lacks made them 6x slower than the torch ops on one
-machine). So before the engine first runs them on a shape class it times both on a few
-steps of that shape (members cut so that about a million pre-activations are moved, four
-steps of each) and keeps the faster. The verdict is cached in memory and in
-``<cache>/feedback-alignment/native/selfcheck.json`` keyed by the kernels' build (source,
-compiler, flags, vector width, CPU), the activation, the dtype, shared or per-member X,
-n, the number of rows K p to within a factor of two, whether weights are kept and the
-thread count, so later processes on this machine pay nothing.
+for the CPU (a vector width the CPU lacks made them several times slower than the torch
+ops on one machine). So before ``kernels="auto"`` first runs them on a shape class it
+times both on a few steps of that shape (members cut so that about a million
+pre-activations are moved, four steps of each) and keeps the faster. The verdict is
+cached in memory and in ``<cache>/feedback-alignment/native/selfcheck.json`` keyed by the
+kernels' build (source, compiler, flags, vector width, CPU), the activation, the dtype,
+shared or per-member X, n, the number of rows K p to within a factor of two, whether
+weights are kept and the thread count, so later processes on this machine pay nothing.
 
-``FA_NATIVE=1`` skips the check (the kernels run wherever they apply), ``FA_NATIVE=0``
-keeps them off.
+Under ``kernels="auto"``, ``FA_NATIVE=1`` skips the check (the kernels run wherever they
+apply) and ``FA_NATIVE=0`` keeps them off; ``kernels="native"`` runs them unchecked.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from . import _cache_dir, library
 
 # pre-activations (members x p x n) a self-check moves per step: big enough to leave the
-# L2 cache as the real fits do, small enough that the check takes well under a second
+# L2 cache as the real fits do, small enough that the check stays short
 CHECK_ELEMENTS = 1 << 20
 _ROUNDS = 3  # rounds of (native steps, torch steps), alternating; the minimum counts
 _STEPS = 1  # steps per timing
@@ -142,5 +142,5 @@ def verdict(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool = 
     return (
         f"self-check: native {entry['native_s'] * 1e3:.3g} ms a step against torch ops "
         f"{entry['torch_s'] * 1e3:.3g} ms on this shape class (cached in {cache_file()}; "
-        "FA_NATIVE=1 forces native)"
+        "kernels='native' or FA_NATIVE=1 forces native)"
     )

@@ -1,0 +1,194 @@
+"""When each member of a fit stops: a plateau of its MSE, the step cap, or divergence.
+
+:class:`Plateau` is the stopping rule a user gives; :class:`Monitor` applies it and watches
+for divergence inside the fit loop, member by member, without a host sync at every step:
+each step's MSE goes into a ring buffer and is judged at *sync* steps (every
+``check_every`` steps, at plateau checks and when the buffer is full).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import check, choice
+
+PLATEAU_CHECKS = ("after_min", "authors")
+# most steps between two divergence checks (the ring buffer of MSEs holds this many)
+_MSE_WINDOW = 256
+
+
+def paper_min_steps(p: int, base: int = 5000) -> int:
+    """The authors' minimum run length at width p: rint(base sqrt(p) // rint(sqrt(200))).
+
+    Floor division by 14 then rounding, as their code computes it: 5050 at p = 200, 10101 at
+    p = 800, 20203 at p = 3200 (not round(base sqrt(p/200)), which gives 5000, 10000, 20000).
+    """
+    return int(np.rint(base * np.sqrt(p) // np.rint(np.sqrt(200))))
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """A plateau stopping rule, decided per member; ``max_steps`` caps the run.
+
+    ``checks="after_min"``: train at least ``min_steps``; from then on, at ``min_steps +
+    k check_every`` (k >= 1), stop a member whose MSE changed by less than ``tol`` since the
+    previous checkpoint (``check_every`` steps earlier).
+
+    ``checks="authors"``: the loop of the paper's published code. The MSE is checked at
+    every step t (t updates applied) with ``t % check_every == check_every - 1``, from the
+    start, against the previous check (the first against 0); once a change below ``tol``
+    has been seen the member stops at the first step >= ``min_steps`` that its loop reaches
+    (a check at t lets the update at t through, so a stop after ``min_steps`` comes at a
+    multiple of ``check_every``). :meth:`paper` builds this rule.
+    """
+
+    min_steps: int
+    check_every: int = 1000
+    tol: float = 1e-3
+    max_steps: int | None = None
+    checks: str = "after_min"
+
+    @classmethod
+    def paper(cls, p: int, max_steps: int | None = None) -> Plateau:
+        """The paper's rule as its code runs it: at least :func:`paper_min_steps` (p) steps,
+        MSE checked at t % 1000 == 999, on until it changed by < 1e-3 between checks."""
+        return cls(paper_min_steps(p), 1000, 1e-3, max_steps, "authors")
+
+    def __post_init__(self):
+        choice("Plateau checks", self.checks, PLATEAU_CHECKS)
+        check(self.min_steps >= 0, f"Plateau min_steps must be >= 0, got {self.min_steps!r}")
+        check(self.check_every >= 1, f"Plateau check_every must be >= 1, got {self.check_every!r}")
+        check(self.tol >= 0, f"Plateau tol must be >= 0, got {self.tol!r}")
+        check(
+            self.max_steps is None or self.max_steps >= self.min_steps,
+            f"Plateau max_steps {self.max_steps!r} must be >= min_steps {self.min_steps}",
+        )
+
+
+class Monitor:
+    """Which members are still training, and why the others stopped.
+
+    Per step t: :meth:`begin` decides what happens at t (``last``, ``sync``, plateau
+    checks); for each chunk of members :meth:`mse` stores the MSE of e and
+    :meth:`observe` stops members that plateaued or diverged; :meth:`end` closes the step.
+    ``active`` (K,) says who still trains, ``stop_step`` when the others stopped and
+    ``first_bad`` the first step whose MSE was non-finite or grew ``blowup``-fold (-1 if
+    none).
+    """
+
+    def __init__(self, K, stop: Plateau | None, max_steps, check_every, blowup, dtype, device):
+        to = {"dtype": dtype, "device": device}
+        self.stop, self.max_steps, self.check_every, self.blowup = (
+            stop,
+            max_steps,
+            check_every,
+            blowup,
+        )
+        self.active = torch.ones(K, dtype=torch.bool, device=device)
+        self.first_bad = torch.full((K,), -1, dtype=torch.long, device=device)
+        self.stop_step = np.full(K, -1, dtype=np.int64)
+        self.mse0 = torch.empty(K, **to)
+        self.mse_ckpt = torch.empty(K, **to)
+        self.have_ckpt = False
+        self.authors = stop is not None and stop.checks == "authors"
+        if self.authors:  # the authors' loop: the first check compares with 0, a plateau sticks
+            self.mse_ckpt.zero_()
+            self.settled = torch.zeros(K, dtype=torch.bool, device=device)
+        self.window = min(check_every, _MSE_WINDOW, max_steps + 1)
+        self.mse_buf = torch.empty(self.window, K, **to)
+        self.last_sync = -1
+
+    def begin(self, t: int) -> None:
+        """Decide the events of step t (t updates applied so far)."""
+        stop, authors = self.stop, self.authors
+        self.t = t
+        self.last = t >= self.max_steps
+        self.checkpoint = (
+            stop is not None
+            and not authors
+            and t >= stop.min_steps
+            and (t - stop.min_steps) % stop.check_every == 0
+        )
+        # authors' rule: a settled member stops at min_steps or just after a check
+        self.auth_stop = (
+            authors and t >= stop.min_steps and (t == stop.min_steps or t % stop.check_every == 0)
+        )
+        self.auth_check = authors and t % stop.check_every == stop.check_every - 1
+        self.sync = (
+            self.last
+            or self.checkpoint
+            or self.auth_stop
+            or t % self.check_every == 0
+            or t - self.last_sync >= self.window
+        )
+        if self.sync:  # the steps since the last sync, oldest first, as ring-buffer rows
+            self.since = torch.arange(self.last_sync + 1, t + 1, device=self.active.device)
+            self.rows = self.since % self.window
+
+    def mse(self, sl: slice, e: torch.Tensor) -> torch.Tensor:
+        """The MSE of members ``sl`` at this step, kept in the ring buffer."""
+        mse = torch.mean(e * e, 1, out=self.mse_buf[self.t % self.window, sl])
+        if self.t == 0:
+            self.mse0[sl] = mse
+        return mse
+
+    def _halt(self, sl: slice, which: torch.Tensor) -> None:
+        self.stop_step[sl][which.cpu().numpy()] = self.t
+        self.active[sl] &= ~which
+
+    def observe(self, sl: slice, mse: torch.Tensor) -> None:
+        """Stop the members of ``sl`` that plateaued or diverged by this step."""
+        active, ckpt = self.active[sl], self.mse_ckpt[sl]
+        if self.sync:  # first step since the last sync with a non-finite or blown-up MSE
+            hist = self.mse_buf[self.rows, sl]
+            bad = ~torch.isfinite(hist) | (hist > self.blowup * self.mse0[sl].clamp_min(1e-300))
+            newly = bad.any(0) & (self.first_bad[sl] < 0) & active
+            self.first_bad[sl] = torch.where(
+                newly, self.since[bad.int().argmax(0)], self.first_bad[sl]
+            )
+        if self.checkpoint:
+            if self.have_ckpt:
+                self._halt(sl, ((mse - ckpt).abs() < self.stop.tol) & active)
+            ckpt.copy_(mse)
+        if self.auth_stop:  # settled by a check before t
+            self._halt(sl, self.settled[sl] & active)
+        if self.auth_check:
+            self.settled[sl] |= (mse - ckpt).abs() < self.stop.tol
+            ckpt.copy_(mse)
+        if self.sync:
+            diverged = (self.first_bad[sl] >= 0) & active
+            if bool(diverged.any()):
+                self._halt(sl, diverged)
+
+    def end(self) -> bool:
+        """Close the step; True where every member has stopped (judged at a sync step)."""
+        if self.sync:
+            self.last_sync = self.t
+        self.have_ckpt |= self.checkpoint
+        return self.sync and not bool(self.active.any())
+
+    def outcome(self, seeds, lr, final_mse) -> tuple[list[str], list[str]]:
+        """Each member's status ("done" or "diverged") and message (why it diverged; also
+        warned). Called by ``fit`` once the loop has ended."""
+        self.stop_step[self.stop_step < 0] = self.t
+        first_bad = self.first_bad.cpu().numpy()
+        mse0 = self.mse0.cpu().double().numpy()
+        status, messages = [], []
+        for k, bad_at in enumerate(first_bad):
+            if bad_at < 0:
+                status.append("done")
+                messages.append("")
+                continue
+            status.append("diverged")
+            messages.append(
+                f"member {k} (seed {seeds[k]}) diverged at step {bad_at}: MSE became "
+                f"{final_mse[k] if final_mse is not None else float('nan'):.3g} from "
+                f"{mse0[k]:.3g} at step 0; likely cause: step size lr={lr[k]:g} is too large "
+                "for this member's kernel (try a smaller lr)"
+            )
+            warnings.warn(messages[-1], RuntimeWarning, stacklevel=3)  # at fit's caller
+        return status, messages
