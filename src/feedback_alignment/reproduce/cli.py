@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import check, choice
 from ..executors import LocalPool, cores, from_text
-from ..outputs import previous_output, remove_proven, sha256, write_manifest
+from ..outputs import atomic_write_text, previous_output, remove_proven, sha256, write_manifest
 from ..progress import Progress, wanted
 from ..progress import add_flags as add_progress_flags
 from . import conservation, e1, e2, e3, published
