@@ -61,7 +61,10 @@ def test_ensemble_constructor(kwargs, needle):
         ({"loss": "mae"}, "unknown loss 'mae'"),
         ({"steps": -1}, "steps must be an integer >= 0, got -1"),
         ({"steps": None}, "give exactly one of steps or stop"),
-        ({"record_every": 0}, "record_every must be a positive integer, got 0"),
+        (
+            {"record_every": -1},
+            "record_every must be an integer >= 0 (0: only the last step), got -1",
+        ),
     ],
 )
 def test_fit_arguments(kwargs, needle):

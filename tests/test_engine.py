@@ -269,3 +269,33 @@ def test_bad_fit_input(kwargs, match):
     with pytest.raises(ConfigError, match=match) as exc:
         _ens().fit(X, y, **args)
     assert "\n" not in str(exc.value)
+
+
+def test_fit_and_the_ensemble_take_their_defaults_from_the_schema():
+    """One declaration (twolayer/schema.py): the sweep spec's defaults are fit's defaults."""
+    import inspect
+
+    from feedback_alignment.twolayer.schema import FIELDS, paper_lr
+
+    params = {
+        **inspect.signature(TwoLayerEnsemble.fit).parameters,
+        **inspect.signature(TwoLayerEnsemble.__init__).parameters,
+    }
+    shared = set(params) & set(FIELDS)
+    assert {"rule", "lr", "lam", "lam_schedule", "w_decay", "loss", "record_every"} <= shared
+    assert {"activation", "init_scale", "dtype", "device"} <= shared
+    # Python gives no default size and no default run length (steps or a Plateau object,
+    # where a spec names its stopping rule); fit's check_every is the divergence check, not
+    # the plateau's; fit records every metric, a sweep's store only mse and alignment
+    # unless asked (docs/twolayer.md)
+    for name in shared - {"d", "p", "steps", "stop", "check_every", "metrics"}:
+        assert params[name].default == FIELDS[name].default, name
+    # lr = "paper" is the authors' step for the activation; record_every = 0 the last step
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, generator=g)
+    for act in ("linear", "tanh"):
+        a, b = (TwoLayerEnsemble(5, 7, seeds=[1, 2], activation=act) for _ in range(2))
+        ha = a.fit(X, y, steps=20)
+        hb = b.fit(X, y, steps=20, lr=paper_lr(act), record_every=None)
+        assert torch.equal(a.beta, b.beta) and torch.equal(a.W, b.W)
+        assert ha.steps.tolist() == hb.steps.tolist() == [20]

@@ -315,20 +315,20 @@ def test_the_self_check_picks_the_faster_and_remembers(selfcheck_cache, monkeypa
 
     monkeypatch.setattr(selfcheck, "measure", fake_measure)
     X, y = random_teacher(N, D, P, "relu", seed=1)
-    h1 = TwoLayerEnsemble(D, P, seeds=SEEDS).fit(X, y, steps=3)
+    h1 = TwoLayerEnsemble(D, P, seeds=SEEDS, activation="relu").fit(X, y, steps=3)
     assert h1.kernels == faster
     if faster == "torch":
         assert h1.kernels_why.startswith("self-check: native 3 ms a step against torch ops 1 ms")
     else:
         assert h1.kernels_why == ""
     # the same shape class again, in this process and in a fresh one (the file): no timing
-    TwoLayerEnsemble(D, P, seeds=SEEDS).fit(X, y, steps=3)
+    TwoLayerEnsemble(D, P, seeds=SEEDS, activation="relu").fit(X, y, steps=3)
     monkeypatch.setattr(selfcheck, "_memo", {})
-    h2 = TwoLayerEnsemble(D, P, seeds=SEEDS).fit(X, y, steps=3)
+    h2 = TwoLayerEnsemble(D, P, seeds=SEEDS, activation="relu").fit(X, y, steps=3)
     assert len(calls) == 1 and h2.kernels == faster
     assert selfcheck.cache_file().is_relative_to(selfcheck_cache)
     # another shape class (float32) is checked on its own
-    TwoLayerEnsemble(D, P, seeds=SEEDS, dtype="float32").fit(X, y, steps=3)
+    TwoLayerEnsemble(D, P, seeds=SEEDS, activation="relu", dtype="float32").fit(X, y, steps=3)
     assert len(calls) == 2
     # forcing skips the check
     monkeypatch.setenv("FA_NATIVE", "1")

@@ -44,6 +44,7 @@ from .paths import ExplicitPath, LinearFAPath, RowSpacePath
 from .recorder import CONSERVATION_METRICS, METRICS, History, Recorder
 from .rules import RULES, MemberFeedback
 from .schedules import Constant
+from .schema import FIELDS
 
 # working-set budget per chunk on the CPU: past it, large products slow down (measured)
 _CHUNK_BYTES = 24e6
@@ -95,10 +96,10 @@ class TwoLayerEnsemble:
         p: int,
         *,
         seeds: Sequence[int] | int = 0,
-        activation: str | Activation = "relu",
-        init_scale: float | dict = 1.0,
-        dtype: str | torch.dtype = "float64",
-        device: str | torch.device | None = "cpu",
+        activation: str | Activation = FIELDS["activation"].default,
+        init_scale: float | dict = FIELDS["init_scale"].default,
+        dtype: str | torch.dtype = FIELDS["dtype"].default,
+        device: str | torch.device | None = FIELDS["device"].default,
     ):
         for name, v in (("d", d), ("p", p)):
             check(
@@ -210,16 +211,16 @@ class TwoLayerEnsemble:
         X,
         y,
         *,
-        rule: str | Sequence[str] = "fa",
-        lr: float | Sequence[float] = 1e-2,
-        lam: float | Sequence[float] = 0.0,
-        lam_schedule=None,
-        w_decay: float | Sequence[float] = 0.0,
-        loss: str = "mse",
+        rule: str | Sequence[str] = FIELDS["rule"].default,
+        lr: float | str | Sequence[float] = FIELDS["lr"].default,
+        lam: float | Sequence[float] = FIELDS["lam"].default,
+        lam_schedule=FIELDS["lam_schedule"].default,
+        w_decay: float | Sequence[float] = FIELDS["w_decay"].default,
+        loss: str = FIELDS["loss"].default,
         steps: int | None = None,
         stop: Plateau | None = None,
-        record_every: int | None = None,
-        record_steps: Sequence[int] | None = None,
+        record_every: int | None = FIELDS["record_every"].default,
+        record_steps: Sequence[int] | None = FIELDS["record_steps"].default,
         metrics: Sequence[str] = METRICS,
         blowup: float = 1e10,
         check_every: int = 100,

@@ -21,6 +21,7 @@ from .paths import PATHS
 from .recorder import CONSERVATION_METRICS, METRICS
 from .rules import rule_names
 from .schedules import get_schedule
+from .schema import paper_lr
 
 
 def per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool = False):
@@ -104,6 +105,8 @@ class FitOptions:
         y = ens._check_y(y, X)
         rules = rule_names(rule, K)
         choice("loss", loss, LOSSES)
+        if isinstance(lr, str) and lr == "paper":  # the authors' step for this activation
+            lr = paper_lr(ens.activation.name)
         lr = per_member("lr", lr, K, strict=True)
         lam = per_member("lam", lam, K)
         w_decay = per_member("w_decay", w_decay, K)
@@ -128,9 +131,10 @@ class FitOptions:
             check(isinstance(stop, Plateau), f"stop must be a Plateau, got {stop!r}")
             max_steps = stop.max_steps if stop.max_steps is not None else 10**12
         check(
-            record_every is None or (_is_int(record_every) and record_every >= 1),
-            f"record_every must be a positive integer, got {record_every!r}",
+            record_every is None or (_is_int(record_every) and record_every >= 0),
+            f"record_every must be an integer >= 0 (0: only the last step), got {record_every!r}",
         )
+        record_every = record_every or None
         check(
             isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
             f"blowup must be a number > 1, got {blowup!r}",
