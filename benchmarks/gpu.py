@@ -136,7 +136,8 @@ def _run(quick: bool) -> int:  # pragma: no cover - needs a GPU
             best = min(best, time.perf_counter() - t0)
         return best
 
-    LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1}
+    from feedback_alignment.twolayer.schema import PAPER_LR as LR
+
     widths = (200, 3200, 12800) if quick else (200, 400, 800, 1600, 3200, 6400, 12800)
     Kc = 200  # one (activation, width) cell of E1: 4 lambdas x 50 repetitions
     e1 = {}

@@ -35,10 +35,11 @@ import torch
 
 from feedback_alignment.twolayer.data import linear_teacher, random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
+from feedback_alignment.twolayer.schema import PAPER_LR
 
 K, N, D = 50, 50, 150
 WIDTHS_E1 = (200, 400, 800, 1600, 3200, 6400, 12800)
-LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1}  # the authors' code
+LR = PAPER_LR  # the authors' code
 LAM = {"linear": 0.2, "relu": 0.02, "tanh": 0.002}
 E1_RUNS = 4 * 50  # lambdas x repetitions per (activation, width)
 

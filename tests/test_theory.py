@@ -10,6 +10,7 @@ import torch
 
 from feedback_alignment.activations import Activation
 from feedback_alignment.errors import ConfigError
+from feedback_alignment.twolayer.schema import PAPER_LR
 from feedback_alignment.twolayer.theory import (
     LossPrediction,
     compare_with_prediction,
@@ -363,7 +364,6 @@ def _simulate(act, lr, p, seeds, steps=1000):
     return hist.steps, np.abs(cmp.log10_ratio) * math.log(10)  # |ln measured - ln predicted|
 
 
-PAPER_LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1}
 EARLY = {"relu": 60, "tanh": 30}  # steps within 0.1 (first crossings seen: relu 60-80, tanh 40-60)
 
 

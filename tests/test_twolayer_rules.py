@@ -88,3 +88,26 @@ def test_all_stopped_record_uses_each_members_own_feedback():
 def test_rule_names_stay_importable_as_names():
     assert sorted(RULES) == ["bp", "fa"] and tuple(RULES) == ("bp", "fa")
     assert torch.equal(RULES["fa"].feedback(torch.ones(2), torch.zeros(2)), torch.ones(2))
+
+
+def test_a_registered_rule_runs_through_a_sweep_spec(fa_scaled, tmp_path):
+    from feedback_alignment.experiments import Store, parse_spec, run_study
+
+    spec = {
+        "study": {"name": "scaled", "system": "twolayer", "repetitions": 1, "seed": 3},
+        "fixed": {"n": N, "d": D, "p": P, "activation": "tanh", "steps": 20, "lam": 0.1},
+        "grid": {"rule": ["fa", fa_scaled]},
+    }
+    rep = run_study(spec, tmp_path / "s.sqlite", executor="inline")
+    assert rep.ok and rep.done == 2, rep.failures
+    with Store(tmp_path / "s.sqlite", create=False) as st:
+        rows = {r["rule"]: r for r in st.runs()}
+    assert set(rows) == {"fa", fa_scaled}
+    # the same network and data; only the first layer's feedback differs
+    assert rows[fa_scaled]["final.alignment"] != rows["fa"]["final.alignment"]
+    unregister_rule(fa_scaled)
+    try:
+        with pytest.raises(ConfigError, match='rule = "fa_scaled" is not accepted'):
+            parse_spec(spec)
+    finally:
+        register_rule(fa_scaled, lambda b, beta: 0.5 * b)  # for the fixture to remove
