@@ -12,19 +12,25 @@ width this measures, in one run on one machine:
   on the torch ops (``kernels="torch"``): ``native_vs_torch`` = torch time / native time;
 * ``authors``: the same K runs done as the authors' code does, one run at a time, each
   through autograd (the FA output layer as an ``autograd.Function``) and
-  ``torch.optim.SGD``; ``speedup`` = authors' time for K runs / engine time;
+  ``torch.optim.SGD``, on the process's threads or on one, whichever is faster (its tiny
+  ops at small p run faster and far steadier on one); ``speedup`` = authors' time for K
+  runs / engine time;
 * the full E1 grid projected on this machine at the paper's run-length rule, at least
   rint(5000 sqrt(p) // 14) steps a run (5050 at p = 200, 20203 at 3200), from the
   engine's measured step times (float32; widths not measured are interpolated in log-log).
 
-Every time is the minimum over repeats of a few steps (the minimum is the least noisy
-estimate on a shared machine); ratios, not absolute times, are the figures. The last
+The variants of one width are timed in interleaved rounds: every round runs one block of
+each (about 0.15 s in quick mode, 0.5 s otherwise), in a rotating order, and each time is
+the minimum over the rounds (five quick, seven otherwise). The minimum is the least noisy
+estimate on a shared machine, and interleaving lets a slow spell hit every variant alike;
+ratios, not absolute times, are the figures. The last
 line of output is one JSON object. ``--quick`` measures p in {200, 3200, 12800}.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -71,13 +77,14 @@ def data(act: str, p: int, members: int, dtype: str):
     return X.to(to), y.to(to)
 
 
-def engine_step(act: str, p: int, dtype: str, steps: int, repeats: int, kernels: str):
-    """Seconds per lockstep step of K members (each its own X), by the engine's loop timer,
-    the best of ``repeats`` fits after a warm-up fit; and the path and kernels that ran."""
-    X, y = data(act, p, K, dtype)
-    best, ran = math.inf, ""
-    for r in range(repeats + 1):
-        ens = TwoLayerEnsemble(D, p, seeds=range(K), activation=act, dtype=dtype)
+def engine_timer(act: str, p: int, dtype: str, kernels: str, X, y):
+    """A timer of the ensemble as the engine runs it: ``timer(steps)`` fits a fresh copy of
+    one K-member ensemble (each member its own X) for ``steps`` steps and returns the
+    engine's loop time per step; ``timer.ran`` names the path and kernels that ran."""
+    template = TwoLayerEnsemble(D, p, seeds=range(K), activation=act, dtype=dtype)
+
+    def timer(steps: int) -> float:
+        ens = copy.deepcopy(template)
         h = ens.fit(
             X,
             y,
@@ -89,10 +96,10 @@ def engine_step(act: str, p: int, dtype: str, steps: int, repeats: int, kernels:
             kernels=kernels,
             keep_weights=False,
         )
-        if r:  # the first fit warms up (build, self-check, page faults)
-            best = min(best, h.seconds / steps)
-        ran = f"{h.path}+{h.kernels}"
-    return best, ran
+        timer.ran = f"{h.path}+{h.kernels}"
+        return h.seconds / steps
+
+    return timer
 
 
 class FAOutput(torch.autograd.Function):
@@ -110,14 +117,17 @@ class FAOutput(torch.autograd.Function):
         return torch.outer(gu, b) / s, H.T @ gu / s, None
 
 
-def authors_step(act: str, p: int, dtype: str, steps: int, runs: int) -> float:
-    """Seconds per step of one run done the authors' way (one network, its own data,
-    autograd + torch.optim.SGD with weight decay on beta), the best over ``runs`` runs."""
+def authors_timer(act: str, p: int, dtype: str, X_all, y_all, threads: int | None = None):
+    """A timer of one run done the authors' way (one network, its own data, autograd +
+    torch.optim.SGD with weight decay on beta): ``timer(steps)`` takes the next run's
+    network and data, one warm-up step, and returns the seconds per step of ``steps`` more,
+    on ``threads`` torch threads (default: the process's)."""
     to = getattr(torch, dtype)
     psi = {"linear": lambda z: z, "relu": torch.relu, "tanh": torch.tanh}[act]
-    X_all, y_all = data(act, p, runs, dtype)
-    best = math.inf
-    for k in range(runs):
+    count = iter(range(10**9))
+
+    def timer(steps: int) -> float:
+        k = next(count) % len(X_all)
         X, y = X_all[k], y_all[k]
         g = torch.Generator().manual_seed(k)
         W = torch.randn(p, D, generator=g, dtype=to).requires_grad_()
@@ -128,29 +138,42 @@ def authors_step(act: str, p: int, dtype: str, steps: int, runs: int) -> float:
             lr=LR[act],
         )
 
-        def step(W=W, beta=beta, b=b, opt=opt, X=X, y=y):
+        def step():
             opt.zero_grad()
             u = FAOutput.apply(psi(X @ W.T), beta, b)
             loss = ((u - y) ** 2).mean()
             loss.backward()
             opt.step()
-            return loss
 
-        step()  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - t0) / steps)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            step()  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            return (time.perf_counter() - t0) / steps
+        finally:
+            torch.set_num_threads(before)
+
+    return timer
+
+
+def interleaved(timers: dict, rounds: int, block_s: float) -> dict[str, float]:
+    """Seconds per step of each timer: the minimum over ``rounds`` rounds in which every
+    timer runs one block of about ``block_s`` seconds, in an order that rotates from round
+    to round (a slow spell of a shared machine then hits every timer alike). A first,
+    untimed block of each warms up (build, self-check, page faults) and sizes the blocks."""
+    steps = {}
+    for name, timer in timers.items():
+        t = timer(2)
+        steps[name] = max(2, min(2000, math.ceil(block_s / t)))
+    best = dict.fromkeys(timers, math.inf)
+    names = list(timers)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            best[name] = min(best[name], timers[name](steps[name]))
     return best
-
-
-def settings(p: int, quick: bool) -> tuple[int, int]:
-    """(steps a fit, repeats): enough steps that a fit's timing is not its set-up."""
-    if p <= 800:
-        return (60, 3) if quick else (200, 5)
-    if p <= 3200:
-        return (12, 3) if quick else (40, 5)
-    return (4, 3) if quick else (15, 4)
 
 
 def project(step_s: dict[int, float]) -> dict:
@@ -175,7 +198,9 @@ def project(step_s: dict[int, float]) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="p in {200, 3200, 12800}, fewer steps")
+    ap.add_argument(
+        "--quick", action="store_true", help="p in {200, 3200, 12800}, shorter blocks, fewer rounds"
+    )
     ap.add_argument("--widths", type=int, nargs="*", default=None)
     ap.add_argument("--activations", nargs="*", default=["linear", "relu", "tanh"])
     ap.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
@@ -184,6 +209,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     widths = args.widths or ([200, 3200, 12800] if args.quick else list(WIDTHS_E1))
+    rounds, block_s = (5, 0.15) if args.quick else (7, 0.5)
     out: dict = {
         "machine": platform.machine(),
         "cpu_flags": cpu_flags(),
@@ -204,21 +230,28 @@ def main(argv=None) -> dict:
     for act in args.activations:
         for dtype in args.dtypes:
             for p in widths:
-                steps, repeats = settings(p, args.quick)
-                t_eng, kernels = engine_step(act, p, dtype, steps, repeats, "auto")
-                row = {"activation": act, "dtype": dtype, "p": p, "kernels": kernels}
+                X, y = data(act, p, K, dtype)
+                timers = {"engine": engine_timer(act, p, dtype, "auto", X, y)}
+                if act != "linear":
+                    timers["native"] = engine_timer(act, p, dtype, "native", X, y)
+                    timers["torch"] = engine_timer(act, p, dtype, "torch", X, y)
+                timers["authors"] = authors_timer(act, p, dtype, X, y)
+                if torch.get_num_threads() > 1:  # tiny ops can run faster on one thread
+                    timers["authors_1thread"] = authors_timer(act, p, dtype, X, y, threads=1)
+                t = interleaved(timers, rounds, block_s)
+                t["authors"] = min(t["authors"], t.get("authors_1thread", math.inf))
+                t_eng = t["engine"]
+                row = {"activation": act, "dtype": dtype, "p": p}
+                row["kernels"] = timers["engine"].ran
                 row["engine_steps_per_s"] = 1 / t_eng
                 if act != "linear":
-                    t_nat, kn = engine_step(act, p, dtype, steps, repeats, "native")
-                    t_tor, kt = engine_step(act, p, dtype, steps, repeats, "torch")
-                    assert kn.endswith("native") and kt.endswith("torch"), (kn, kt)
-                    row["native_steps_per_s"] = 1 / t_nat
-                    row["torch_ops_steps_per_s"] = 1 / t_tor
-                    row["native_vs_torch"] = t_tor / t_nat
-                a_steps = max(5, steps // 2) if p >= 3200 else steps
-                t_run = authors_step(act, p, dtype, a_steps, 2 if args.quick else 3)
-                row["authors_steps_per_s_for_K_runs"] = 1 / (t_run * K)
-                row["speedup"] = t_run * K / t_eng
+                    ran = (timers["native"].ran, timers["torch"].ran)
+                    assert ran[0].endswith("native") and ran[1].endswith("torch"), ran
+                    row["native_steps_per_s"] = 1 / t["native"]
+                    row["torch_ops_steps_per_s"] = 1 / t["torch"]
+                    row["native_vs_torch"] = t["torch"] / t["native"]
+                row["authors_steps_per_s_for_K_runs"] = 1 / (t["authors"] * K)
+                row["speedup"] = t["authors"] * K / t_eng
                 out["rows"].append(row)
                 if dtype == "float32":
                     step32.setdefault(act, {})[p] = t_eng

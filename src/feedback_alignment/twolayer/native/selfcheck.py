@@ -3,8 +3,11 @@
 The native kernels are faster than the torch ops only where the compiler made good code
 for the CPU (a vector width the CPU lacks made them several times slower than the torch
 ops on one machine). So before ``kernels="auto"`` first runs them on a shape class it
-times both on a few steps of that shape (members cut so that about a million
-pre-activations are moved, four steps of each) and keeps the faster. The verdict is
+times both on a few steps of that shape (members cut so that about four million
+pre-activations are moved, past the caches as in the real fits; a warm-up step, then five
+alternating rounds of one step each, the fastest round counting) and keeps the faster.
+One step a round on a million pre-activations (about a millisecond) once picked the torch
+ops where the native kernels ran twice as fast. The verdict is
 cached in memory and in ``<cache>/feedback-alignment/native/selfcheck.json`` keyed by the
 kernels' build (source, compiler, flags, vector width, CPU), the activation, the dtype,
 shared or per-member X, n, the number of rows K p to within a factor of two, whether
@@ -29,9 +32,9 @@ import torch
 from . import _cache_dir, library
 
 # pre-activations (members x p x n) a self-check moves per step: big enough to leave the
-# L2 cache as the real fits do, small enough that the check stays short
-CHECK_ELEMENTS = 1 << 20
-_ROUNDS = 3  # rounds of (native steps, torch steps), alternating; the minimum counts
+# caches as the real fits do, small enough that the check stays short
+CHECK_ELEMENTS = 1 << 22
+_ROUNDS = 5  # rounds of (native steps, torch steps), alternating; the minimum counts
 _STEPS = 1  # steps per timing
 
 _lock = threading.Lock()
@@ -49,6 +52,7 @@ def shape_key(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool)
     return (
         f"{lib.key}|{act}|{dt}|{'shared' if shared else 'per-member'}|n{n}|rows2^{rows}"
         f"|{'weights' if keep else 'no-weights'}|t{torch.get_num_threads()}"
+        f"|check2^{CHECK_ELEMENTS.bit_length() - 1}x{_ROUNDS}"  # a new check: new verdicts
     )
 
 
