@@ -220,3 +220,28 @@ def test_two_layer_fields_come_from_the_schema(monkeypatch):
     with pytest.raises(ConfigError, match=r"^lr = -1 is not accepted; accepted: a finite"):
         schema.FIELDS["lr"].validate(-1)
     assert schema.FIELDS["lam"].validate(0) == 0.0 and schema.FIELDS["lr"].default == "paper"
+
+
+@pytest.mark.parametrize(
+    ("grid", "accepted"),
+    [
+        ({"train.lr": [-1]}, "a number > 0"),
+        ({"train.batch_size": [0]}, "an integer in [1, 1e+07]"),
+        ({"train.momentum": [1.5]}, "a number in [0, 1)"),
+        ({"train.epochs": [1e9]}, "a number in [0, 1e+06] (or absent)"),
+        ({"rule.init": ["zeros"]}, '"gaussian", "uniform", "orthogonal", "copy"'),
+    ],
+)
+def test_deep_values_are_checked_by_their_one_declaration(grid, accepted):
+    """A sweep asks deep.config.FIELDS (type, names, bounds, condition) before any run."""
+    with pytest.raises(ConfigError) as err:
+        parse_spec({"study": {"system": "deep"}, "grid": grid})
+    assert str(err.value).endswith(f"accepted: {accepted}"), str(err.value)
+
+
+def test_every_deep_default_is_accepted_by_its_field():
+    from feedback_alignment.deep.config import FIELDS
+
+    for section, keys in FIELDS.items():
+        for key, f in keys.items():
+            assert f.ok(f.default), (section, key)

@@ -53,6 +53,45 @@ class Field:
         """The accepted names, or None when any value of the right type is."""
         return self.accepted() if callable(self.accepted) else self.accepted
 
+    def check(self, where: str, value) -> None:
+        """A one-line ConfigError naming config key ``where`` unless ``value`` has the
+        field's type, is a finite number where a number, one of its names and within its
+        bounds (``must`` is the Trainer's: see :meth:`ok`)."""
+        _check_type(where, value, self.types)
+        names = self.names()
+        if names is not None and value not in names:
+            raise ConfigError(
+                f"config key {where} = {value!r} is not accepted; accepted: "
+                f"{', '.join(map(repr, names))}"
+            )
+        if self.bounds is not None:
+            _check_bounds(where, value, self.bounds)
+
+    def ok(self, value) -> bool:
+        """Whether ``value`` passes :meth:`check` and the ``must`` condition (a sweep spec
+        asks this of every value before any run starts)."""
+        try:
+            self.check("", value)
+        except ConfigError:
+            return False
+        return self.must is None or value is None or bool(self.must[1](value))
+
+    def describe(self, fmt: Callable = repr) -> str:
+        """What the field accepts, in words: its names, or its type with its condition
+        and bounds ("a number > 0", "an integer in [1, 1e+07]")."""
+        names = self.names()
+        if names is not None:
+            return ", ".join(map(fmt, names))
+        types = tuple(t for t in self.types if t is not type(None))
+        kind = "number" if {int, float} <= set(types) else _typename(types)
+        words = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+        if self.bounds is not None:  # the bounds say more than a condition such as ">= 1"
+            words += f" {_range(*self.bounds)}"
+        elif self.must is not None:
+            phrase = self.must[0]
+            words = phrase if phrase.startswith(("a ", "an ")) else f"{words} {phrase}"
+        return words + (" (or absent)" if len(types) < len(self.types) else "")
+
 
 NUM = (int, float)
 NONE = (type(None),)
@@ -181,31 +220,21 @@ def _check_type(where: str, value, types) -> None:
         raise ConfigError(f"config key {where} = {value!r} must be {article} {name}")
 
 
+def _range(lo, hi) -> str:
+    """Bounds in words: ">= 1", "in [0, 4096]", "in [1, 1e+07]"."""
+    if hi is None:
+        return f">= {lo}"
+    return f"in [{lo}, {hi:.0e}]" if hi >= 10**6 else f"in [{lo}, {hi}]"
+
+
 def _check_bounds(where: str, value, bounds) -> None:
     lo, hi = bounds
     if value is None or isinstance(value, bool):
         return
     if value < lo or (hi is not None and value > hi):
-        rng = (
-            f">= {lo}"
-            if hi is None
-            else f"in [{lo}, {hi:.0e}]"
-            if hi >= 10**6
-            else f"in [{lo}, {hi}]"
-        )
-        raise ConfigError(f"config key {where} = {value!r} is out of bounds; accepted: {rng}")
-
-
-def _check(where: str, value, f: Field) -> None:
-    _check_type(where, value, f.types)
-    names = f.names()
-    if names is not None and value not in names:
         raise ConfigError(
-            f"config key {where} = {value!r} is not accepted; accepted: "
-            f"{', '.join(map(repr, names))}"
+            f"config key {where} = {value!r} is out of bounds; accepted: {_range(lo, hi)}"
         )
-    if f.bounds is not None:
-        _check_bounds(where, value, f.bounds)
 
 
 def parse_config(config: dict) -> dict:
@@ -231,7 +260,7 @@ def parse_config(config: dict) -> dict:
         into = out.setdefault(s, {}) if s else out
         for k, f in keys.items():
             v = given.get(k, copy.deepcopy(f.default))
-            _check(f"{s}.{k}" if s else k, v, f)
+            f.check(f"{s}.{k}" if s else k, v)
             into[k] = v
     hidden = out["model"]["hidden"]
     widths = [hidden] if isinstance(hidden, int) else hidden

@@ -28,7 +28,6 @@ import copy
 import hashlib
 import itertools
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,31 +221,8 @@ def _deep_fields() -> dict[str, Field]:
 
 
 def _deep_check(f) -> Check:
-    """A deep key's check: its declared types (finite numbers), its condition (``must``),
-    its bounds, and one of its names where it names a rule, model, source, ..."""
-    from ..deep.config import _typename
-
-    lo, hi = f.bounds or (None, None)
-
-    def test(v) -> bool:
-        ok = isinstance(v, f.types) and not (isinstance(v, bool) and bool not in f.types)
-        ok = ok and not (isinstance(v, float) and not math.isfinite(v))
-        if ok and isinstance(v, int | float) and not isinstance(v, bool):
-            ok = (lo is None or v >= lo) and (hi is None or v <= hi)
-        ok = ok and (f.must is None or v is None or f.must[1](v))
-        names = f.names()
-        return ok and (names is None or v in names)
-
-    if f.accepted is not None:
-        return Check(lambda: ", ".join(map(fmt, f.names())), test)
-    kind = _typename(f.types)
-    words = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
-    if f.must is not None:
-        phrase = f.must[0]
-        words = phrase if phrase.startswith(("a ", "an ")) else f"{words} {phrase}"
-    if f.bounds is not None:
-        words += f" between {lo} and {hi}" if hi is not None else f" >= {lo}"
-    return Check(words, test)
+    """A deep key's check, as its declaration states it (type, names, bounds, condition)."""
+    return Check(lambda: f.describe(fmt), f.ok)
 
 
 def deep_config(run: Run, threads: int = 1) -> dict:
