@@ -138,7 +138,10 @@ class Recorder:
         if fl.owns_beta:
             fl.write_beta(sl, ens.beta[sl])
         beta, b, beta0 = ens.beta[sl], ens.b[sl], ens.beta0[sl]
+        q = None  # q_r = |m_r X|^2, m = psi'(Z) * e: formed once for the metrics that need it
         for m in self.names:
+            if m in ("update_alignment", "w_step_sq") and q is None:
+                q = fl.update_row_sq_norms(sl, cache, e)
             if m == "mse":
                 out[m] = mse
             elif m == "penalty":
@@ -156,9 +159,7 @@ class Recorder:
                 W0 = ens.W0[sl]
                 out[m] = (fl.change_sq_norm(sl) / W0.square().sum((1, 2))).sqrt()
             elif m == "update_alignment":
-                # row r of the applied update is fb_r m_r X, of the gradient beta_r m_r X,
-                # with m = psi'(Z) * e; q_r = |m_r X|^2
-                q = fl.update_row_sq_norms(sl, cache, e)
+                # row r of the applied update is fb_r m_r X, of the gradient beta_r m_r X
                 out[m] = (fb * beta * q).sum(-1) / torch.sqrt(
                     (fb * fb * q).sum(-1) * (beta * beta * q).sum(-1)
                 )
@@ -169,7 +170,6 @@ class Recorder:
             elif m == "beta_sq_norm":
                 out[m] = beta.square().sum(-1)
             elif m == "w_step_sq":
-                q = fl.update_row_sq_norms(sl, cache, e)
                 out[m] = (lr * c_p).square() * (fb * fb * q).sum(-1)
             elif m == "beta_step_sq":
                 if "H" in cache:
