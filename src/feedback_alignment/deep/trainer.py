@@ -21,13 +21,10 @@ from torch import nn
 
 from ..backend import resolve_device, resolve_dtype
 from ..errors import ConfigError, DivergenceError, check
-from .config import OPTIMIZERS, SCHEDULES, build, parse_config, trainer_settings
+from .config import build, parse_config, trainer_settings
 from .convert import mirror, rule_layers
 from .data import Dataset
 from .metrics import ErrorRecorder, alignment, weight_alignment
-
-# OPTIMIZERS and SCHEDULES are declared in .config; experiments/spec.py reads them here
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Trainer", "run_from_config"]
 
 
 def _lr_factor(schedule, gamma, milestones, warmup, total):
