@@ -45,6 +45,7 @@ from ..twolayer.schema import (
     is_int,
     one_of,
     paper_lr,
+    refusal,
 )
 
 SYSTEMS = ("twolayer", "deep")
@@ -54,7 +55,7 @@ TWOLAYER_FIELDS: dict[str, Field] = FIELDS
 
 
 def _bad(key: str, value, accepted: str) -> ConfigError:
-    return ConfigError(f"spec key {key} = {fmt(value)} is not accepted; accepted: {accepted}")
+    return refusal(f"spec key {key}", value, accepted)
 
 
 def _seeds_ok(v) -> bool:

@@ -38,6 +38,11 @@ def fmt(value) -> str:
     return json.dumps(value) if isinstance(value, str | list | dict | bool) else repr(value)
 
 
+def refusal(key: str, value, accepted: str) -> ConfigError:
+    """The one-line error for a refused value: "KEY = VALUE is not accepted; accepted: ..."."""
+    return ConfigError(f"{key} = {fmt(value)} is not accepted; accepted: {accepted}")
+
+
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -91,10 +96,7 @@ class Field:
         """``value`` in normal form, or a one-line ConfigError naming ``key`` (default: the
         field's name), the value and what is accepted."""
         if not self.check.test(value):
-            raise ConfigError(
-                f"{key or self.name} = {fmt(value)} is not accepted; "
-                f"accepted: {self.check.accepted}"
-            )
+            raise refusal(key or self.name, value, self.check.accepted)
         return value if self.check.normal is None else self.check.normal(value)
 
 
