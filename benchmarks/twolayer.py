@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import platform
@@ -124,10 +125,10 @@ def authors_timer(act: str, p: int, dtype: str, X_all, y_all, threads: int | Non
     on ``threads`` torch threads (default: the process's)."""
     to = getattr(torch, dtype)
     psi = {"linear": lambda z: z, "relu": torch.relu, "tanh": torch.tanh}[act]
-    count = iter(range(10**9))
+    runs = itertools.count()
 
     def timer(steps: int) -> float:
-        k = next(count) % len(X_all)
+        k = next(runs) % len(X_all)
         X, y = X_all[k], y_all[k]
         g = torch.Generator().manual_seed(k)
         W = torch.randn(p, D, generator=g, dtype=to).requires_grad_()

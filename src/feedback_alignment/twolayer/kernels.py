@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..activations import Activation
-from ..errors import check, choice
+from ..errors import check
 from . import native
 from .native import selfcheck
 
@@ -43,9 +43,9 @@ def choose(
 ) -> tuple[str, str]:
     """(what runs: "torch", "compiled" or "native"; why the native kernels do not, or "").
 
-    ``work``: the fit's element-steps K p n steps (its minimum run under a stopping rule).
+    ``kernels`` is one of :data:`KERNELS` (``fit`` checked it); ``work``: the fit's
+    element-steps K p n steps (its minimum run under a stopping rule).
     """
-    choice("kernels", kernels, KERNELS)
     n = X.shape[-2]
     if path == "linear_fa":
         check(
