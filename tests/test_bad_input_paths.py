@@ -410,7 +410,7 @@ def test_demo_summary_exists_needs_force(tmp_path, capsys):
         "1",
         "--reps",
         "1",
-        match="exists; accepted: a new path, or --force",
+        match="not written by 'fa demo'",  # a user's summary.json: refused, --force or not
     )
 
 

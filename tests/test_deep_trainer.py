@@ -167,7 +167,13 @@ def test_checkpoint_resume_gives_the_same_run(tmp_path, dtype):
     full = make()
     full.fit()
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["step-0000012.pt", "step-0000024.pt", "step-0000030.pt"]
+    # the checkpoints and their manifest (the SHA-256 that makes them provably the trainer's)
+    assert files == [
+        ".fa-checkpoints.json",
+        "step-0000012.pt",
+        "step-0000024.pt",
+        "step-0000030.pt",
+    ]
     part = make()
     part.load_checkpoint(tmp_path / "step-0000012.pt")
     part.fit()

@@ -2,7 +2,7 @@
 
 Every user-facing check raises :class:`ConfigError` (a ``ValueError``) so the CLI can
 print it as a single line and exit with status 2; numerical failures during training
-raise or report :class:`DivergenceError`.
+raise or report :class:`DivergenceError`; a failed write raises :class:`WriteError`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """Bad input: the message names the value and what would be accepted."""
+
+
+class WriteError(RuntimeError):
+    """Writing an output failed while running (a full disk, a vanished directory): the
+    message names the path and the cause; the CLI prints it as one line, exit status 1."""
 
 
 class DivergenceError(RuntimeError):

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError, DivergenceError
-from ..outputs import atomic_write_text, check_output_dir, check_output_file
+from ..outputs import atomic_write_text, check_input_file, check_output_file
 from ..progress import add_flags as add_progress_flags
 from ..progress import wanted
 
@@ -62,9 +62,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def _run(args) -> int:
     from .config import read_toml
-    from .trainer import run_from_config
+    from .trainer import check_checkpoint_dir, run_from_config
 
     path = Path(args.config)
+    check_input_file(path, "config")
     raw = read_toml(path)
     raw = apply_overrides(raw, args.set)
     # every output is checked before the training starts (nothing is lost at the end)
@@ -72,7 +73,7 @@ def _run(args) -> int:
     train = raw.get("train")
     ckpt = train.get("checkpoint_dir") if isinstance(train, dict) else None
     if isinstance(ckpt, str) and ckpt:
-        check_output_dir(ckpt, inputs=[path], what="train.checkpoint_dir")
+        check_checkpoint_dir(ckpt, inputs=[path])
     progress = args.progress
     if progress is None and not (isinstance(train, dict) and "progress" in train):
         progress = wanted(None)  # neither flag nor config: on when stderr is a terminal

@@ -21,10 +21,26 @@ from torch import nn
 
 from ..backend import resolve_device, resolve_dtype
 from ..errors import ConfigError, DivergenceError, check
+from ..outputs import atomic_path, check_output_dir, previous_output, sha256, write_manifest
 from .config import build, parse_config, trainer_settings
 from .convert import mirror, rule_layers
 from .data import Dataset
 from .metrics import ErrorRecorder, alignment, weight_alignment
+
+
+# a checkpoint directory holds the trainer's checkpoints and this manifest of their SHA-256,
+# so a later run can prove which files are its own (and never overwrites anyone else's)
+CHECKPOINT_MANIFEST = ".fa-checkpoints.json"
+CHECKPOINT_TOOL = "fa train"
+
+
+def check_checkpoint_dir(path, inputs=()) -> dict[str, str]:
+    """Refuse a ``train.checkpoint_dir`` that is not new, empty or this trainer's own (every
+    file proven by the manifest's SHA-256), or is a symlink, a file or the config itself;
+    before any work. Returns the proven checkpoints."""
+    what = "train.checkpoint_dir"
+    check_output_dir(path, inputs=inputs, what=what)
+    return previous_output(path, CHECKPOINT_MANIFEST, CHECKPOINT_TOOL, what=what)
 
 
 def _lr_factor(schedule, gamma, milestones, warmup, total):
@@ -157,6 +173,8 @@ class Trainer:
                 check(n in names, f"record_layers names {n!r}; rule layers: {', '.join(names)}")
         self.record_layers = None if record_layers is None else list(record_layers)
         self.checkpoint_dir = Path(s["checkpoint_dir"]) if s["checkpoint_dir"] else None
+        if self.checkpoint_dir is not None:  # before any step: nothing of anyone's is lost
+            self._checkpoints = check_checkpoint_dir(self.checkpoint_dir)
         self.checkpoint_every = s["checkpoint_every"]
         self.progress = s["progress"]
         self.callbacks = list(callbacks)
@@ -343,9 +361,21 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, path) -> Path:
-        """Model, optimiser, schedule, data order and history; loads with weights_only."""
+        """Model, optimiser, schedule, data order and history; loads with weights_only.
+        Written atomically; in ``checkpoint_dir`` its SHA-256 goes into the directory's
+        manifest (so a later run knows the file for its own)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            self._save(tmp)
+        if self.checkpoint_dir is not None and path.parent == self.checkpoint_dir:
+            self._checkpoints = {k: v for k, v in self._checkpoints.items() if v}
+            self._checkpoints[path.name] = sha256(path)
+            write_manifest(
+                self.checkpoint_dir, CHECKPOINT_MANIFEST, CHECKPOINT_TOOL, self._checkpoints
+            )
+        return path
+
+    def _save(self, path) -> None:
         torch.save(
             {
                 "model": self.model.state_dict(),
@@ -360,7 +390,6 @@ class Trainer:
             },
             path,
         )
-        return path
 
     def load_checkpoint(self, path) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint`."""

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+# the demo's directory holds summary.json and this manifest (its SHA-256), nothing else
+MANIFEST = ".fa-demo.json"
+TOOL = "fa demo"
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="train a small ensemble of two-layer FA networks")
@@ -25,7 +29,13 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     from ..errors import check
-    from ..outputs import atomic_write_text, check_output_dir, check_output_file
+    from ..outputs import (
+        atomic_write_text,
+        check_output_file,
+        previous_output,
+        sha256,
+        write_manifest,
+    )
     from . import theory
     from .data import linear_teacher, stack
     from .engine import TwoLayerEnsemble
@@ -34,9 +44,12 @@ def _run(args) -> int:
     check(args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
     check(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
     summary = None
-    if args.out:  # checked before the demo runs
-        check_output_dir(args.out)
+    if args.out:  # checked before the demo runs: new, empty or the demo's own
+        previous_output(args.out, MANIFEST, TOOL)
         summary = check_output_file(Path(args.out) / "summary.json", force=args.force)
+    from .native import check_environment
+
+    check_environment()
     lams, lr, reps = [0.0, 0.3], 1e-2, args.reps
     data_seeds = [args.seed + r for r in range(reps)] * len(lams)
     X, y = stack(linear_teacher, data_seeds, n=50, d=150)
@@ -86,5 +99,6 @@ def _run(args) -> int:
     if summary is not None:
         data = {"rows": rows, "predicted_rate": float(rate.mean())}
         atomic_write_text(summary, json.dumps(data, indent=1))
+        write_manifest(summary.parent, MANIFEST, TOOL, {"summary.json": sha256(summary)})
         print(f"wrote {summary}")
     return 0

@@ -253,6 +253,15 @@ def mode() -> str:
     return value
 
 
+def check_environment() -> None:
+    """Check every ``FA_NATIVE*`` variable (``FA_NATIVE``, ``FA_NATIVE_VEC_BYTES``,
+    ``FA_NATIVE_BUILD_TIMEOUT``) up front: commands call this before any work or any
+    file, so a bad value is one line, not a failure of every run later."""
+    mode()
+    vector_bytes()
+    _build_timeout()
+
+
 def why_not(act, X: torch.Tensor, n: int) -> str | None:
     """Why the kernels cannot run this fit, or None where they can: ReLU or tanh (the
     built-in ones), the CPU, X (n, d) shared or (K, n, d) one per member, float32/64,
