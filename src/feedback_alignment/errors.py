@@ -33,3 +33,9 @@ def choice(name: str, value, accepted) -> None:
         raise ConfigError(
             f"unknown {name} {value!r}; accepted: {', '.join(map(repr, sorted(accepted)))}"
         )
+
+
+def printable(text) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``), for a name from a
+    file that is printed to a terminal; other characters, accents included, stay."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))

@@ -25,12 +25,13 @@ the executor.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .errors import ConfigError, check
 
@@ -159,18 +160,23 @@ class LocalPool(_Executor):
         self.threads = threads
         self.pool = None
 
-    def run(self, fn: Callable, items: Sequence) -> Iterator[Result]:
+    def run(self, fn: Callable, items: Iterable) -> Iterator[Result]:
+        """Results as they finish, ``(index in draw order, result)``. ``items`` may be
+        lazy: an item is drawn only when a worker is free for it (``fa sweep`` claims a
+        pack in its store at that moment)."""
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        if not items:
+        it = iter(items)
+        head = list(itertools.islice(it, max(2, self.workers)))
+        if not head:
             return
-        n = max(1, min(self.workers, len(items)))
-        threads = self.threads or max(1, cores() // n)
-        if len(items) == 1:
+        if len(head) == 1:
             # one task: a pool could not run it sooner, and starting one takes a while
-            yield 0, _call(fn, items[0], threads)
+            yield 0, _call(fn, head[0], self.threads or cores())
             return
+        n = max(1, min(self.workers, len(head)))
+        threads = self.threads or max(1, cores() // n)
         if "forkserver" in mp.get_all_start_methods():
             # one server imports the task's module (and torch) once; workers fork from it
             # (fork-safe: it has run no torch thread pool) instead of each importing torch
@@ -181,14 +187,21 @@ class LocalPool(_Executor):
         self.pool = ProcessPoolExecutor(
             n, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), threads)
         )
-        futs = {self.pool.submit(fn, item): i for i, item in enumerate(items)}
+        futs = {self.pool.submit(fn, item): i for i, item in enumerate(head)}
+        drawn = len(head)
         try:
-            for fut in as_completed(futs):
-                try:
-                    res = fut.result()
-                except Exception as exc:  # the task raised, or a worker died
-                    res = exc
-                yield futs[fut], res
+            while futs:
+                done, _ = wait(futs, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=futs.get):
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # the task raised, or a worker died
+                        res = exc
+                    i = futs.pop(fut)
+                    yield i, res
+                    for item in itertools.islice(it, 1):  # the freed worker's next task
+                        futs[self.pool.submit(fn, item)] = drawn
+                        drawn += 1
         finally:
             self.close()
 
@@ -266,16 +279,28 @@ class Dask(_Executor):
         from distributed import as_completed
 
         token = uuid.uuid4().hex[:8]
-        futs = {
-            self.client.submit(fn, item, pure=False, key=f"fa-{token}-{i}"): i
-            for i, item in enumerate(items)
-        }
-        self.futures = list(futs)
-        for fut in as_completed(futs):
+        it = iter(items)  # drawn as workers free up (see LocalPool.run)
+        futs = {}
+
+        def submit(i, item):
+            fut = self.client.submit(fn, item, pure=False, key=f"fa-{token}-{i}")
+            futs[fut] = i
+            self.futures.append(fut)
+            return fut
+
+        self.futures = []
+        first = [submit(i, item) for i, item in enumerate(itertools.islice(it, 2 * self.workers))]
+        drawn = len(first)
+        queue = as_completed(first)
+        for fut in queue:
             try:
-                yield futs[fut], fut.result()
+                res = fut.result()
             except Exception as exc:
-                yield futs[fut], exc
+                res = exc
+            yield futs.pop(fut), res
+            for item in itertools.islice(it, 1):
+                queue.add(submit(drawn, item))
+                drawn += 1
 
     def cancel(self) -> None:
         if self.client is not None and self.futures:

@@ -27,7 +27,6 @@ from .convert import mirror, rule_layers
 from .data import Dataset
 from .metrics import ErrorRecorder, alignment, weight_alignment
 
-
 # a checkpoint directory holds the trainer's checkpoints and this manifest of their SHA-256,
 # so a later run can prove which files are its own (and never overwrites anyone else's)
 CHECKPOINT_MANIFEST = ".fa-checkpoints.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..errors import ConfigError
+from ..errors import ConfigError, printable
 from ..progress import add_flags as add_progress_flags
 
 
@@ -73,9 +73,13 @@ def _pack(value):
 
 
 def _sweep(args) -> int:
+    from ..outputs import check_input_file
+    from ..twolayer.native import check_environment
     from .planner import warnings_for
     from .study import check_store, prepare, run_study
 
+    check_environment()  # FA_NATIVE and friends: one line now, not every run failing later
+    check_input_file(args.spec, "spec file")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
     pack = _pack(args.pack)
@@ -85,7 +89,7 @@ def _sweep(args) -> int:
         print(f"fa sweep: warning: {line}", file=sys.stderr)
     if args.dry_run:
         sizes = sorted({len(pk) for pk in packs})
-        print(f"{spec.name}: {len(runs)} runs in {len(packs)} packs (sizes {sizes})")
+        print(f"{printable(spec.name)}: {len(runs)} runs in {len(packs)} packs (sizes {sizes})")
         return 0
     report = run_study(
         spec,
@@ -98,7 +102,7 @@ def _sweep(args) -> int:
         progress=args.progress,
         extend=args.extend,
     )
-    print(f"fa sweep: {report.summary()}; store {report.store}", file=sys.stderr)
+    print(f"fa sweep: {report.summary()}; store {printable(report.store)}", file=sys.stderr)
     if report.interrupted:
         return 130
     if report.failed:

@@ -17,17 +17,33 @@ Schema (``SCHEMA_VERSION`` 1; see docs/sweeps.md):
 ``series(run_id, metric, steps, vals)``
     the recorded series: ``steps`` int64 and ``vals`` float64, little-endian raw bytes.
 
+``leases(run_id, owner, expires)``
+    runs a ``fa sweep`` process has claimed (:meth:`Store.claim`): two processes on one
+    store split the runs instead of each running all of them. A lease ends when its owner
+    releases it, when its owner (same host) is no longer running, or ``LEASE_SECONDS``
+    after it was last renewed. Added to older stores on their first write.
+
 Every pack's results go in one transaction: a crash (even SIGKILL) leaves either all of
 them or none. A finished run (``done`` or ``diverged``) is never written twice; a
 ``failed`` one is replaced when it is run again.
+
+Opening checks the file before anything reads it: a FIFO, device or socket is named for
+what it is, a symbolic link is not a store to write through, a damaged file (``PRAGMA
+quick_check``) or a store held by another writer is one line, and a row whose ``config``
+is not a JSON object or whose series blobs are not whole numbers of 8-byte values is
+refused when read, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+import socket
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..outputs import check_input_file, kind
 
 SCHEMA_VERSION = "1"
 FINISHED = ("done", "diverged")
@@ -89,6 +106,33 @@ CREATE TABLE IF NOT EXISTS series (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 """
+_LEASE_DDL = """
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+"""
+LEASE_SECONDS = 3600.0  # a lease not renewed for this long is free (another host's owner)
+_OPEN_TIMEOUT = 5.0  # seconds to wait for another writer at open before saying it is locked
+_WRITE_TIMEOUT = 60.0  # seconds a pack's write waits for another writer's transaction
+
+
+def lease_owner() -> str:
+    """This process as a lease owner: host, pid and a token (a reused pid is not us)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host (is its pid running?), None for another host."""
+    host, _, rest = owner.partition(":")
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(rest.partition(":")[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
 
 
 def _nan_to_none(v):
@@ -96,6 +140,7 @@ def _nan_to_none(v):
 
 
 MARKER = ("tool", "feedback-alignment study store")
+_SIDE = ("-wal", "-shm", "-journal")  # the files SQLite keeps beside a store
 _TABLES = {"meta", "runs", "finals", "series"}
 
 
@@ -110,6 +155,37 @@ def _not_ours(path: Path, why: str) -> ConfigError:
         f"store {str(path)!r} is not a study file ({why}); accepted: a SQLite file written "
         "by fa sweep (it was left untouched)"
     )
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    return any(w in str(exc).lower() for w in ("locked", "busy"))
+
+
+def _is_locked(path: Path) -> ConfigError:
+    return ConfigError(
+        f"store {str(path)!r} is locked by another process (a fa sweep writing it, or an "
+        "open SQLite session); accepted: try again when it is done (it was left untouched)"
+    )
+
+
+def _damaged(path: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"store {str(path)!r} is damaged ({why}); accepted: an intact study file (it was "
+        "left untouched; a copy from before the damage, or fa sweep into a new --store)"
+    )
+
+
+def _check_intact(db, path: Path) -> None:
+    """``PRAGMA quick_check``: every page and index well formed (an overwritten page, a
+    zeroed tail)."""
+    try:
+        rows = db.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if _locked(exc):
+            raise _is_locked(path) from None
+        raise _damaged(path, str(exc)) from None
+    if rows != [("ok",)]:
+        raise _damaged(path, "; ".join(str(r[0]) for r in rows)[:300])
 
 
 def _inspect(db, path: Path) -> dict[str, str] | None:
@@ -135,6 +211,51 @@ def _inspect(db, path: Path) -> dict[str, str] | None:
     return meta
 
 
+def _reading(method):
+    """A reading method: SQLite's complaint about a page it meets (damage that the open
+    check did not reach) becomes one line naming the store."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if _locked(exc):
+                raise _is_locked(self.path) from None
+            raise _damaged(self.path, str(exc)) from None
+
+    return wrapper
+
+
+def _config(path: Path, run_id, text) -> dict:
+    try:
+        cfg = json.loads(text)
+    except (TypeError, ValueError):
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise _damaged(path, f"run {run_id!r} has a config that is not a JSON object")
+    return cfg
+
+
+def _arrays(path: Path, run_id, metric, steps, vals) -> tuple[np.ndarray, np.ndarray]:
+    for name, blob in (("steps", steps), ("vals", vals)):
+        if not isinstance(blob, bytes) or len(blob) % 8:
+            size = len(blob) if isinstance(blob, bytes) else type(blob).__name__
+            raise _damaged(
+                path,
+                f"run {run_id!r}, metric {metric!r}: its {name} blob holds {size} bytes, not "
+                "a whole number of 8-byte values",
+            )
+    s = np.frombuffer(steps, dtype="<i8").copy()
+    v = np.frombuffer(vals, dtype="<f8").copy()
+    if s.shape != v.shape:
+        raise _damaged(
+            path, f"run {run_id!r}, metric {metric!r}: {s.size} steps but {v.size} values"
+        )
+    return s, v
+
+
 class Store:
     """A study's SQLite file. ``Store(path)`` opens or creates it for writing;
     ``create=False``: the file must exist, and it is opened read-only (``mode=ro``, no
@@ -149,10 +270,8 @@ class Store:
     def __init__(self, path, *, create: bool = True, readonly: bool | None = None):
         self.path = Path(path)
         self.readonly = (not create) if readonly is None else readonly
-        if self.path.is_dir():
-            raise ConfigError(
-                f"store {str(self.path)!r} is a directory; accepted: a study file (SQLite)"
-            )
+        self._tmpdir: str | None = None
+        self._check_path()
         exists = self.path.is_file()
         if (not create or self.readonly) and not exists:
             raise ConfigError(f"store {str(self.path)!r} does not exist; accepted: a study file")
@@ -161,17 +280,25 @@ class Store:
         try:
             if self.readonly:
                 self.db = self._connect_ro()
-                meta = _inspect(self.db, self.path)
-                if meta is None:
-                    raise _not_ours(self.path, "it holds no tables")
+                try:
+                    meta = _inspect(self.db, self.path)
+                    if meta is None:
+                        raise _not_ours(self.path, "it holds no tables")
+                    _check_intact(self.db, self.path)
+                except BaseException:
+                    self.close()
+                    raise
                 return
             if exists:
                 # look before touching: a read-only connection, no journal change
                 probe = self._connect_ro()
                 try:
                     meta = _inspect(probe, self.path)
+                    if meta is not None:
+                        _check_intact(probe, self.path)
                 finally:
                     probe.close()
+                    self._drop_tmpdir()
                 # a write would fail only after SQLite made -wal/-shm beside it (an
                 # immutable or read-only file): refuse first, leaving the folder as it was
                 if not os.access(self.path, os.W_OK):
@@ -183,35 +310,94 @@ class Store:
             else:
                 meta = None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            if meta is None:
-                self.db.executescript(_DDL)
-                self.db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-                )
-                self.db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),)
-                )
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", MARKER)
+            self.db = sqlite3.connect(self.path, timeout=_OPEN_TIMEOUT, isolation_level=None)
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                if meta is None:
+                    self.db.executescript(_DDL)
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                        (SCHEMA_VERSION,),
+                    )
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),)
+                    )
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", MARKER)
+                self.db.executescript(_LEASE_DDL)
+                self.db.execute(f"PRAGMA busy_timeout = {int(_WRITE_TIMEOUT * 1000)}")
+            except BaseException:
+                self.db.close()
+                raise
         except sqlite3.DatabaseError as exc:
+            if _locked(exc):
+                raise _is_locked(self.path) from None
             raise _not_ours(self.path, str(exc)) from None
 
+    def _check_path(self) -> None:
+        """What is at the path, before anything opens it: a directory, FIFO, device or
+        socket is named for what it is; a store to write is a regular file or a new path
+        (a symbolic link is refused, and so is a -wal/-shm/-journal that is not a file)."""
+        what = "store"
+        k = kind(self.path, what)
+        if k == "a directory":
+            raise ConfigError(
+                f"store {str(self.path)!r} is a directory; accepted: a study file (SQLite)"
+            )
+        if self.readonly:
+            check_input_file(self.path, what)
+            return
+        for p in [self.path] + [self.path.with_name(self.path.name + x) for x in _SIDE]:
+            k = kind(p, what)
+            if k == "a symbolic link":
+                raise ConfigError(
+                    f"store {str(p)!r} is a symbolic link (to {os.readlink(p)!r}); accepted: "
+                    "a regular file or a new path (links are not written through)"
+                )
+            if k not in (None, "a regular file"):
+                raise ConfigError(f"store {str(p)!r} is {k}; accepted: a regular file")
+
     def _connect_ro(self):
-        """A read-only connection that creates no file: a store with no ``-wal`` beside it
-        (no writer active, closed cleanly) is opened ``immutable`` (so no ``-shm`` is made,
-        and a read-only directory works); otherwise ``mode=ro`` reads the WAL too."""
+        """A read-only connection that creates no file beside the store. With no ``-wal``
+        (no writer active, closed cleanly) the file is opened ``immutable`` (no ``-shm``
+        is made, a read-only directory works); with a ``-wal`` and its ``-shm`` (a writer
+        active) ``mode=ro`` reads both; a leftover ``-wal`` without ``-shm`` (a writer that
+        was killed) is read from a private copy, since reading it in place would create a
+        ``-shm`` beside it."""
         wal = self.path.with_name(self.path.name + "-wal")
-        db = sqlite3.connect(
-            _uri(self.path, immutable=not wal.exists()), uri=True, timeout=60, isolation_level=None
-        )
-        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        shm = self.path.with_name(self.path.name + "-shm")
+        has_wal = wal.is_file() and wal.stat().st_size > 0
+        target = self.path
+        if has_wal and not shm.exists():
+            self._tmpdir = tempfile.mkdtemp(prefix="fa-store-")
+            target = Path(self._tmpdir) / self.path.name
+            shutil.copyfile(self.path, target)
+            shutil.copyfile(wal, target.with_name(target.name + "-wal"))
+            db = sqlite3.connect(target, timeout=_OPEN_TIMEOUT, isolation_level=None)
+        else:
+            db = sqlite3.connect(
+                _uri(target, immutable=not has_wal),
+                uri=True,
+                timeout=_OPEN_TIMEOUT,
+                isolation_level=None,
+            )
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except BaseException:
+            db.close()
+            raise
         return db
+
+    def _drop_tmpdir(self) -> None:
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        self.db.close()
+        with contextlib.suppress(AttributeError, sqlite3.Error):
+            self.db.close()
+        self._drop_tmpdir()
 
     def __enter__(self):
         return self
@@ -228,6 +414,7 @@ class Store:
                     (k, v if isinstance(v, str) else json.dumps(v)),
                 )
 
+    @_reading
     def meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta"))
 
@@ -303,24 +490,78 @@ class Store:
                 written += 1
         return written
 
+    # ------------------------------------------------------------------ leases
+    def claim(self, run_ids: Iterable[str], owner: str, seconds: float = LEASE_SECONDS):
+        """Claim the runs of ``run_ids`` that are neither finished nor leased by another
+        live owner (one transaction); returns those claimed, in order. Renews every lease
+        ``owner`` already holds."""
+        now = time.time()
+        claimed = []
+        with self._tx():
+            self.db.execute("UPDATE leases SET expires = ? WHERE owner = ?", (now + seconds, owner))
+            for rid in run_ids:
+                row = self.db.execute(
+                    "SELECT r.status, l.owner, l.expires FROM (SELECT ? AS run_id) q "
+                    "LEFT JOIN runs r ON r.run_id = q.run_id "
+                    "LEFT JOIN leases l ON l.run_id = q.run_id",
+                    (rid,),
+                ).fetchone()
+                status, holder, expires = row
+                if status in FINISHED:
+                    continue
+                if holder is not None and holder != owner:
+                    alive = _owner_alive(holder)
+                    if alive or (alive is None and expires > now):
+                        continue
+                self.db.execute(
+                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (rid, owner, now + seconds)
+                )
+                claimed.append(rid)
+        return claimed
+
+    def release(self, owner: str) -> None:
+        """End every lease ``owner`` holds."""
+        with self._tx():
+            self.db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+
+    @_reading
+    def leased_elsewhere(self, owner: str) -> set[str]:
+        """Unfinished runs that another live owner holds."""
+        now, out = time.time(), set()
+        q = (
+            "SELECT l.run_id, l.owner, l.expires FROM leases l LEFT JOIN runs r "
+            "ON r.run_id = l.run_id WHERE l.owner != ? AND "
+            "(r.status IS NULL OR r.status NOT IN ('done', 'diverged'))"
+        )
+        for rid, holder, expires in self.db.execute(q, (owner,)):
+            alive = _owner_alive(holder)
+            if alive or (alive is None and expires > now):
+                out.add(rid)
+        return out
+
     # ------------------------------------------------------------------ reading
+    @_reading
     def finished_ids(self) -> set[str]:
         """Ids of runs that are done or diverged (a resume skips them)."""
         q = "SELECT run_id FROM runs WHERE status IN ('done', 'diverged')"
         return {r[0] for r in self.db.execute(q)}
 
+    @_reading
     def run_ids(self) -> set[str]:
         """Ids of every run recorded, whatever its status."""
         return {r[0] for r in self.db.execute("SELECT run_id FROM runs")}
 
+    @_reading
     def counts(self) -> dict[str, int]:
         """Runs per status."""
         return dict(self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
 
+    @_reading
     def metrics(self) -> list[str]:
         """Names of the metrics recorded in any run."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT metric FROM finals ORDER BY 1")]
 
+    @_reading
     def runs(self, status: str | Iterable[str] | None = None, **where) -> list[dict]:
         """One flat dict per run, in plan order: the run columns (``config`` parsed), every
         config field under its own name, and each final value as ``final.<metric>``.
@@ -340,7 +581,7 @@ class Store:
             finals.setdefault(run_id, {})[metric] = float("nan") if value is None else value
         for values in self.db.execute(q, args):
             row = dict(zip(RUN_COLUMNS, values, strict=True))
-            cfg = json.loads(row["config"])
+            cfg = _config(self.path, row["run_id"], row["config"])
             row["config"] = cfg
             if not _matches(cfg, where):
                 continue
@@ -352,6 +593,7 @@ class Store:
             rows.append(flat)
         return rows
 
+    @_reading
     def series(self, run_id: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps int64, values float64) of one run's recorded metric."""
         row = self.db.execute(
@@ -362,12 +604,14 @@ class Store:
                 f"run {run_id!r} has no recorded metric {metric!r}; accepted: "
                 f"{', '.join(self.run_metrics(run_id)) or 'none recorded'}"
             )
-        return np.frombuffer(row[0], dtype="<i8").copy(), np.frombuffer(row[1], dtype="<f8").copy()
+        return _arrays(self.path, run_id, metric, row[0], row[1])
 
+    @_reading
     def run_metrics(self, run_id: str) -> list[str]:
         q = "SELECT metric FROM series WHERE run_id = ? ORDER BY metric"
         return [r[0] for r in self.db.execute(q, (run_id,))]
 
+    @_reading
     def all_series(self, metric: str | None = None, status=FINISHED, **where) -> list[dict]:
         """Long-form series: one dict per (run, metric) with ``steps`` and ``values`` arrays
         plus the run's flat fields (as :meth:`runs`)."""
@@ -380,14 +624,8 @@ class Store:
         out = []
         for run_id, m, s, v in self.db.execute(q, args):
             if run_id in runs:
-                out.append(
-                    {
-                        **runs[run_id],
-                        "metric": m,
-                        "steps": np.frombuffer(s, dtype="<i8").copy(),
-                        "values": np.frombuffer(v, dtype="<f8").copy(),
-                    }
-                )
+                steps, values = _arrays(self.path, run_id, m, s, v)
+                out.append({**runs[run_id], "metric": m, "steps": steps, "values": values})
         out.sort(key=lambda r: (r["idx"], r["metric"]))
         return out
 

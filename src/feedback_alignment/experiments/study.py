@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, printable
 from ..executors import get_executor
 from ..progress import Progress, wanted
 from .planner import Pack, plan
 from .runner import run_pack
 from .spec import Spec, load_spec
-from .store import Store
+from .store import Store, lease_owner
 
 
 @dataclass
@@ -40,6 +40,7 @@ class StudyReport:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
+    elsewhere: int = 0
     packs: int = 0
     timings: dict = field(default_factory=dict)
 
@@ -52,6 +53,11 @@ class StudyReport:
             f"{self.total} runs: {self.skipped} already finished, {self.ran} ran now "
             f"({self.done} done, {self.diverged} diverged, {self.failed} failed)"
         )
+        if self.elsewhere:
+            head += (
+                f"; {self.elsewhere} left to another fa sweep running on this store (run this "
+                "command again when it is done, to check that nothing is missing)"
+            )
         if self.interrupted:
             head += "; interrupted, run the same command again to finish the other runs"
         return head
@@ -88,18 +94,24 @@ def provenance(executor_name: str) -> dict:
 
 @contextlib.contextmanager
 def _sigint_deferred():
-    """Hold a Ctrl-C that arrives during a store write until the write has committed."""
+    """Hold a Ctrl-C (or SIGTERM) that arrives during a store write until the write has
+    committed, then deliver it to the handler that was in place."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending = []
-    old = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
+    pending: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, _f: pending.append(signum)) for s in sigs}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-    if pending:
-        raise KeyboardInterrupt
+        for s, h in old.items():
+            signal.signal(s, h)
+    for s in dict.fromkeys(pending):
+        if callable(old[s]):
+            old[s](s, None)  # the handler raises (KeyboardInterrupt, or fa's Terminated)
+        elif old[s] == signal.SIG_DFL:
+            signal.raise_signal(s)  # what the signal would have done, now the write is whole
 
 
 def _failed(pack: Pack, exc: BaseException) -> list[dict]:
@@ -117,6 +129,31 @@ def _failed(pack: Pack, exc: BaseException) -> list[dict]:
         }
         for r in pack.runs
     ]
+
+
+def _part(pk: Pack, runs: tuple) -> Pack:
+    return (
+        pk if len(runs) == len(pk.runs) else Pack(pk.pack_id, pk.system, runs, pk.threads, pk.cost)
+    )
+
+
+def _claimed(st: Store, owner: str, todo: list[Pack], ran: list[Pack]):
+    """The packs to run, each claimed in the store (:meth:`Store.claim`) at the moment the
+    executor draws it, so that two processes on one store split the runs; a run another
+    live process holds is left to it (a second pass takes what a process that died or
+    finished meanwhile left over). Appends each pack drawn to ``ran``."""
+    pending = todo
+    for _ in range(2):
+        later = []
+        for pk in pending:
+            ids = set(st.claim([r.run_id for r in pk.runs], owner))
+            rest = tuple(r for r in pk.runs if r.run_id not in ids)
+            if rest:
+                later.append(_part(pk, rest))
+            if ids:
+                ran.append(_part(pk, tuple(r for r in pk.runs if r.run_id in ids)))
+                yield ran[-1]
+        pending = later
 
 
 def prepare(spec, *, profile=None, pack=None) -> tuple[Spec, list, list[Pack]]:
@@ -215,25 +252,21 @@ def run_study(
         for pk in packs:
             left = tuple(r for r in pk.runs if r.run_id not in finished)
             if left:
-                todo.append(
-                    pk
-                    if len(left) == len(pk.runs)
-                    else Pack(pk.pack_id, pk.system, left, pk.threads, pk.cost)
-                )
+                todo.append(_part(pk, left))
         report.skipped = len(runs) - sum(len(pk) for pk in todo)
-        report.packs = len(todo)
         st.set_meta(study=spec.name, spec=json.dumps(spec.to_dict(), sort_keys=True))
         prov = provenance(ex.name)
         t_store += time.perf_counter() - t0
         # elapsed time and time left from the planner's work estimate of the packs to run
         bar = Progress(
             sum(pk.cost for pk in todo),
-            label=f"fa sweep {spec.name}",
+            label=f"fa sweep {printable(spec.name)}",
             enabled=wanted(progress) and bool(todo),
         )
+        owner, ran = lease_owner(), []
         try:
-            for i, results in ex.run(run_pack, todo):
-                pk = todo[i]
+            for i, results in ex.run(run_pack, _claimed(st, owner, todo, ran)):
+                pk = ran[i]
                 if isinstance(results, BaseException):
                     results = _failed(pk, results)
                 t0 = time.perf_counter()
@@ -251,11 +284,16 @@ def run_study(
                         seen_packs.add(res["pack_id"])
                         engine += res["pack_seconds"]
                 bar.done(pk.cost, status=f"{report.skipped + report.ran}/{report.total} runs")
+            left = {r.run_id for pk in todo for r in pk.runs} - st.finished_ids()
+            report.elsewhere = len(left & st.leased_elsewhere(owner))
         except KeyboardInterrupt:
             report.interrupted = True
             ex.cancel()
         finally:
             bar.close()
+            report.packs = len(ran)
+            with contextlib.suppress(Exception):
+                st.release(owner)
     finally:
         try:
             if own_executor:

@@ -224,6 +224,9 @@ def reproduce(
     )
     prof = get_profile(profile)
     ex = get_executor(executor)
+    from ..twolayer.native import check_environment
+
+    check_environment()  # a bad FA_NATIVE: one line before the directory is touched
     out = Path(out)
     previous = previous_output(out, MANIFEST, TOOL)
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
