@@ -64,3 +64,40 @@ def refused(capsys, root, *argv, match: str, rc: int = 2) -> str:
     changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
     assert after == before, f"changed: {changed}"
     return lines[0]
+
+
+# ---------------------------------------------------------------- special files (issue 23)
+def snapshot_nodes(root) -> dict[str, object]:
+    """As :func:`snapshot`, safe with FIFOs, devices and sockets in the tree (recorded by
+    kind, device number and mode, never opened: reading a FIFO would block)."""
+    import stat
+
+    root = Path(root)
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", oct(st.st_mode))
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = (p.read_bytes(), oct(st.st_mode))
+            else:
+                out[rel] = ("node", oct(st.st_mode), st.st_rdev, st.st_ino)
+    return out
+
+
+def refused_nodes(capsys, root, *argv, match: str, rc: int = 2) -> str:
+    """:func:`refused` for a tree that holds special files (see :func:`snapshot_nodes`)."""
+    before = snapshot_nodes(root)
+    code, lines = fa(capsys, *argv)
+    assert code == rc, (code, lines)
+    assert len(lines) == 1, lines
+    assert match in lines[0], lines[0]
+    after = snapshot_nodes(root)
+    changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
+    assert after == before, f"changed: {changed}"
+    return lines[0]

@@ -10,7 +10,14 @@ all members or one per member (the paper's E1 draws new data for every repetitio
 It is built on first use with the system C++ compiler (``$CXX`` or ``c++``, ``-O3
 -march=native -fopenmp``, at most ``FA_NATIVE_BUILD_TIMEOUT`` seconds, 120 unless set)
 into a per-user cache keyed by the source, the compiler and its version, the flags, the
-vector width and the CPU. The vector width is read from the CPU: 64 bytes with AVX-512,
+vector width and the CPU. Each cached library has a record beside it (``.so.json``: its
+SHA-256 and size, written when it was built) and is verified against it before it is
+loaded; a library that is missing, truncated, empty, garbage or unrecorded is rebuilt
+once, with one warning saying so, and a compiler that exits 0 having written no library
+is an error, never a cache entry (so no state of the cache can crash a fit, as loading a
+truncated library would with SIGBUS, or keep it on the torch ops for good).
+
+The vector width is read from the CPU: 64 bytes with AVX-512,
 32 with AVX2, 16 with SSE2 or NEON (``FA_NATIVE_VEC_BYTES`` forces one); on a CPU with
 none of these the engine uses the torch ops. It runs on ``torch.get_num_threads()``
 OpenMP threads; the OpenMP runtime is the one torch has loaded, so these are torch's
@@ -29,9 +36,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -178,26 +187,118 @@ def _build() -> ctypes.CDLL:
     gomp = _torch_openmp()
     key = _cache_key(cxx, version, flags, gomp)
     out = _cache_dir() / f"rowspace-{width * 8}bit-{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-        os.close(fd)
-        try:
-            for cmd in _commands(cxx, flags, tmp, gomp):
-                try:
-                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    raise RuntimeError(
-                        f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
-                    ) from None
-                if res.returncode != 0:
-                    raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
-            os.replace(tmp, out)  # atomic: a concurrent build never loads half a file
-        finally:
-            for leftover in (tmp, tmp + ".o"):
-                if os.path.exists(leftover):
-                    os.unlink(leftover)
-    lib = ctypes.CDLL(str(out))
+    problem = _cache_problem(out)
+    if problem is not None:
+        if problem != "missing":
+            warnings.warn(
+                f"native kernels: the cached {out} is not usable ({problem}); rebuilding it",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        _compile(cxx, flags, gomp, out, timeout)
+    try:
+        return _load(out, width, key)
+    except (OSError, AttributeError) as exc:
+        if problem is not None:
+            raise  # just built: the compiler's library does not load
+        # verified but not loadable (an old build, a changed system library): rebuild once
+        warnings.warn(
+            f"native kernels: the cached {out} does not load ({exc}); rebuilding it",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        _compile(cxx, flags, gomp, out, timeout)
+        return _load(out, width, key)
+
+
+def _record_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".json")
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    """(SHA-256, size) of the bytes in ``path``."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def _cache_problem(lib: Path) -> str | None:
+    """Why the cached library at ``lib`` cannot be trusted (None where it can): it must be
+    a regular file whose size and SHA-256 equal the record written when it was built
+    (``<lib>.json``). A truncated library would crash the process when loaded (SIGBUS),
+    an empty or garbage one would fail to load: both are rebuilt instead."""
+    rec = _record_path(lib)
+    try:
+        st = os.lstat(lib)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    try:
+        if not stat.S_ISREG(os.lstat(rec).st_mode):
+            return "its record is not a regular file"
+        with open(rec, encoding="utf-8") as f:
+            want = json.load(f)
+        size, digest = int(want["size"]), str(want["sha256"])
+    except FileNotFoundError:
+        return "no record of its hash and size"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "its record of hash and size is unreadable"
+    if st.st_size != size:
+        return f"{st.st_size} bytes, built as {size}"
+    try:
+        got = _digest(lib)[0]
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if got != digest:
+        return "its SHA-256 differs from the one recorded when it was built"
+    return None
+
+
+def _compile(cxx: str, flags: list[str], gomp: str | None, out: Path, timeout: float) -> None:
+    """Compile into a temporary file, check it is a shared library, record its hash and
+    size, and rename both into place (atomic: a concurrent build never loads half a
+    file). A compiler that wrote nothing, or not a library, is an error, never cached."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        for cmd in _commands(cxx, flags, tmp, gomp):
+            try:
+                res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
+                ) from None
+            if res.returncode != 0:
+                raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
+        with open(tmp, "rb") as f:
+            magic = f.read(4)
+        if magic != b"\x7fELF":
+            what = "nothing" if not magic else "no shared library"
+            raise RuntimeError(f"{cxx} exited 0 but wrote {what} (nothing was cached)")
+        digest, size = _digest(Path(tmp))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+        rec = _record_path(out)
+        fd, rtmp = tempfile.mkstemp(suffix=".json", dir=out.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"sha256": digest, "size": size}, f)
+        os.chmod(rtmp, 0o644)
+        os.replace(rtmp, rec)
+    finally:
+        for leftover in (tmp, tmp + ".o"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def _load(path: Path, width: int, key: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suf in ("f32", "f64"):
         for act in KERNELS:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,13 +58,45 @@ def shape_key(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool)
     )
 
 
+def _valid(entry) -> bool:
+    """A verdict as :func:`measure` writes it: finite, positive times."""
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(k), int | float)
+        and not isinstance(entry.get(k), bool)
+        and math.isfinite(entry[k])
+        and entry[k] > 0
+        for k in ("native_s", "torch_s")
+    )
+
+
+_warned: list[str] = []
+
+
 def _load() -> dict:
+    """The cached verdicts, each checked (:func:`_valid`); a file that is not a regular
+    file of JSON verdicts (truncated, garbage, a FIFO) is ignored with one warning and
+    replaced by the next verdict measured."""
+    path = cache_file()
     try:
-        with open(cache_file()) as f:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise ValueError("not a regular file")
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        if str(path) not in _warned:
+            _warned.append(str(path))
+            warnings.warn(
+                f"native kernels: the self-check cache {path} is not usable "
+                f"({type(exc).__name__}: {exc}); measuring again",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return {}
+    return {k: v for k, v in data.items() if _valid(v)}
 
 
 def _store(key: str, entry: dict) -> None:
@@ -75,7 +109,7 @@ def _store(key: str, entry: dict) -> None:
         fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # also replaces a FIFO or garbage that stood there
     except OSError:
         pass  # a read-only cache: the verdict stays in memory for this process
 
@@ -134,7 +168,7 @@ def verdict(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool = 
         entry = _memo.get(key)
         if entry is None:
             entry = _load().get(key)
-            if not (isinstance(entry, dict) and {"native_s", "torch_s"} <= set(entry)):
+            if not _valid(entry):
                 try:
                     entry = measure(act, dtype, shared, K, p, n, keep)
                 except Exception as exc:  # noqa: BLE001 -- any failure: the torch ops
