@@ -169,6 +169,7 @@ def _is_locked(path: Path) -> ConfigError:
 
 
 def _damaged(path: Path, why: str) -> ConfigError:
+    why = " ".join(why.split())  # one line, whatever SQLite said
     return ConfigError(
         f"store {str(path)!r} is damaged ({why}); accepted: an intact study file (it was "
         "left untouched; a copy from before the damage, or fa sweep into a new --store)"
@@ -185,7 +186,7 @@ def _check_intact(db, path: Path) -> None:
             raise _is_locked(path) from None
         raise _damaged(path, str(exc)) from None
     if rows != [("ok",)]:
-        raise _damaged(path, "; ".join(str(r[0]) for r in rows)[:300])
+        raise _damaged(path, " ".join("; ".join(str(r[0]) for r in rows).split())[:300])
 
 
 def _inspect(db, path: Path) -> dict[str, str] | None:
@@ -332,6 +333,8 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if _locked(exc):
                 raise _is_locked(self.path) from None
+            if any(w in str(exc) for w in ("malformed", "corrupt")):
+                raise _damaged(self.path, str(exc)) from None
             raise _not_ours(self.path, str(exc)) from None
 
     def _check_path(self) -> None:
