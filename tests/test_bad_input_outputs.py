@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from _badinput import CONFIG, fa, refused_nodes, snapshot_nodes
+from test_experiments_kill import _count
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -508,19 +509,6 @@ metrics = ["mse", "alignment"]
 p = [16, 32]
 lam = [0.0, 0.05]
 """
-
-
-def _count(path: Path) -> int:
-    import sqlite3
-
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
 
 
 def test_sigterm_behaves_like_ctrl_c(tmp_path):
