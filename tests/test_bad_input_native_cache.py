@@ -38,11 +38,24 @@ def built(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def built_here(tmp_path_factory) -> Path:
+    """As ``built``, by this process (the cache key holds the OpenMP runtime this process
+    has loaded, which a fresh process may not share)."""
+    root = tmp_path_factory.mktemp("xdg-here")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("XDG_CACHE_HOME", str(root))
+        m.setattr(native, "_lib", None)
+        m.setattr(native, "_failed", None)
+        assert native.library() is not None
+    return root
+
+
 @pytest.fixture
-def cache(built, tmp_path, monkeypatch) -> Path:
-    """A private copy of ``built``, used by this process (nothing loaded yet)."""
+def cache(built_here, tmp_path, monkeypatch) -> Path:
+    """A private copy of ``built_here``, used by this process (nothing loaded yet)."""
     root = tmp_path / "xdg"
-    shutil.copytree(built, root)
+    shutil.copytree(built_here, root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(root))
     monkeypatch.setattr(native, "_lib", None)
     monkeypatch.setattr(native, "_failed", None)
