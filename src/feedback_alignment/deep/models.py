@@ -36,6 +36,24 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _check_sizes(model: str, **sizes) -> None:
+    for k, v in sizes.items():
+        check(isinstance(v, int) and v >= 1, f"{model} {k} must be a positive int; got {v!r}")
+
+
+def _gaussian(layers: OrderedDict, seed: int) -> nn.Sequential:
+    """``layers`` as a network whose Linear weights are drawn i.i.d. N(0, 1), in order,
+    from one generator seeded by ``seed`` (drawn in float64)."""
+    g = _generator(seed)
+    net = nn.Sequential(layers)
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                w = torch.randn(layer.weight.shape, generator=g, dtype=torch.float64)
+                layer.weight.copy_(w)
+    return net
+
+
 def e3_network(
     hidden: int = E3_HIDDEN, inputs: int = 784, classes: int = 10, seed: int = 0
 ) -> nn.Sequential:
@@ -45,22 +63,17 @@ def e3_network(
     Train it with feedback drawn N(0, 1) (``convert(net, "fa", scale=1.0)``; done by
     :func:`build` and the trainer) and weight decay on ``out`` only.
     """
-    for k, v in (("hidden", hidden), ("inputs", inputs), ("classes", classes)):
-        check(isinstance(v, int) and v >= 1, f"e3 {k} must be a positive int; got {v!r}")
-    g = _generator(seed)
-    net = nn.Sequential(
+    _check_sizes("e3", hidden=hidden, inputs=inputs, classes=classes)
+    return _gaussian(
         OrderedDict(
             flatten=nn.Flatten(),
             hidden=nn.Linear(inputs, hidden, bias=False),
             relu=nn.ReLU(),
             out=nn.Linear(hidden, classes, bias=False),
             scale=Scale(1.0 / math.sqrt(hidden)),
-        )
+        ),
+        seed,
     )
-    with torch.no_grad():
-        for layer in (net.hidden, net.out):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=torch.float64))
-    return net
 
 
 def e4_network(
@@ -72,10 +85,8 @@ def e4_network(
 
     Train it with every layer an FA layer, feedback N(0, 1) (``convert(net, "fa",
     scale=1.0)``; :func:`build` and the trainer do so)."""
-    for k, v in (("hidden", hidden), ("inputs", inputs), ("classes", classes)):
-        check(isinstance(v, int) and v >= 1, f"e4 {k} must be a positive int; got {v!r}")
-    g = _generator(seed)
-    net = nn.Sequential(
+    _check_sizes("e4", hidden=hidden, inputs=inputs, classes=classes)
+    return _gaussian(
         OrderedDict(
             flatten=nn.Flatten(),
             fc1=nn.Linear(inputs, hidden, bias=False),
@@ -84,12 +95,9 @@ def e4_network(
             relu2=nn.ReLU(),
             fc3=nn.Linear(hidden, classes, bias=False),
             scale=Scale(1.0 / hidden),
-        )
+        ),
+        seed,
     )
-    with torch.no_grad():
-        for layer in (net.fc1, net.fc2, net.fc3):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=torch.float64))
-    return net
 
 
 def bp_baseline_network(
@@ -99,8 +107,7 @@ def bp_baseline_network(
     PyTorch's default initialisation (seeded), 784 -> ``hidden`` ReLU -> 10, output times
     1/sqrt(hidden). Layers ``hidden`` and ``out``; they penalise the loss with
     lambda |out.weight|^2 (:data:`~.lambdas.BP_BASELINE`)."""
-    for k, v in (("hidden", hidden), ("inputs", inputs), ("classes", classes)):
-        check(isinstance(v, int) and v >= 1, f"bp baseline {k} must be a positive int; got {v!r}")
+    _check_sizes("bp baseline", hidden=hidden, inputs=inputs, classes=classes)
     _generator(seed)  # checks the seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
