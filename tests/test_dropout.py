@@ -216,3 +216,26 @@ def test_a_sweep_runs_dropout_per_member_with_the_papers_step_and_rule(tmp_path)
         h = ens.fit(X, y, lr=1e-3, dropout=r.config["dropout"], steps=40, metrics=("alignment",))
         assert abs(stored[r.config["dropout"]] - h.final["alignment"][0]) < 1e-12
     assert stored[0.0] != stored[0.5]
+
+
+def test_dropout_without_kept_weights_follows_the_same_run():
+    """keep_weights=False (Z and beta only) moves Z by the same masked updates."""
+    X, y = random_teacher(N, D, P, "tanh", seed=7)
+    a, b = (TwoLayerEnsemble(D, P, seeds=SEEDS, activation="relu") for _ in range(2))
+    ha = a.fit(X, y, lr=LR, dropout=Q, steps=STEPS, path="rowspace", metrics=("mse", "alignment"))
+    hb = b.fit(X, y, lr=LR, dropout=Q, steps=STEPS, path="rowspace", keep_weights=False,
+               metrics=("mse", "alignment"))  # fmt: skip
+    assert rel(b.beta, a.beta) < 1e-12
+    assert np.allclose(hb.final["mse"], ha.final["mse"], rtol=1e-12, atol=0)
+
+
+def test_an_after_min_plateau_can_watch_the_alignment_too():
+    X, y = random_teacher(10, 20, 40, "tanh", seed=3)
+    rule = Plateau(100, 50, 2e-3, 3000, "after_min", "alignment")
+    ens = TwoLayerEnsemble(20, 40, seeds=[0, 1], activation="tanh")
+    h = ens.fit(X, y, lr=0.1, dropout=0.5, stop=rule, record_every=1, metrics=("alignment",))
+    for k in range(2):
+        a, t = h.metrics["alignment"][:, k], 150
+        while abs(a[t] - a[t - 50]) >= 2e-3:
+            t += 50
+        assert h.stop_step[k] == t < 3000
