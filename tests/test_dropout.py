@@ -94,7 +94,10 @@ def test_every_path_that_runs_dropout_follows_the_reference_with_the_same_masks(
     assert h.kernels == "torch" and h.path == ("rowspace" if path == "auto" else path)
     for k, (Wk, bk, mses) in enumerate(expected):
         assert rel(ens.W[k], Wk) < 1e-12 and rel(ens.beta[k], bk) < 1e-12
-        got, want = torch.as_tensor(h.metrics["mse"][:-1, k]), torch.tensor(mses).double()
+        got, want = (
+            torch.as_tensor(h.metrics["mse"][:-1, k]),
+            torch.tensor(mses, dtype=torch.float64),
+        )
         assert rel(got, want) < 1e-12
 
 
