@@ -24,7 +24,7 @@ from ..bounds import check_memory
 from ..errors import ConfigError, check, choice
 from .convert import convert
 from .data import SOURCES, load_dataset
-from .models import ACTIVATIONS, E3_HIDDEN, MODELS, build_model
+from .models import ACTIVATIONS, E3_HIDDEN, MODELS, WIDTH_MODELS, build_model
 from .rules import INITS, RULES, get_rule
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -126,7 +126,9 @@ FIELDS: dict[str, dict[str, Field]] = {
     },
     "model": {
         "name": Field("mlp", (str,), "the network", tuple(MODELS)),
-        "hidden": Field([256], (int, list), "mlp: hidden sizes; e3: the width (default 1000)"),
+        "hidden": Field(
+            [256], (int, list), "mlp: hidden sizes; e3, e4, bp_baseline: the width (default 1000)"
+        ),
         "activation": Field("relu", (str,), "mlp: between layers", tuple(ACTIVATIONS)),
         "bias": Field(True, (bool,), "mlp: layers with biases"),
         "width": Field(16, (int,), "cnn: channels of the first conv", bounds=(1, 10**5)),
@@ -135,7 +137,7 @@ FIELDS: dict[str, dict[str, Field]] = {
     "rule": {
         "name": Field("fa", (str,), "the learning rule (any registered rule)", _rule_names),
         "init": Field("gaussian", (str,), "how the feedback is drawn", INITS),
-        "scale": Field(None, NUM + NONE, "feedback std; default: each layer's W std (e3: 1)"),
+        "scale": Field(None, NUM + NONE, "feedback std; default: each layer's W std (e3, e4: 1)"),
         "seed": Field(None, (int, *NONE), "feedback seed; default: the top-level seed"),
         "options": Field({}, (dict,), "the rule's options (wm: lr, decay, batch)"),
     },
@@ -342,12 +344,12 @@ def _build_model(cfg: dict, data):
         return build_model(
             "cnn", in_channels=c, classes=data.classes, image=h, width=m["width"], seed=seed
         )
-    if name == "e3":
+    if name in WIDTH_MODELS:
         check(
             isinstance(hidden, int) or hidden == FIELDS["model"]["hidden"].default,
-            f"model.hidden for 'e3' is the width, an integer; got {hidden!r}",
+            f"model.hidden for {name!r} is the width, an integer; got {hidden!r}",
         )
-        widths = [hidden if isinstance(hidden, int) else E3_HIDDEN]
+        widths = [hidden if isinstance(hidden, int) else E3_HIDDEN] * WIDTH_MODELS[name]
     else:
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
     sizes = [math.prod(data.shape), *widths, data.classes]
@@ -358,8 +360,8 @@ def _build_model(cfg: dict, data):
         f"model.hidden = {hidden!r} ({params:.3g} parameters)",
         "smaller hidden widths",
     )
-    if name == "e3":
-        return build_model("e3", hidden=widths[0], inputs=sizes[0], classes=data.classes, seed=seed)
+    if name in WIDTH_MODELS:
+        return build_model(name, hidden=widths[0], inputs=sizes[0], classes=data.classes, seed=seed)
     return build_model("mlp", sizes=sizes, activation=m["activation"], bias=m["bias"], seed=seed)
 
 
@@ -371,7 +373,7 @@ def build(cfg: dict):
         data = data.limit(d["train_limit"], d["test_limit"])
     model = _build_model(cfg, data)
     scale = r["scale"]
-    if scale is None and cfg["model"]["name"] == "e3":
+    if scale is None and cfg["model"]["name"] in ("e3", "e4"):
         scale = 1.0  # the paper: B ~ N(0, 1) like W and beta
     seed = cfg["seed"] if r["seed"] is None else r["seed"]
     rule = get_rule(r["name"], **r["options"])

@@ -1,4 +1,5 @@
-"""Models by name: the paper's E3 network, a plain MLP and a small CNN for 28x28 input."""
+"""Models by name: the paper's E3 network, the authors' three-layer E4 network and their
+two-layer backprop baseline, a plain MLP and a small CNN for 28x28 input."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _check_sizes(model: str, **sizes) -> None:
+    for k, v in sizes.items():
+        check(isinstance(v, int) and v >= 1, f"{model} {k} must be a positive int; got {v!r}")
+
+
+def _gaussian(layers: OrderedDict, seed: int) -> nn.Sequential:
+    """``layers`` as a network whose Linear weights are drawn i.i.d. N(0, 1), in order,
+    from one generator seeded by ``seed`` (drawn in float64)."""
+    g = _generator(seed)
+    net = nn.Sequential(layers)
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                w = torch.randn(layer.weight.shape, generator=g, dtype=torch.float64)
+                layer.weight.copy_(w)
+    return net
+
+
 def e3_network(
     hidden: int = E3_HIDDEN, inputs: int = 784, classes: int = 10, seed: int = 0
 ) -> nn.Sequential:
@@ -44,22 +63,63 @@ def e3_network(
     Train it with feedback drawn N(0, 1) (``convert(net, "fa", scale=1.0)``; done by
     :func:`build` and the trainer) and weight decay on ``out`` only.
     """
-    for k, v in (("hidden", hidden), ("inputs", inputs), ("classes", classes)):
-        check(isinstance(v, int) and v >= 1, f"e3 {k} must be a positive int; got {v!r}")
-    g = _generator(seed)
-    net = nn.Sequential(
+    _check_sizes("e3", hidden=hidden, inputs=inputs, classes=classes)
+    return _gaussian(
         OrderedDict(
             flatten=nn.Flatten(),
             hidden=nn.Linear(inputs, hidden, bias=False),
             relu=nn.ReLU(),
             out=nn.Linear(hidden, classes, bias=False),
             scale=Scale(1.0 / math.sqrt(hidden)),
-        )
+        ),
+        seed,
     )
-    with torch.no_grad():
-        for layer in (net.hidden, net.out):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=torch.float64))
-    return net
+
+
+def e4_network(
+    hidden: int = E3_HIDDEN, inputs: int = 784, classes: int = 10, seed: int = 0
+) -> nn.Sequential:
+    """The authors' three-layer MNIST network (E4): 784 -> ``hidden`` -> ``hidden`` -> 10,
+    ReLU, no biases, every W i.i.d. N(0, 1), output divided by ``hidden`` (the width, not
+    its square root). Layers ``fc1``, ``fc2``, ``fc3``; the authors decay fc2 and fc3.
+
+    Train it with every layer an FA layer, feedback N(0, 1) (``convert(net, "fa",
+    scale=1.0)``; :func:`build` and the trainer do so)."""
+    _check_sizes("e4", hidden=hidden, inputs=inputs, classes=classes)
+    return _gaussian(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(inputs, hidden, bias=False),
+            relu1=nn.ReLU(),
+            fc2=nn.Linear(hidden, hidden, bias=False),
+            relu2=nn.ReLU(),
+            fc3=nn.Linear(hidden, classes, bias=False),
+            scale=Scale(1.0 / hidden),
+        ),
+        seed,
+    )
+
+
+def bp_baseline_network(
+    hidden: int = E3_HIDDEN, inputs: int = 784, classes: int = 10, seed: int = 0
+) -> nn.Sequential:
+    """The authors' two-layer backprop baseline: ``nn.Linear`` layers WITH biases and
+    PyTorch's default initialisation (seeded), 784 -> ``hidden`` ReLU -> 10, output times
+    1/sqrt(hidden). Layers ``hidden`` and ``out``; they penalise the loss with
+    lambda |out.weight|^2 (:data:`~.lambdas.BP_BASELINE`)."""
+    _check_sizes("bp baseline", hidden=hidden, inputs=inputs, classes=classes)
+    _generator(seed)  # checks the seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            OrderedDict(
+                flatten=nn.Flatten(),
+                hidden=nn.Linear(inputs, hidden),
+                relu=nn.ReLU(),
+                out=nn.Linear(hidden, classes),
+                scale=Scale(1.0 / math.sqrt(hidden)),
+            )
+        )
 
 
 def mlp(
@@ -106,11 +166,20 @@ def small_cnn(
         )
 
 
-MODELS = {"e3": e3_network, "mlp": mlp, "cnn": small_cnn}
+# the models sized by one width (``hidden``): how many hidden layers of that width
+WIDTH_MODELS = {"e3": 1, "e4": 2, "bp_baseline": 1}
+MODELS = {
+    "e3": e3_network,
+    "e4": e4_network,
+    "bp_baseline": bp_baseline_network,
+    "mlp": mlp,
+    "cnn": small_cnn,
+}
 
 
 def build_model(name: str, **options) -> nn.Module:
-    """A model by name (``e3``, ``mlp``, ``cnn``) with its keyword options."""
+    """A model by name (``e3``, ``e4``, ``bp_baseline``, ``mlp``, ``cnn``) with its keyword
+    options."""
     choice("model", name, MODELS)
     try:
         return MODELS[name](**options)

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .spec import Run, Spec
 
 # per-member settings of TwoLayerEnsemble.fit (and the data, drawn per member)
-PER_MEMBER = ("lr", "lam", "w_decay", "task")
+PER_MEMBER = ("lr", "lam", "w_decay", "dropout", "task")
 AUTO_MAX_MEMBERS = 32
 AUTO_MAX_BYTES = 512e6
 
@@ -66,8 +66,8 @@ def _cost(run: Run) -> float:
     if run.system != "twolayer":
         return 1.0
     steps = c["steps"] if c["stop"] == "steps" else max(c["min_steps"], 1000)
-    if c["stop"] == "paper":
-        steps = round(5000 * math.sqrt(c["p"] / 200))
+    if c["stop"] in ("paper", "paper_dropout"):
+        steps = _steps(c)
     return float(c["p"]) * (c["d"] + c["n"]) * c["n"] * max(steps, 1)
 
 
@@ -146,6 +146,10 @@ def warnings_for(runs: list[Run], packs: list[Pack]) -> list[str]:
 def _steps(c: dict) -> int:
     if c["stop"] == "paper":
         return round(5000 * math.sqrt(c["p"] / 200))
+    if c["stop"] == "paper_dropout":
+        from ..twolayer.monitor import Plateau
+
+        return Plateau.paper_dropout(c["p"], c["activation"]).min_steps
     return c["steps"] if c["stop"] == "steps" else max(c["min_steps"], 1000)
 
 

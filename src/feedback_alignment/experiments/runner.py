@@ -93,6 +93,10 @@ def _record_steps(cfg: dict) -> list[int] | None:
         horizon = cfg["steps"]
     elif cfg["stop"] == "paper":
         horizon = round(5000 * math.sqrt(cfg["p"] / 200))
+    elif cfg["stop"] == "paper_dropout":
+        from ..twolayer.monitor import Plateau
+
+        horizon = Plateau.paper_dropout(cfg["p"], cfg["activation"]).min_steps
     else:
         horizon = max(cfg["min_steps"], cfg["max_steps"])
     horizon = max(horizon, 1)
@@ -138,6 +142,8 @@ def _twolayer(pack: Pack) -> list[dict]:
         when = {"steps": c["steps"]}
     elif c["stop"] == "paper":
         when = {"stop": Plateau.paper(c["p"], max_steps)}
+    elif c["stop"] == "paper_dropout":
+        when = {"stop": Plateau.paper_dropout(c["p"], c["activation"], max_steps)}
     else:
         when = {"stop": Plateau(c["min_steps"], c["check_every"], c["tol"], max_steps)}
     with warnings.catch_warnings():
@@ -150,6 +156,7 @@ def _twolayer(pack: Pack) -> list[dict]:
             lam=[r.config["lam"] for r in runs],
             lam_schedule=_schedule(c["lam_schedule"]),
             w_decay=[r.config["w_decay"] for r in runs],
+            dropout=[r.config["dropout"] for r in runs],
             loss=c["loss"],
             record_every=c["record_every"] or None,
             record_steps=_record_steps(c),

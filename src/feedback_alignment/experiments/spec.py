@@ -201,8 +201,8 @@ def _resolve(system: str, cfg: dict) -> dict:
     if system == "deep":
         return {k: cfg[k] for k in sorted(cfg)}
     out = {k: copy.deepcopy(cfg.get(k, f.default)) for k, f in TWOLAYER_FIELDS.items()}
-    if out["lr"] == "paper":
-        out["lr"] = paper_lr(out["activation"])
+    if out["lr"] in ("paper", "paper_dropout"):
+        out["lr"] = paper_lr(out["activation"], dropout=out["lr"] == "paper_dropout")
     return out
 
 

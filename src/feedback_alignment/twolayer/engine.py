@@ -36,6 +36,7 @@ from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
 from ..bounds import check_memory
 from ..errors import ConfigError, check
+from .dropout import Dropout
 from .kernels import choose
 from .loss import loss_factor
 from .monitor import PLATEAU_CHECKS, Monitor, Plateau, paper_min_steps
@@ -158,7 +159,7 @@ class TwoLayerEnsemble:
         self.beta = torch.stack(betas).to(**to)
         self.b = torch.stack(bs).to(**to)
         self.beta0 = self.beta.clone()
-        self.t = 0  # updates applied so far (schedules read it)
+        self.t = 0  # updates applied so far (schedules and dropout masks read it)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -228,6 +229,7 @@ class TwoLayerEnsemble:
         chunk_members: int | None = None,
         kernels: str = "auto",
         keep_weights: bool = True,
+        dropout: float | Sequence[float] = FIELDS["dropout"].default,
     ) -> History:
         """Train every member by full-batch gradient descent; return a :class:`History`.
 
@@ -243,7 +245,10 @@ class TwoLayerEnsemble:
         ``History.path``, ``kernels`` and ``kernels_why`` say what ran. With
         ``keep_weights=False`` the row-space path keeps only Z = W X^T and beta, and what
         needs W (``w_change``, ``penalty`` with ``w_decay``, ``ens.W``, a further fit) is
-        refused with a :class:`ConfigError`. More in docs/twolayer.md.
+        refused with a :class:`ConfigError`. ``dropout`` (a number or one per member, 0 <= q
+        < 1) applies inverted dropout to the hidden activations at every step, as
+        ``torch.nn.Dropout`` would (:mod:`.dropout`); it runs on the explicit and row-space
+        paths with the torch ops. More in docs/twolayer.md.
         """
         o = FitOptions.check(self, **{k: v for k, v in locals().items() if k != "self"})
         K, y, to = self.K, o.y, {"dtype": self.dtype, "device": self.device}
@@ -263,13 +268,16 @@ class TwoLayerEnsemble:
                 lam_now = lam_t * torch.as_tensor(o.schedule(self.t), **to)
                 rates = _rates(lr_t, mon.active, lam_now, wd_t)
             mon.begin(t)
+            if fl.dropout is not None:
+                fl.dropout.t = self.t  # this step's masks
             recording = rec.begin(t, mon.last)
             for sl in chunks:
                 beta = self.beta[sl]
                 u, cache = fl.outputs(sl, beta)
                 e = u - y[sl]
                 mse = mon.mse(sl, e)
-                mon.observe(sl, mse)  # stops members that plateaued or diverged
+                # stops members that plateaued or diverged
+                mon.observe(sl, mse, lambda sl=sl: self._alignment(sl, fl))
                 fb = feedback(sl, beta)
                 if recording:
                     rec.chunk(sl, cache, e, mse, fb, lam_now[sl], lr_t[sl] * mon.active[sl])
@@ -310,6 +318,13 @@ class TwoLayerEnsemble:
             seconds=time.perf_counter() - t0,
         )
 
+    def _alignment(self, sl: slice, fl) -> torch.Tensor:
+        """cos(beta, b) of members ``sl`` now (for a plateau rule that watches it)."""
+        if fl.owns_beta:
+            fl.write_beta(sl, self.beta[sl])
+        beta, b = self.beta[sl], self.b[sl]
+        return (beta * b).sum(-1) / (beta.norm(dim=-1) * b.norm(dim=-1))
+
     # ------------------------------------------------------------------ paths
     def _make_path(self, o: FitOptions, feedback: MemberFeedback):
         """The first-layer representation for this fit, starting from the current W and
@@ -319,10 +334,10 @@ class TwoLayerEnsemble:
             self.activation.name == "linear"
             and self.activation.fn(torch.tensor([2.0])).item() == 2.0
         )
-        name = o.path
+        name, dropout = o.path, bool(o.dropout.any())
         if name == "auto":  # the cheapest exact form that applies
             name = "rowspace" if n < self.d else "explicit"
-            if linear and feedback.linear_fa:
+            if linear and feedback.linear_fa and not dropout:
                 name = "linear_fa"
         check(
             name != "linear_fa" or (linear and feedback.linear_fa),
@@ -330,9 +345,12 @@ class TwoLayerEnsemble:
             f"got activation {self.activation.name!r} and rules {sorted(set(o.rules))}",
         )
         work = self.K * self.p * o.work
-        kind, why = choose(
-            o.kernels, name, self.activation, o.X, self.K, self.p, o.keep_weights, work
-        )
+        if dropout:  # options.py refused the paths and kernels that take no mask
+            kind, why = "torch", "dropout runs on the torch ops (the native kernels take no mask)"
+        else:
+            kind, why = choose(
+                o.kernels, name, self.activation, o.X, self.K, self.p, o.keep_weights, work
+            )
         W, act = self.W, self.activation
         if name == "explicit":
             fl = ExplicitPath(W.clone() if W is self.W0 else W, self.W0, act, kind == "compiled")
@@ -340,6 +358,8 @@ class TwoLayerEnsemble:
             fl = RowSpacePath(W, self.W0, act, kind == "compiled", kind == "native", o.keep_weights)
         else:
             fl = LinearFAPath(W, self.W0, act, self.b)
+        if dropout:
+            fl.dropout = Dropout(self.activation, o.dropout, self.seeds)
         fl.bind(o.X)
         if fl.owns_beta:
             fl.bind_beta(self.beta)  # the path holds beta in its own coordinates

@@ -17,6 +17,14 @@ import torch
 from ..errors import check, choice
 
 PLATEAU_CHECKS = ("after_min", "authors")
+PLATEAU_QUANTITIES = ("mse", "alignment")  # what a plateau rule watches
+# The authors' dropout runs' stopping rule (Plateau.paper_dropout): the base N of the
+# minimum length (10000 for linear networks, else 5000), the alignment checked every N/5
+# steps, on until it changes by less than DROPOUT_TOL between checks.
+DROPOUT_BASE_STEPS = {"linear": 10000}
+DROPOUT_BASE_OTHER = 5000
+DROPOUT_CHECKS_PER_BASE = 5
+DROPOUT_TOL = 1e-4
 # most steps between two divergence checks (the ring buffer of MSEs holds this many)
 _MSE_WINDOW = 256
 
@@ -44,6 +52,9 @@ class Plateau:
     has been seen the member stops at the first step >= ``min_steps`` that its loop reaches
     (a check at t lets the update at t through, so a stop after ``min_steps`` comes at a
     multiple of ``check_every``). :meth:`paper` builds this rule.
+
+    ``quantity``: what is compared between checks, the MSE (``"mse"``) or the alignment
+    cos(beta, b) (``"alignment"``, the authors' dropout runs: :meth:`paper_dropout`).
     """
 
     min_steps: int
@@ -51,6 +62,7 @@ class Plateau:
     tol: float = 1e-3
     max_steps: int | None = None
     checks: str = "after_min"
+    quantity: str = "mse"
 
     @classmethod
     def paper(cls, p: int, max_steps: int | None = None) -> Plateau:
@@ -58,8 +70,18 @@ class Plateau:
         MSE checked at t % 1000 == 999, on until it changed by < 1e-3 between checks."""
         return cls(paper_min_steps(p), 1000, 1e-3, max_steps, "authors")
 
+    @classmethod
+    def paper_dropout(cls, p: int, activation: str, max_steps: int | None = None) -> Plateau:
+        """The authors' dropout runs' rule: at least rint(N sqrt(p) // 14) steps with N =
+        5000 (10000 for linear networks), the ALIGNMENT checked at t % (N/5) == N/5 - 1,
+        on until it changed by < 1e-4 between checks (the same loop as :meth:`paper`)."""
+        base = DROPOUT_BASE_STEPS.get(activation, DROPOUT_BASE_OTHER)
+        every = base // DROPOUT_CHECKS_PER_BASE
+        return cls(paper_min_steps(p, base), every, DROPOUT_TOL, max_steps, "authors", "alignment")
+
     def __post_init__(self):
         choice("Plateau checks", self.checks, PLATEAU_CHECKS)
+        choice("Plateau quantity", self.quantity, PLATEAU_QUANTITIES)
         check(self.min_steps >= 0, f"Plateau min_steps must be >= 0, got {self.min_steps!r}")
         check(self.check_every >= 1, f"Plateau check_every must be >= 1, got {self.check_every!r}")
         check(self.tol >= 0, f"Plateau tol must be >= 0, got {self.tol!r}")
@@ -140,9 +162,13 @@ class Monitor:
         self.stop_step[sl][which.cpu().numpy()] = self.t
         self.active[sl] &= ~which
 
-    def observe(self, sl: slice, mse: torch.Tensor) -> None:
-        """Stop the members of ``sl`` that plateaued or diverged by this step."""
+    def observe(self, sl: slice, mse: torch.Tensor, alignment=None) -> None:
+        """Stop the members of ``sl`` that plateaued or diverged by this step;
+        ``alignment()`` gives their cos(beta, b) where the rule watches it."""
         active, ckpt = self.active[sl], self.mse_ckpt[sl]
+        watched = mse  # what the plateau rule compares between checks
+        if (self.checkpoint or self.auth_check) and self.stop.quantity == "alignment":
+            watched = alignment()
         if self.sync:  # first step since the last sync with a non-finite or blown-up MSE
             hist = self.mse_buf[self.rows, sl]
             bad = ~torch.isfinite(hist) | (hist > self.blowup * self.mse0[sl].clamp_min(1e-300))
@@ -152,13 +178,13 @@ class Monitor:
             )
         if self.checkpoint:
             if self.have_ckpt:
-                self._halt(sl, ((mse - ckpt).abs() < self.stop.tol) & active)
-            ckpt.copy_(mse)
+                self._halt(sl, ((watched - ckpt).abs() < self.stop.tol) & active)
+            ckpt.copy_(watched)
         if self.auth_stop:  # settled by a check before t
             self._halt(sl, self.settled[sl] & active)
         if self.auth_check:
-            self.settled[sl] |= (mse - ckpt).abs() < self.stop.tol
-            ckpt.copy_(mse)
+            self.settled[sl] |= (watched - ckpt).abs() < self.stop.tol
+            ckpt.copy_(watched)
         if self.sync:
             diverged = (self.first_bad[sl] >= 0) & active
             if bool(diverged.any()):

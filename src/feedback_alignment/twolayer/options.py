@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, check, choice
+from .dropout import MAX_DROPOUT
 from .kernels import KERNELS
 from .loss import LOSSES
 from .monitor import Plateau
@@ -85,6 +86,7 @@ class FitOptions:
     chunk_members: int | None
     kernels: str
     keep_weights: bool
+    dropout: np.ndarray
 
     @property
     def n(self) -> int:
@@ -98,18 +100,35 @@ class FitOptions:
     @classmethod
     def check(cls, ens, X, y, *, rule, lr, lam, lam_schedule, w_decay, loss, steps, stop,
               record_every, record_steps, metrics, blowup, check_every, path, chunk_members,
-              kernels, keep_weights) -> FitOptions:  # fmt: skip
+              kernels, keep_weights, dropout) -> FitOptions:  # fmt: skip
         """Check every argument of ``ens.fit``; the first bad one raises ConfigError."""
         K = ens.K
         X = ens._check_X(X)
         y = ens._check_y(y, X)
         rules = rule_names(rule, K)
         choice("loss", loss, LOSSES)
-        if isinstance(lr, str) and lr == "paper":  # the authors' step for this activation
-            lr = paper_lr(ens.activation.name)
+        if isinstance(lr, str) and lr in ("paper", "paper_dropout"):  # the authors' step
+            lr = paper_lr(ens.activation.name, dropout=lr == "paper_dropout")
         lr = per_member("lr", lr, K, strict=True)
         lam = per_member("lam", lam, K)
         w_decay = per_member("w_decay", w_decay, K)
+        dropout = per_member("dropout", dropout, K)
+        check(
+            (dropout < MAX_DROPOUT).all(),
+            f"dropout must be < 1 (the probability of dropping a hidden unit), got "
+            f"{float(dropout.max())!r}",
+        )
+        if dropout.any():
+            check(
+                path in ("auto", "explicit", "rowspace"),
+                f"path {path!r} cannot run dropout (a per-sample mask breaks its A = b a^T "
+                "form); accepted with dropout: 'auto', 'explicit', 'rowspace'",
+            )
+            check(
+                kernels in ("auto", "torch"),
+                f"kernels={kernels!r} cannot run dropout (they take no mask); accepted with "
+                "dropout: 'auto', 'torch'",
+            )
         schedule = get_schedule(lam_schedule)
         if isinstance(metrics, str):  # one name, never iterated letter by letter
             metrics = (metrics,)
@@ -181,5 +200,5 @@ class FitOptions:
         return cls(
             X, y, rules, lr, lam, w_decay, schedule, loss, steps, stop, max_steps,
             record_every, record_steps, metrics, blowup, check_every, path, chunk_members,
-            kernels, keep_weights,
+            kernels, keep_weights, dropout,
         )  # fmt: skip

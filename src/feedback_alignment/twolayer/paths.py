@@ -51,6 +51,7 @@ class ExplicitPath:
     native = None  # the native kernels, where a path runs them (RowSpacePath)
     owns_beta = False  # True: the path holds beta itself (LinearFAPath)
     keeps_weights = True  # False: W can no longer be formed (RowSpacePath without A)
+    dropout = None  # the fit's masks (.dropout.Dropout), which then run the element-wise work
 
     def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, compiled=False):
         self.W, self.W0, self.act = W, W0, act
@@ -81,6 +82,8 @@ class ExplicitPath:
 
     def outputs(self, sl, beta: torch.Tensor):
         """u (k, n) and a cache for the backward quantities."""
+        if self.dropout is not None:
+            return self.dropout.outputs(sl, self.preactivations(sl), beta)
         return self.kernels.outputs(self.preactivations(sl), beta)
 
     def dpsi(self, cache) -> torch.Tensor:
@@ -95,7 +98,7 @@ class ExplicitPath:
         (beta, lr, lam), and return None.
 
         Consumes the cache's buffers."""
-        direction, M = self.kernels.backward(cache, ce, fb_lr)
+        direction, M = (self.dropout or self.kernels).backward(cache, ce, fb_lr)
         self._apply(sl, M, keep)
         return direction
 

@@ -8,7 +8,9 @@ both layers from the same errors e:
     W    <- W    - eta [ (c/sqrt p) (fb * (psi'(Z) * e)^T) X + w_decay W ]
 
 with Z = X W^T, c = 2/n and fb the rule's feedback vector (:mod:`.rules`): b for feedback
-alignment, beta for backprop. This is the oracle: every path and kernel of the engine
+alignment, beta for backprop. With dropout (``mask``, the 0/1 (n, p) matrix of kept units,
+and its probability ``q``; :mod:`.dropout` derives it from autograd) psi(Z) and psi'(Z) are
+both multiplied by mask / (1 - q). This is the oracle: every path and kernel of the engine
 (:mod:`.engine`, :mod:`.paths`, :mod:`.fused`, :mod:`.native`) is tested against a loop of
 these steps in float64 to 1e-12 (``tests/test_reference.py``).
 """
@@ -42,6 +44,8 @@ def step(
     w_decay: float = 0.0,
     rule: str = "fa",
     c: float | None = None,
+    mask: torch.Tensor | None = None,
+    q: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, beta) after one step; W (p, d), beta and b (p,), X (n, d), y (n,).
 
@@ -52,8 +56,10 @@ def step(
     n, p = X.shape[0], W.shape[0]
     c = 2.0 / n if c is None else c
     Z = X @ W.T  # (n, p): z_ir = w_r . x_i
-    e = psi(Z) @ beta / math.sqrt(p) - y  # (n,)
+    S = torch.ones_like(Z) if mask is None else mask / (1 - q)  # inverted dropout's scale
+    H, D = psi(Z) * S, psi.deriv(Z) * S  # the (dropped) activations and derivatives
+    e = H @ beta / math.sqrt(p) - y  # (n,)
     fb = get_rule(rule).feedback(b, beta)  # the vector the error travels back through
-    grad_beta = c / math.sqrt(p) * psi(Z).T @ e
-    update_W = c / math.sqrt(p) * (fb[:, None] * (psi.deriv(Z) * e[:, None]).T) @ X
+    grad_beta = c / math.sqrt(p) * H.T @ e
+    update_W = c / math.sqrt(p) * (fb[:, None] * (D * e[:, None]).T) @ X
     return W - eta * (update_W + w_decay * W), beta - eta * (grad_beta + lam * beta)

@@ -29,6 +29,9 @@ from ..errors import ConfigError
 # in the paper; it takes tanh's.
 PAPER_LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1, "sigmoid": 1e-1}
 PAPER_LR_OTHER = 1e-2  # lr = "paper" for an activation the paper does not train
+# The step sizes of the authors' dropout runs (E1's setting with dropout in place of weight
+# decay, lambda = 0): lr = "paper_dropout". Other activations take PAPER_LR_OTHER.
+PAPER_DROPOUT_LR = {"linear": 1e-2, "relu": 1e-3, "tanh": 1e-1, "sigmoid": 1e-1}
 MAX_STEPS = 10**9  # a billion steps: weeks at the smallest size
 MAX_SIZE = 10**8  # n, d or p beyond this cannot be held by any one machine
 
@@ -158,6 +161,7 @@ def _e(x: float) -> str:
 
 
 _PAPER_LR_WORDS = ", ".join(f"{_e(lr)} {act}" for act, lr in PAPER_LR.items())
+_PAPER_DROPOUT_LR_WORDS = ", ".join(f"{_e(lr)} {act}" for act, lr in PAPER_DROPOUT_LR.items())
 
 FIELDS: dict[str, Field] = by_name(
     Field(
@@ -175,11 +179,13 @@ FIELDS: dict[str, Field] = by_name(
         "lr",
         "paper",
         Check(
-            f'a finite number > 0, or "paper" ({_PAPER_LR_WORDS}; {_e(PAPER_LR_OTHER)} otherwise)',
-            lambda v: v == "paper" or (is_num(v) and v > 0),
-            lambda v: v if v == "paper" else float(v),
+            f'a finite number > 0, "paper" ({_PAPER_LR_WORDS}; {_e(PAPER_LR_OTHER)} otherwise) '
+            f'or "paper_dropout" ({_PAPER_DROPOUT_LR_WORDS})',
+            lambda v: v in ("paper", "paper_dropout") or (is_num(v) and v > 0),
+            lambda v: v if isinstance(v, str) else float(v),
         ),
-        "step size; \"paper\": the authors' code's value for the activation",
+        "step size; \"paper\": the authors' code's value for the activation; "
+        '"paper_dropout": their dropout runs\' value',
     ),
     Field("lam", 0.0, number(0), "weight decay lambda on the second layer beta"),
     Field(
@@ -192,6 +198,17 @@ FIELDS: dict[str, Field] = by_name(
         "lambda(t): constant, lambda for t < T then 0, or lambda GAMMA^t",
     ),
     Field("w_decay", 0.0, number(0), "weight decay on the first layer W"),
+    Field(
+        "dropout",
+        0.0,
+        Check(
+            "a number >= 0 and < 1",
+            lambda v: is_num(v) and 0 <= v < 1,
+            float,
+        ),
+        "inverted dropout on the hidden activations psi(Wx) at every step (nn.Dropout: each "
+        "sample's unit dropped with this probability, the kept ones scaled by 1/(1 - q))",
+    ),
     Field(
         "loss",
         "mse",
@@ -207,10 +224,13 @@ FIELDS: dict[str, Field] = by_name(
     Field(
         "stop",
         "steps",
-        one_of(("steps", "paper", "plateau")),
+        one_of(("steps", "paper", "paper_dropout", "plateau")),
         '"steps": exactly `steps`; "paper": the paper\'s rule as the authors\' code runs '
         "it (`Plateau.paper`: at least rint(5000 sqrt(p) // 14) steps, the MSE checked at "
         "t % 1000 == 999, on until it changed by < 1e-3 between checks; docs/reproduce.md); "
+        "\"paper_dropout\": the authors' dropout runs' rule (`Plateau.paper_dropout`: at "
+        "least rint(N sqrt(p) // 14) steps, N = 5000 (10000 linear), the alignment checked "
+        "every N/5 steps, on until it changed by < 1e-4); "
         '"plateau": at least `min_steps`, then checkpoints every `check_every` from there '
         "until the MSE changes by < `tol`",
     ),
@@ -250,9 +270,10 @@ FIELDS: dict[str, Field] = by_name(
 )
 
 
-def paper_lr(activation: str) -> float:
-    """The step size ``lr = "paper"`` stands for with ``activation``."""
-    return PAPER_LR.get(activation, PAPER_LR_OTHER)
+def paper_lr(activation: str, dropout: bool = False) -> float:
+    """The step size ``lr = "paper"`` (``"paper_dropout"`` with ``dropout``) stands for
+    with ``activation``."""
+    return (PAPER_DROPOUT_LR if dropout else PAPER_LR).get(activation, PAPER_LR_OTHER)
 
 
 def markdown_table() -> str:
