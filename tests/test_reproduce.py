@@ -119,16 +119,39 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E1/alignment.csv" in manifest["files"] and "report.html" in manifest["files"]
 
 
-def test_same_seed_same_numbers_any_executor_and_rerun_into_previous_dir(smoke, tmp_path):
+CSVS = (
+    "E1/alignment.csv",
+    "E2/loss.csv",
+    "E2/prediction.csv",
+    "E2/kernels.csv",
+    "E2/conservation.csv",
+    "E3/metrics.csv",
+    "E3/weight_alignment.csv",
+)
+
+
+def _csvs(d):
+    return {f: (d / f).read_bytes() for f in CSVS if (d / f).exists()}
+
+
+def test_inline_gives_the_pools_bytes_and_another_seed_is_refused(smoke, tmp_path, capsys):
     out, _ = smoke
     again = tmp_path / "again"
-    # the fixture ran in the local process pool (one thread each); this run is inline
-    reproduce("E1", profile="smoke", out=again, seed=3, executor="inline:1")
+    # the fixture ran in the local process pool (one thread per pack); this run is inline
+    reproduce("E1", profile="smoke", out=again, seed=3, executor="inline")
     assert (again / "E1/alignment.csv").read_bytes() == (out / "E1/alignment.csv").read_bytes()
-    # a previous reproduction's directory is accepted and rewritten
-    reproduce("E1", profile="smoke", out=again, seed=4)
-    assert (again / "E1/alignment.csv").read_bytes() != (out / "E1/alignment.csv").read_bytes()
     assert not (again / "E2").exists()
+    # another seed into the same directory: one line saying what it holds, nothing touched
+    before = _snapshot(again)
+    rc = main(["reproduce", "E1", "--profile", "smoke", "--seed", "4", "--out", str(again)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "holds profile smoke, seed 3" in err and "asked: profile smoke, seed 4" in err
+    assert "start afresh" in err
+    rc = main(["reproduce", "E1", "--profile", "quick", "--seed", "3", "--out", str(again)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "asked: profile quick, seed 3" in err
+    assert _snapshot(again) == before
 
 
 def _snapshot(d):
@@ -179,7 +202,7 @@ def test_previous_reproduction_plus_foreign_file_is_refused(smoke, tmp_path, cap
     (out / "E2" / "my_analysis.py").write_text("print(1)")
     before = _snapshot(out)
     with pytest.raises(ConfigError, match="does not prove"):
-        reproduce("E1", profile="smoke", out=out)
+        reproduce("E1", profile="smoke", out=out, seed=3)
     assert _snapshot(out) == before
 
 
@@ -195,49 +218,80 @@ def test_profiles_say_what_they_reduce():
 
 def test_interrupted_run_directory_is_recognised(tmp_path):
     from feedback_alignment.outputs import sha256
-    from feedback_alignment.reproduce.cli import MANIFEST, check_out_dir, planned
+    from feedback_alignment.reproduce.cli import MANIFEST, planned
+    from feedback_alignment.reproduce.outdir import identity, inspect
 
+    ident = identity("smoke", 0)
     out = tmp_path / "interrupted"
     (out / "E1").mkdir(parents=True)
     (out / "E1" / "alignment.csv").write_text("partial")
-    (out / "E1" / ".alignment.png.tmp").write_bytes(b"partial")
+    (out / "E1" / ".alignment.png.x1y2.tmp").write_bytes(b"partial")
+    # killed after report.md landed but before the manifest moved it from pending to hashes
+    (out / "report.md").write_text("new")
     hashes = {"E1/alignment.csv": sha256(out / "E1" / "alignment.csv")}
-    (out / MANIFEST).write_text(
-        json.dumps(
-            {
-                "tool": "fa reproduce",
-                "complete": False,
-                "planned": planned(["E1"]),
-                "hashes": hashes,
-            }
-        )
-    )
-    assert "E1/alignment.csv" in check_out_dir(out)
+    manifest = {
+        "tool": "fa reproduce",
+        "identity": ident,
+        "complete": False,
+        "planned": planned(["E1"]),
+        "hashes": hashes,
+        "pending": {"report.md": sha256(out / "report.md")},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert "E1/alignment.csv" in inspect(out, ident)
     (out / "E1" / "other.txt").write_text("foreign")
     with pytest.raises(ConfigError, match="other.txt"):
-        check_out_dir(out)
+        inspect(out, ident)
     (out / "E1" / "other.txt").unlink()
-    (out / "E1" / "alignment.csv").write_text("changed since")  # no longer proven
-    with pytest.raises(ConfigError, match="alignment.csv"):
-        check_out_dir(out)
+    (out / "report.md").write_text("changed since")  # neither hash: not proven
+    with pytest.raises(ConfigError, match="report.md"):
+        inspect(out, ident)
+    (out / "report.md").unlink()
+    # a manifest of an earlier version (no identity) is refused in one line
+    del manifest["identity"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="earlier version .* start afresh"):
+        inspect(out, ident)
 
 
-def test_e1_through_the_sweep_machinery(smoke, tmp_path):
+def test_the_store_is_the_source_and_other_experiments_add(smoke, tmp_path):
+    """The fixture's directory holds every run; a rerun, another experiment and
+    --report-only compute nothing, delete nothing and rebuild the same bytes."""
+    import shutil
+
     from feedback_alignment.experiments import Store
 
-    out = tmp_path / "sweep"
-    summary = reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
-    h, rows = _read(out / "E1/alignment.csv")
-    h0, rows0 = _read(smoke[0] / "E1/alignment.csv")
-    assert h == h0
-    # same grid (activation, lam, p, rep); the sweep derives its own seeds, so the numbers
-    # and the plateau steps differ
-    assert [r[:4] for r in rows] == [r[:4] for r in rows0]
-    with Store(str(out / "E1/sweep.sqlite"), create=False) as st:  # closed before the rerun
-        assert len(st.runs(status="done")) == len(rows)
-    assert {v["claim"] for v in summary["verdicts"]} == {"2a", "2b", "2c", "2d"}
-    # the store is part of the reproduction: a rerun into the directory is accepted
-    reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
+    out = tmp_path / "copy"
+    shutil.copytree(smoke[0], out)
+    with Store(out / "store.sqlite", create=False) as st:
+        n = sum(st.counts().values())
+        assert st.counts() == {"done": n}
+        assert st.meta()["profile"] == "smoke" and st.meta()["seed"] == "3"
+    prof = get_profile("smoke")
+    e1 = len(LAMS) * 4 * len(prof.e1.widths) * prof.e1.reps
+    e3 = len(E3_LAMS) * prof.e3.reps
+    assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3
+    (out / ".report.md.notes.tmp").write_text("a user's file that looks like a temp file")
+    csvs = _csvs(out)
+    (out / "E2" / "loss.csv").unlink()  # rebuilt from the store
+    # another experiment of the same profile and seed: nothing recomputed, nothing deleted
+    summary = reproduce("E3", profile="smoke", out=out, seed=3, executor="inline")
+    assert _csvs(out) == csvs
+    assert summary["experiments"] == ["E1", "E2", "E3"]  # the report covers what is stored
+    assert (out / ".report.md.notes.tmp").exists()
+    with Store(out / "store.sqlite", create=False) as st:
+        assert sum(st.counts().values()) == n
+    # --report-only: profile and seed are the directory's
+    assert main(["reproduce", "all", "--out", str(out), "--report-only"]) == 0
+    assert _csvs(out) == csvs
+    assert (out / ".report.md.notes.tmp").exists()
+
+
+def test_report_only_needs_a_reproduction(tmp_path, capsys):
+    rc = main(["reproduce", "all", "--out", str(tmp_path / "none"), "--report-only"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "holds no reproduction" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "none").exists()
 
 
 def test_help_and_readme_state_the_same_times(capsys):
