@@ -12,6 +12,7 @@ from the store without computing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -81,6 +82,12 @@ def register(sub) -> None:
         "every executor",
     )
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (packs, peak memory per worker, projected time here and on N "
+        "workers) and compute nothing; DIR is not touched",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="compute nothing: rebuild the CSVs, figures and report of DIR from its store",
@@ -99,10 +106,14 @@ def _run(args) -> int:
             executor=args.executor,
             progress=meter,
             report_only=args.report_only,
+            dry_run=args.dry_run,
             command="fa reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2
             else None,
         )
+    if "plan" in res:
+        print("\n".join(res["plan"]))
+        return 0
     print(f"report: {res['report']}")
     if "e1_published" in res:
         print(f"  {res['e1_published']['headline']}")
@@ -239,6 +250,7 @@ def reproduce(
     progress=None,
     command: str | None = None,
     report_only: bool = False,
+    dry_run: bool = False,
 ) -> dict:
     """Run ``experiment`` (E1, E2, E3 or all) at ``profile`` into ``out``; return a summary.
 
@@ -263,10 +275,14 @@ def reproduce(
     prof = get_profile(profile)
     ex = get_executor(executor)
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
-    ident = outdir.identity(profile, seed)
-    previous = outdir.inspect(out, ident)  # refuses anything else, touching nothing
     every = plan(EXPERIMENTS, prof, seed)
     packs = [pk for pk in every if pk.experiment in exps]
+    if dry_run:  # touches nothing, DIR included
+        from .dryrun import describe
+
+        return {"plan": describe(packs, prof, seed, getattr(ex, "workers", 1))}
+    ident = outdir.identity(profile, seed)
+    previous = outdir.inspect(out, ident)  # refuses anything else, touching nothing
     # progress: a callable for status lines, or a Progress that also shows the time left
     meter = progress if isinstance(progress, Progress) else None
     say = meter.note if meter else (progress or (lambda m: None))
@@ -277,26 +293,46 @@ def reproduce(
             "fa reproduce all --profile full --dry-run)"
         )
     t_all = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = outdir.Manifest(out, ident, previous, planned(EXPERIMENTS))
-    manifest.save()  # before the store exists, so a kill at any moment leaves it proven
-    with Store(out / STORE) as st:
-        if st.meta().get("study") is None:
-            st.set_meta(study=STUDY, **ident)
-        if not report_only:
-            _run_packs(packs, st, ex, meter, say)
-        finished = st.finished_ids()
-        ready = complete(every, finished)
-        missing = [e for e in exps if e not in ready]
-        if missing and not report_only:
-            raise ConfigError(f"{', '.join(missing)} did not finish; run the same command again")
-        if not ready:
-            raise ConfigError(
-                f"--report-only: --out {str(out)!r} holds no finished experiment yet; run "
-                "fa reproduce without --report-only to compute them"
-            )
-        results = results_from_store(st, prof, ready)
-    return _write_all(results, ready, prof, out, manifest, say, t_all, executor, command, seed)
+    todo = [] if report_only else _todo(packs, out / STORE)
+    if todo:
+        ex.start()  # an unreachable scheduler is refused here, before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = outdir.Manifest(out, ident, previous, planned(EXPERIMENTS))
+        manifest.save()  # before the store exists, so a kill at any moment leaves it proven
+        with Store(out / STORE) as st:
+            if st.meta().get("study") is None:
+                st.set_meta(study=STUDY, **ident)
+            if not report_only:
+                _run_packs(packs, st, ex, meter, say)
+            finished = st.finished_ids()
+            results = _finish(finished, every, exps, out, report_only, st, prof)
+    finally:
+        ex.close()
+    return _write_all(*results, prof, out, manifest, say, t_all, executor, command, seed)
+
+
+def _todo(packs, store: Path) -> list:
+    """The packs not all of whose runs are in ``store`` (read-only; it may not exist)."""
+    finished = set()
+    if store.is_file() and store.stat().st_size > 0:
+        with contextlib.suppress(ConfigError), Store(store, create=False) as st:
+            finished = st.finished_ids()
+    return [pk for pk in packs if not all(m.run_id in finished for m in pk.members)]
+
+
+def _finish(finished, every, exps, out, report_only, st, prof):
+    """(results, experiments) to report: every experiment whose runs are all stored."""
+    ready = complete(every, finished)
+    missing = [e for e in exps if e not in ready]
+    if missing and not report_only:
+        raise ConfigError(f"{', '.join(missing)} did not finish; run the same command again")
+    if not ready:
+        raise ConfigError(
+            f"--report-only: --out {str(out)!r} holds no finished experiment yet; run "
+            "fa reproduce without --report-only to compute them"
+        )
+    return results_from_store(st, prof, ready), ready
 
 
 def _run_packs(packs, st, ex, meter, say) -> None:
@@ -325,7 +361,6 @@ def _run_packs(packs, st, ex, meter, say) -> None:
     prov = provenance(ex.name)
     threads = _threads(ex)
     failures: list[str] = []
-    ex.start()
     try:
         done = kept
         for i, res in ex.run(run_pack, [(pk.fn, pk.kwargs, threads) for pk in todo]):
@@ -344,8 +379,6 @@ def _run_packs(packs, st, ex, meter, say) -> None:
     except BaseException:
         ex.cancel()
         raise
-    finally:
-        ex.close()
     if failures:
         raise ConfigError(
             f"{len(failures)} pack(s) failed, the others are kept in the store (first: "

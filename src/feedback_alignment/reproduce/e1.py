@@ -14,6 +14,7 @@ import numpy as np
 from ..twolayer.data import linear_teacher, random_teacher
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
 from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
+from .work import rep_packs
 
 COLUMNS = ("activation", "lam", "p", "rep", "alignment", "steps")
 _EXP = 1
@@ -29,7 +30,7 @@ def data_for(activation: str, p: int, seed: int):
 def run_cell(
     activation: str,
     p: int,
-    reps: int,
+    reps: list[int],
     base_seed: int,
     dtype: str,
     max_steps: int | None = None,
@@ -41,13 +42,13 @@ def run_cell(
 
     lams = LAMS[activation]
     a = ACTIVATIONS.index(activation)
-    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in range(reps)]
-    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in range(reps)]
+    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in reps]
+    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in reps]
     L = len(lams)
-    X = torch.stack([data[r][0] for r in range(reps) for _ in lams])
-    y = torch.stack([data[r][1] for r in range(reps) for _ in lams])
-    seeds = [net_seeds[r] for r in range(reps) for _ in lams]
-    lam = np.tile(np.asarray(lams, dtype=np.float64), reps)
+    X = torch.stack([x for x, _ in data for _ in lams])
+    y = torch.stack([t for _, t in data for _ in lams])
+    seeds = [s for s in net_seeds for _ in lams]
+    lam = np.tile(np.asarray(lams, dtype=np.float64), len(reps))
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
     # the paper's run length, as the authors' code runs it (docs/reproduce.md)
     stop = Plateau(paper_min_steps(p, min_base), check_every, 1e-3, max_steps, "authors")
@@ -74,7 +75,7 @@ def run_cell(
             "finals": {"alignment": float(h.final["alignment"][k])},
             "series": {},
         }
-        for k in range(reps * L)
+        for k in range(len(reps) * L)
     ]
     return {"members": members, "seconds": seconds}
 
@@ -82,7 +83,7 @@ def run_cell(
 def member_keys(kw: dict) -> list[dict]:
     """The runs of one task, in the order :func:`run_cell` returns them."""
     lams = LAMS[kw["activation"]]
-    return [{"lam": float(lam), "rep": r} for r in range(kw["reps"]) for lam in lams]
+    return [{"lam": float(lam), "rep": r} for r in kw["reps"] for lam in lams]
 
 
 def tasks(profile: Profile, seed: int) -> list:
@@ -93,7 +94,7 @@ def tasks(profile: Profile, seed: int) -> list:
             {
                 "activation": act,
                 "p": p,
-                "reps": s.reps,
+                "reps": reps,
                 "base_seed": seed,
                 "dtype": profile.dtype,
                 "max_steps": s.max_steps,
@@ -104,6 +105,7 @@ def tasks(profile: Profile, seed: int) -> list:
         for act in profile.activations
         # widest first so a pool's stragglers are the short tasks
         for p in sorted(s.widths, reverse=True)
+        for reps in rep_packs(s.reps, len(LAMS[act]), p, profile.dtype)
     ]
 
 

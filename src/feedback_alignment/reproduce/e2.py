@@ -16,6 +16,7 @@ from ..twolayer import theory
 from ..twolayer.engine import TwoLayerEnsemble
 from .e1 import data_for
 from .profiles import ACTIVATIONS, LAMS, LR, D, Profile, seed_for
+from .work import rep_packs
 
 COLUMNS = ("activation", "lam", "rep", "step", "mse")
 PRED_COLUMNS = ("activation", "lam", "rep", "step", "predicted_mse")
@@ -35,7 +36,7 @@ def run_activation(
     activation: str,
     p: int,
     steps: int,
-    reps: int,
+    reps: list[int],
     record_steps: list[int],
     base_seed: int,
     dtype: str,
@@ -45,12 +46,12 @@ def run_activation(
     lams = LAMS[activation]
     L = len(lams)
     a = ACTIVATIONS.index(activation)
-    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in range(reps)]
-    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in range(reps)]
-    X = torch.stack([data[r][0] for r in range(reps) for _ in lams])
-    y = torch.stack([data[r][1] for r in range(reps) for _ in lams])
-    seeds = [net_seeds[r] for r in range(reps) for _ in lams]
-    lam = np.tile(np.asarray(lams, dtype=np.float64), reps)
+    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in reps]
+    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in reps]
+    X = torch.stack([x for x, _ in data for _ in lams])
+    y = torch.stack([t for _, t in data for _ in lams])
+    seeds = [s for s in net_seeds for _ in lams]
+    lam = np.tile(np.asarray(lams, dtype=np.float64), len(reps))
     lr = LR[activation]
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
 
@@ -93,7 +94,7 @@ def run_activation(
                 "predicted_mse": (steps_rec, np.asarray(pred_at[:, k], dtype=np.float64)),
             },
         }
-        for k in range(reps * L)
+        for k in range(len(reps) * L)
     ]
     return {"members": members, "seconds": seconds + theory_seconds}
 
@@ -101,7 +102,7 @@ def run_activation(
 def member_keys(kw: dict) -> list[dict]:
     """The runs of one task, in the order :func:`run_activation` returns them."""
     lams = LAMS[kw["activation"]]
-    return [{"lam": float(lam), "rep": r} for r in range(kw["reps"]) for lam in lams]
+    return [{"lam": float(lam), "rep": r} for r in kw["reps"] for lam in lams]
 
 
 def tasks(profile: Profile, seed: int) -> list:
@@ -113,13 +114,14 @@ def tasks(profile: Profile, seed: int) -> list:
                 "activation": act,
                 "p": s.p,
                 "steps": s.steps,
-                "reps": s.reps,
+                "reps": reps,
                 "record_steps": s.record_steps(),
                 "base_seed": seed,
                 "dtype": s.dtype,
             },
         )
         for act in profile.activations
+        for reps in rep_packs(s.reps, len(LAMS[act]), s.p, s.dtype)
     ]
 
 

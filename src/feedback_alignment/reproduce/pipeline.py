@@ -115,8 +115,11 @@ def plan(exps, prof: Profile, seed: int) -> list[Pack]:
             packs.append(Pack(kind, fn, kw, len(packs), cost, _pack_bytes(kind, kw, dtype)))
     for pk in packs:
         keys = KINDS[pk.kind][0].member_keys(pk.kwargs)
+        # a run's identity: its experiment, settings, lambda and repetition, not the pack
+        # it shares (which repetitions ride along)
+        settings = {k: v for k, v in pk.kwargs.items() if k != "reps"}
         for k, key in enumerate(keys):
-            config = {"experiment": pk.experiment, "kind": pk.kind, **pk.kwargs, **key}
+            config = {"experiment": pk.experiment, "kind": pk.kind, **settings, **key}
             pk.members.append(
                 Member(
                     run_id=_digest(config),
