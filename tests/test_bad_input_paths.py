@@ -19,7 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _manifest(root, files, hashes=None, **extra):
+    from feedback_alignment.reproduce.outdir import identity
+
     data = {"tool": "fa reproduce", "complete": True, "files": files, **extra}
+    data.setdefault("identity", identity("smoke", 0))
     if hashes is not None:
         data["hashes"] = hashes
     (root / MANIFEST).write_text(json.dumps(data))

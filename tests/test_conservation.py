@@ -274,7 +274,11 @@ def test_report_figure_rows_add_up(tmp_path):
     from feedback_alignment.reproduce import conservation as rc
     from feedback_alignment.reproduce.figures import conservation_figure
 
-    res = {act: rc.run_activation(act, p=60, steps=40, base_seed=0) for act in rc.ACTS}
+    res = {}
+    for act in rc.ACTS:
+        members = rc.run_activation(act, p=60, steps=40, base_seed=0)["members"]
+        keys = rc.member_keys({"activation": act})
+        res[act] = rc.figure_data(act, [{**m, **k} for m, k in zip(members, keys, strict=True)])
     for r in res.values():
         assert r["lam0_gap"] < 1e-10
         for row in r["rows"]:

@@ -155,14 +155,28 @@ def test_fa_reproduce_progress_forced_into_a_file(tmp_path, monkeypatch):
     text = _smoke_e2(tmp_path, monkeypatch, False, "--progress")
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
-    assert lines[0] == "E2: running (smoke profile, executor inline)"
-    assert lines[1].startswith("fa reproduce: E2 task 0/3 | 0% done | elapsed ")
+    assert lines[0] == "E2: 5 packs, 0 already in the store, 5 to run (executor inline)"
+    assert lines[1].startswith("fa reproduce: 0/5 packs | 0% done | elapsed ")
     assert lines[1].endswith("| time left not known yet")
-    # whole progress lines, with E2's own status notes (its conservation-law runs) between
-    bars = [x for x in lines[1:-1] if x.startswith("fa reproduce: E2 task ")]
-    assert all(x in bars or x.startswith("E2 conservation: ") for x in lines[1:-1])
-    assert bars[-1].startswith("fa reproduce: E2 task 3/3 | 100% done | elapsed ")
-    assert lines[-1].startswith("E2: done in")
+    bars = [x for x in lines[1:-1] if x.startswith("fa reproduce: ")]
+    assert bars == lines[1:-1]
+    assert bars[-1].startswith("fa reproduce: 5/5 packs | 100% done | elapsed ")
+    assert lines[-1].startswith("report: E2 from the store in ")
+    # the same command again: every pack is in the store, counted as done
+    text = _smoke_e2(tmp_path, monkeypatch, False, "--progress")
+    lines = text.splitlines()
+    assert lines[0] == "E2: 5 packs, 5 already in the store, 0 to run (executor inline)"
+    assert lines[1].startswith("fa reproduce: 5/5 packs | 100% done")
+
+
+def test_resumed_work_counts_as_done_but_not_towards_the_rate():
+    now = [0.0]
+    m = Progress({"a": 10.0}, enabled=True, stream=Stream(False), clock=lambda: now[0])
+    m.resumed(5.0, "a")
+    assert m.fraction() == 0.5
+    now[0] = 2.0
+    m.done(1.0, "a")  # 1 unit in 2 s: the 4 left take 8 s, whatever was resumed
+    assert m.fraction() == 0.6 and m.estimate()[1] == pytest.approx(8.0)
 
 
 @pytest.mark.parametrize(

@@ -119,16 +119,40 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E1/alignment.csv" in manifest["files"] and "report.html" in manifest["files"]
 
 
-def test_same_seed_same_numbers_any_executor_and_rerun_into_previous_dir(smoke, tmp_path):
+CSVS = (
+    "E1/alignment.csv",
+    "E2/loss.csv",
+    "E2/prediction.csv",
+    "E2/kernels.csv",
+    "E2/conservation.csv",
+    "E3/metrics.csv",
+    "E3/weight_alignment.csv",
+)
+
+
+def _csvs(d):
+    return {f: (d / f).read_bytes() for f in CSVS if (d / f).exists()}
+
+
+def test_inline_gives_the_pools_bytes_and_another_seed_is_refused(smoke, tmp_path, capsys):
     out, _ = smoke
     again = tmp_path / "again"
-    # the fixture ran in the local process pool (one thread each); this run is inline
-    reproduce("E1", profile="smoke", out=again, seed=3, executor="inline:1")
-    assert (again / "E1/alignment.csv").read_bytes() == (out / "E1/alignment.csv").read_bytes()
-    # a previous reproduction's directory is accepted and rewritten
-    reproduce("E1", profile="smoke", out=again, seed=4)
-    assert (again / "E1/alignment.csv").read_bytes() != (out / "E1/alignment.csv").read_bytes()
-    assert not (again / "E2").exists()
+    # the fixture ran in the local process pool (one thread per pack); this run is inline
+    # (the SIGKILL test below runs every experiment inline)
+    reproduce("E3", profile="smoke", out=again, seed=3, executor="inline")
+    assert _csvs(again) == {f: b for f, b in _csvs(out).items() if f.startswith("E3/")}
+    assert not (again / "E2").exists() and not (again / "E1").exists()
+    # another seed into the same directory: one line saying what it holds, nothing touched
+    before = _snapshot(again)
+    rc = main(["reproduce", "E3", "--profile", "smoke", "--seed", "4", "--out", str(again)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "holds profile smoke, seed 3" in err and "asked: profile smoke, seed 4" in err
+    assert "start afresh" in err
+    rc = main(["reproduce", "E3", "--profile", "quick", "--seed", "3", "--out", str(again)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "asked: profile quick, seed 3" in err
+    assert _snapshot(again) == before
 
 
 def _snapshot(d):
@@ -179,7 +203,7 @@ def test_previous_reproduction_plus_foreign_file_is_refused(smoke, tmp_path, cap
     (out / "E2" / "my_analysis.py").write_text("print(1)")
     before = _snapshot(out)
     with pytest.raises(ConfigError, match="does not prove"):
-        reproduce("E1", profile="smoke", out=out)
+        reproduce("E1", profile="smoke", out=out, seed=3)
     assert _snapshot(out) == before
 
 
@@ -195,49 +219,80 @@ def test_profiles_say_what_they_reduce():
 
 def test_interrupted_run_directory_is_recognised(tmp_path):
     from feedback_alignment.outputs import sha256
-    from feedback_alignment.reproduce.cli import MANIFEST, check_out_dir, planned
+    from feedback_alignment.reproduce.cli import MANIFEST, planned
+    from feedback_alignment.reproduce.outdir import identity, inspect
 
+    ident = identity("smoke", 0)
     out = tmp_path / "interrupted"
     (out / "E1").mkdir(parents=True)
     (out / "E1" / "alignment.csv").write_text("partial")
-    (out / "E1" / ".alignment.png.tmp").write_bytes(b"partial")
+    (out / "E1" / ".alignment.png.x1y2.tmp").write_bytes(b"partial")
+    # killed after report.md landed but before the manifest moved it from pending to hashes
+    (out / "report.md").write_text("new")
     hashes = {"E1/alignment.csv": sha256(out / "E1" / "alignment.csv")}
-    (out / MANIFEST).write_text(
-        json.dumps(
-            {
-                "tool": "fa reproduce",
-                "complete": False,
-                "planned": planned(["E1"]),
-                "hashes": hashes,
-            }
-        )
-    )
-    assert "E1/alignment.csv" in check_out_dir(out)
+    manifest = {
+        "tool": "fa reproduce",
+        "identity": ident,
+        "complete": False,
+        "planned": planned(["E1"]),
+        "hashes": hashes,
+        "pending": {"report.md": sha256(out / "report.md")},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert "E1/alignment.csv" in inspect(out, ident)
     (out / "E1" / "other.txt").write_text("foreign")
     with pytest.raises(ConfigError, match="other.txt"):
-        check_out_dir(out)
+        inspect(out, ident)
     (out / "E1" / "other.txt").unlink()
-    (out / "E1" / "alignment.csv").write_text("changed since")  # no longer proven
-    with pytest.raises(ConfigError, match="alignment.csv"):
-        check_out_dir(out)
+    (out / "report.md").write_text("changed since")  # neither hash: not proven
+    with pytest.raises(ConfigError, match="report.md"):
+        inspect(out, ident)
+    (out / "report.md").unlink()
+    # a manifest of an earlier version (no identity) is refused in one line
+    del manifest["identity"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="earlier version .* start afresh"):
+        inspect(out, ident)
 
 
-def test_e1_through_the_sweep_machinery(smoke, tmp_path):
+def test_the_store_is_the_source_and_other_experiments_add(smoke, tmp_path):
+    """The fixture's directory holds every run; a rerun, another experiment and
+    --report-only compute nothing, delete nothing and rebuild the same bytes."""
+    import shutil
+
     from feedback_alignment.experiments import Store
 
-    out = tmp_path / "sweep"
-    summary = reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
-    h, rows = _read(out / "E1/alignment.csv")
-    h0, rows0 = _read(smoke[0] / "E1/alignment.csv")
-    assert h == h0
-    # same grid (activation, lam, p, rep); the sweep derives its own seeds, so the numbers
-    # and the plateau steps differ
-    assert [r[:4] for r in rows] == [r[:4] for r in rows0]
-    with Store(str(out / "E1/sweep.sqlite"), create=False) as st:  # closed before the rerun
-        assert len(st.runs(status="done")) == len(rows)
-    assert {v["claim"] for v in summary["verdicts"]} == {"2a", "2b", "2c", "2d"}
-    # the store is part of the reproduction: a rerun into the directory is accepted
-    reproduce("E1", profile="smoke", out=out, seed=3, executor="sweep:inline")
+    out = tmp_path / "copy"
+    shutil.copytree(smoke[0], out)
+    with Store(out / "store.sqlite", create=False) as st:
+        n = sum(st.counts().values())
+        assert st.counts() == {"done": n}
+        assert st.meta()["profile"] == "smoke" and st.meta()["seed"] == "3"
+    prof = get_profile("smoke")
+    e1 = len(LAMS) * 4 * len(prof.e1.widths) * prof.e1.reps
+    e3 = len(E3_LAMS) * prof.e3.reps
+    assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3
+    (out / ".report.md.notes.tmp").write_text("a user's file that looks like a temp file")
+    csvs = _csvs(out)
+    (out / "E2" / "loss.csv").unlink()  # rebuilt from the store
+    # another experiment of the same profile and seed: nothing recomputed, nothing deleted
+    summary = reproduce("E3", profile="smoke", out=out, seed=3, executor="inline")
+    assert _csvs(out) == csvs
+    assert summary["experiments"] == ["E1", "E2", "E3"]  # the report covers what is stored
+    assert (out / ".report.md.notes.tmp").exists()
+    with Store(out / "store.sqlite", create=False) as st:
+        assert sum(st.counts().values()) == n
+    # --report-only: profile and seed are the directory's
+    assert main(["reproduce", "all", "--out", str(out), "--report-only"]) == 0
+    assert _csvs(out) == csvs
+    assert (out / ".report.md.notes.tmp").exists()
+
+
+def test_report_only_needs_a_reproduction(tmp_path, capsys):
+    rc = main(["reproduce", "all", "--out", str(tmp_path / "none"), "--report-only"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "holds no reproduction" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "none").exists()
 
 
 def test_help_and_readme_state_the_same_times(capsys):
@@ -255,3 +310,157 @@ def test_help_and_readme_state_the_same_times(capsys):
         ].endswith(f"| {t} |"), name
         assert t in text, name
     assert f"quick profile, {CPU_TIMES['quick']} on 2 cores" in readme
+
+
+def _stored_packs(store) -> int:
+    import sqlite3
+
+    if not store.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(DISTINCT pack_id) FROM runs").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_in_every_experiment_and_in_the_report_then_resume(smoke, tmp_path):
+    """SIGKILL the smoke reproduction (inline: packs one after another) with one pack in
+    flight in E1, in E2, in E2's conservation runs or E3, and while the report is written;
+    the same command then finishes, and every CSV is byte-identical to the uninterrupted
+    run's (the fixture, in the local pool), the verdicts and E1's table equal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from feedback_alignment.experiments import Store
+
+    out = tmp_path / "killed"
+    store = out / "store.sqlite"
+    cmd = [sys.executable, "-m", "feedback_alignment.cli", "reproduce", "all"]
+    cmd += ["--profile", "smoke", "--seed", "3", "--out", str(out), "--executor", "inline"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = 0
+    # stored packs before each kill (inline order: E1 x3, E2 x3, E1 x3, E2c x2, E3); the
+    # last waits for all 12 and kills while figures and report are being written
+    for at in (1, 4, 11, 12):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while proc.poll() is None and _stored_packs(store) < at:
+            time.sleep(0.02)
+        if at == 12:
+            time.sleep(1.0)  # into the figures
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    assert killed >= 3
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _csvs(out) == _csvs(smoke[0]) and len(_csvs(out)) == len(CSVS)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"] == smoke[1]["verdicts"]
+    assert summary["e1_published"]["table"] == smoke[1]["e1_published"]["table"]
+    with Store(store, create=False) as st:  # every run stored once, each at its first write
+        runs = st.runs()
+    assert len({r["run_id"] for r in runs}) == len(runs) and {r["attempts"] for r in runs} == {1}
+
+
+def test_a_dask_cluster_of_separate_processes_survives_a_lost_worker(smoke, tmp_path):
+    """A `dask scheduler` and two `dask worker` processes started on their own; one
+    worker is SIGKILLed while packs are in flight: the run completes, every run is stored
+    once, and the CSVs are the local pool's bytes."""
+    pytest.importorskip("distributed")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from feedback_alignment.experiments import Store
+
+    dask = str(Path(sys.executable).parent / "dask")
+    sched_file = tmp_path / "scheduler.json"
+    common = ["--no-dashboard", "--scheduler-file", str(sched_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", *common], **quiet
+        )
+    ]
+    try:
+        t0 = time.monotonic()
+        while not sched_file.exists() and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        worker = [dask, "worker", "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", *common]
+        procs += [subprocess.Popen(worker, **quiet) for _ in range(2)]
+        address = json.loads(sched_file.read_text())["address"]
+        out = tmp_path / "dask"
+        cmd = [sys.executable, "-m", "feedback_alignment.cli", "reproduce", "all", "--profile"]
+        cmd += ["smoke", "--seed", "3", "--out", str(out), "--executor", f"dask:{address}"]
+        run = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while run.poll() is None and _stored_packs(out / "store.sqlite") < 2:
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGKILL)  # a worker lost with a pack in flight
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-2000:]
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+            p.wait(30)
+    assert _csvs(out) == _csvs(smoke[0]) and len(_csvs(out)) == len(CSVS)
+    with Store(out / "store.sqlite", create=False) as st:
+        runs = st.runs()
+    assert len({r["run_id"] for r in runs}) == len(runs) and {r["attempts"] for r in runs} == {1}
+    assert {r["executor"] for r in runs} == {"dask"}
+
+
+def test_dask_local_cluster_and_an_unreachable_scheduler(smoke, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    out = tmp_path / "local-cluster"
+    reproduce("E3", profile="smoke", out=out, seed=3, executor="dask")
+    assert _csvs(out) == {f: b for f, b in _csvs(smoke[0]).items() if f.startswith("E3/")}
+    nowhere = tmp_path / "nowhere"
+    rc = main(
+        ["reproduce", "E3", "--profile", "smoke", "--out", str(nowhere), "--executor"]
+        + ["dask:tcp://127.0.0.1:9"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "no Dask scheduler answered" in err
+    assert not nowhere.exists()
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["reproduce", "all", "--profile", "smoke", "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("fa reproduce --profile smoke --seed 0: 12 packs, ")
+    for what in ("  E1: 6 packs", "  E2: 5 packs", "  E3: 1 packs", "peak memory per worker: "):
+        assert what in text, what
+    assert "this machine (" in text and "128 workers like these: " in text
+    assert not out.exists()
+
+
+def test_full_packs_fit_a_worker_and_run_identities_ignore_the_packing():
+    from feedback_alignment.experiments.planner import AUTO_MAX_BYTES, AUTO_MAX_MEMBERS
+    from feedback_alignment.reproduce.pipeline import plan
+    from feedback_alignment.reproduce.profiles import EXPERIMENTS
+
+    full = plan(EXPERIMENTS, get_profile("full"), 0)
+    two = [pk for pk in full if pk.work_kind == "twolayer"]
+    assert all(len(pk.members) <= AUTO_MAX_MEMBERS for pk in two)
+    assert max(pk.bytes for pk in full if pk.kind == "E1") <= AUTO_MAX_BYTES
+    e1 = [m for pk in full if pk.kind == "E1" for m in pk.members]
+    assert len(e1) == len({m.run_id for m in e1}) == 50 * 4 * 3 * 7
+    # a run's identity (and so its seeds' key) names its repetition, not its pack-mates
+    for m in e1[:50]:
+        assert "reps" not in m.config and isinstance(m.config["rep"], int)
+    alone = plan(["E1"], get_profile("full"), 0)
+    assert {m.run_id for pk in alone for m in pk.members} == {m.run_id for m in e1}

@@ -119,10 +119,12 @@ class Progress:
         self.total = dict(work) if isinstance(work, dict) else {"": float(work)}
         self.kind_done = dict.fromkeys(self.total, 0.0)
         self.kind_time = dict.fromkeys(self.total, 0.0)
+        self.kind_resumed = dict.fromkeys(self.total, 0.0)  # done before this run: no rate
 
     def fraction(self) -> float:
         total = sum(self.total.values())
-        return min(1.0, sum(self.kind_done.values()) / total) if total > 0 else 0.0
+        done = sum(self.kind_done.values()) + sum(self.kind_resumed.values())
+        return min(1.0, done / total) if total > 0 else 0.0
 
     def _left(self) -> float | None:
         done, spent = sum(self.kind_done.values()), sum(self.kind_time.values())
@@ -130,7 +132,7 @@ class Progress:
             return None
         left = 0.0
         for k, total in self.total.items():
-            rest = max(0.0, total - self.kind_done[k])
+            rest = max(0.0, total - self.kind_done[k] - self.kind_resumed[k])
             if rest:
                 kd, kt = self.kind_done[k], self.kind_time[k]
                 left += rest * (kt / kd if kd > 0 and kt > 0 else spent / done)
@@ -166,6 +168,14 @@ class Progress:
                 self.status = status
             self._dirty = self._live = True
         self._show(force=self.fraction() >= 1.0)
+
+    def resumed(self, work: float, kind: str = "") -> None:
+        """Record ``work`` of ``kind`` as done by an earlier run (a resume): it counts
+        towards the share done but not towards the measured rate."""
+        with self._lock:
+            kind = kind if kind in self.total else next(iter(self.total))
+            self.kind_resumed[kind] += float(work)
+            self._dirty = True
 
     def set_work(self, work: float | dict[str, float]) -> None:
         """Set the total work (known once the job is planned); the time starts now."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..bounds import DAY_SECONDS, MANY_RUNS, check_memory, fmt_bytes, machine_flops
 from ..errors import ConfigError
+from ..twolayer.monitor import Plateau, paper_min_steps
 from .spec import Run, Spec
 
 # per-member settings of TwoLayerEnsemble.fit (and the data, drawn per member)
@@ -65,10 +66,7 @@ def _cost(run: Run) -> float:
     c = run.config
     if run.system != "twolayer":
         return 1.0
-    steps = c["steps"] if c["stop"] == "steps" else max(c["min_steps"], 1000)
-    if c["stop"] in ("paper", "paper_dropout"):
-        steps = _steps(c)
-    return float(c["p"]) * (c["d"] + c["n"]) * c["n"] * max(steps, 1)
+    return float(c["p"]) * (c["d"] + c["n"]) * c["n"] * max(_steps(c), 1)
 
 
 def plan(runs: list[Run], spec: Spec | None = None, *, pack=None, threads: int | None = None):
@@ -145,10 +143,8 @@ def warnings_for(runs: list[Run], packs: list[Pack]) -> list[str]:
 
 def _steps(c: dict) -> int:
     if c["stop"] == "paper":
-        return round(5000 * math.sqrt(c["p"] / 200))
+        return paper_min_steps(c["p"])
     if c["stop"] == "paper_dropout":
-        from ..twolayer.monitor import Plateau
-
         return Plateau.paper_dropout(c["p"], c["activation"]).min_steps
     return c["steps"] if c["stop"] == "steps" else max(c["min_steps"], 1000)
 

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from ..twolayer.monitor import Plateau, paper_min_steps
 from .planner import Pack
 from .spec import Run, deep_config
 
@@ -92,10 +93,8 @@ def _record_steps(cfg: dict) -> list[int] | None:
     if cfg["stop"] == "steps":
         horizon = cfg["steps"]
     elif cfg["stop"] == "paper":
-        horizon = round(5000 * math.sqrt(cfg["p"] / 200))
+        horizon = paper_min_steps(cfg["p"])  # the authors' minimum, as the rule runs it
     elif cfg["stop"] == "paper_dropout":
-        from ..twolayer.monitor import Plateau
-
         horizon = Plateau.paper_dropout(cfg["p"], cfg["activation"]).min_steps
     else:
         horizon = max(cfg["min_steps"], cfg["max_steps"])

@@ -1,15 +1,18 @@
-"""``fa reproduce {E1,E2,E3,all} --profile P --out DIR``: run, plot, report.
+"""``fa reproduce {E1,E2,E3,all} --profile P --out DIR``: plan, run, store, report.
 
-The output directory must be new, empty, or hold a previous reproduction (recognised by
-its manifest ``.fa-reproduce.json`` recording the SHA-256 of every file it wrote, and
-nothing else). A rerun deletes only files whose bytes match their recorded hash; a manifest
-naming anything outside its directory is refused and nothing is touched (see
-``feedback_alignment.outputs``). All input is checked before any work starts or any file is
-touched; every file is written atomically (temporary name, then rename).
+Every experiment of the profile is planned as packs of runs (:mod:`.pipeline`), run on the
+chosen executor (inline, the local pool or Dask) into one SQLite store in DIR, and every
+CSV, figure, verdict and the report are built from that store alone. The same command
+again resumes: finished packs are kept and not run again. Another experiment of the same
+profile and seed adds to DIR. A DIR of another profile, seed or package version, or
+holding a file its manifest does not prove, is refused with one line before anything is
+touched (:mod:`.outdir`); nothing is ever deleted. ``--report-only`` rebuilds the files
+from the store without computing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -19,19 +22,30 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import check, choice
-from ..executors import LocalPool, cores, from_text
-from ..outputs import atomic_write_text, previous_output, remove_proven, sha256, write_manifest
+from ..errors import ConfigError, check, choice
+from ..executors import from_text
+from ..experiments.store import Store
+from ..experiments.study import _sigint_deferred, provenance
 from ..progress import Progress, wanted
 from ..progress import add_flags as add_progress_flags
-from . import conservation, e1, e2, e3, published
+from . import conservation, e1, e2, e3, outdir, published
 from .figures import e1_figure, e2_figure, e3_figure
+from .outdir import MANIFEST
+from .pipeline import (
+    STORE,
+    STUDY,
+    complete,
+    plan,
+    records,
+    results_from_store,
+    run_pack,
+    with_extra,
+)
 from .profiles import CPU_TIMES, EXPERIMENTS, PROFILES, get_profile
 from .report import build_blocks, to_html, to_markdown
 from .verdicts import all_verdicts
-from .work import KIND, plan_work
 
-MANIFEST = ".fa-reproduce.json"
+__all__ = ["MANIFEST", "STORE", "planned", "reproduce"]
 CHOICES = (*EXPERIMENTS, "all")
 
 
@@ -46,19 +60,37 @@ def register(sub) -> None:
     p.add_argument("experiment", help="E1, E2, E3 or all")
     p.add_argument(
         "--profile",
-        default="quick",
+        default=None,
         help=f"smoke (tests, {CPU_TIMES['smoke']}), quick ({CPU_TIMES['quick']}), standard "
         f"({CPU_TIMES['standard']}), full (the paper's settings; {CPU_TIMES['full']}); times "
-        "for all three experiments on 2 CPU cores. Default quick.",
+        "for all three experiments on 2 CPU cores. Default quick (with --report-only: "
+        "the directory's).",
     )
-    p.add_argument("--out", required=True, help="output directory (new, empty or a previous one)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory: new, empty, or a reproduction of the same profile and seed "
+        "(resumed, or added to)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
     p.add_argument(
         "--executor",
         default="local",
         help="local (default: one process per core, one thread each), local:N processes, "
-        "inline (this process, all cores), inline:T (T threads), or sweep[:inline|:local:N|"
-        ":dask:ADDRESS]: E1 through the fa sweep machinery (store in DIR/E1/sweep.sqlite)",
+        "inline (this process, all cores), inline:T (T threads), dask (a LocalCluster on "
+        "127.0.0.1, dashboard off) or dask:ADDRESS (a running scheduler); the same numbers on "
+        "every executor",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (packs, peak memory per worker, projected time here and on N "
+        "workers) and compute nothing; DIR is not touched",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="compute nothing: rebuild the CSVs, figures and report of DIR from its store",
     )
     add_progress_flags(p)
     p.set_defaults(func=_run)
@@ -73,10 +105,15 @@ def _run(args) -> int:
             seed=args.seed,
             executor=args.executor,
             progress=meter,
+            report_only=args.report_only,
+            dry_run=args.dry_run,
             command="fa reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2
             else None,
         )
+    if "plan" in res:
+        print("\n".join(res["plan"]))
+        return 0
     print(f"report: {res['report']}")
     if "e1_published" in res:
         print(f"  {res['e1_published']['headline']}")
@@ -85,40 +122,14 @@ def _run(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ output directory
-TOOL = "fa reproduce"
-
-
-def check_out_dir(out: Path) -> list[str]:
-    """Refuse a DIR holding anything but a previous reproduction's files, each proven by the
-    SHA-256 its manifest recorded; return those files. Reads only (see ``outputs``)."""
-    return sorted(previous_output(out, MANIFEST, TOOL))
-
-
-class _Manifest:
-    """The manifest of this run, rewritten (atomically) after every file it writes, so an
-    interrupted run's directory is still recognised and its files proven by hash."""
-
-    def __init__(self, out: Path, planned_files: list[str]):
-        self.out, self.planned, self.hashes = out, planned_files, {}
-
-    def record(self, *rels: str, complete: bool = False) -> None:
-        for rel in rels:
-            if (self.out / rel).is_file():  # an SQLite -wal/-shm may be gone by now
-                self.hashes[rel] = sha256(self.out / rel)
-        write_manifest(
-            self.out, MANIFEST, TOOL, self.hashes, complete=complete, planned=self.planned
-        )
-
-
-def write_csv(path: Path, columns, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+# ------------------------------------------------------------------ output files
+def csv_bytes(columns, rows) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
         w.writerow([repr(v) if isinstance(v, float) else v for v in (r[c] for c in columns)])
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue().encode()
 
 
 def _versions() -> dict:
@@ -141,185 +152,258 @@ def _versions() -> dict:
     }
 
 
+OUTPUTS = {
+    "E1": ["E1/alignment.csv", "E1/alignment.png", "E1/alignment.pdf"],
+    "E2": [
+        "E2/loss.csv",
+        "E2/prediction.csv",
+        "E2/kernels.csv",
+        "E2/loss.png",
+        "E2/loss.pdf",
+        "E2/conservation.csv",
+        "E2/conservation.png",
+        "E2/conservation.pdf",
+    ],
+    "E3": [
+        "E3/metrics.csv",
+        "E3/weight_alignment.csv",
+        "E3/metrics.png",
+        "E3/metrics.pdf",
+    ],
+}
+REPORT = ["report.md", "report.html", "summary.json"]
+
+
 def planned(exps) -> list[str]:
-    """Every file a reproduction of ``exps`` writes (relative to DIR)."""
-    names = {
-        "E1": ["E1/alignment.csv", "E1/alignment.png", "E1/alignment.pdf"]
-        + [f"E1/sweep.sqlite{x}" for x in ("", "-wal", "-shm", "-journal")],
-        "E2": [
-            "E2/loss.csv",
-            "E2/prediction.csv",
-            "E2/kernels.csv",
+    """Every file a reproduction of ``exps`` writes (relative to DIR) besides its store."""
+    return [f for e in exps for f in OUTPUTS[e]] + REPORT
+
+
+def write_outputs(exp: str, res: dict, out: Path, prof, write) -> tuple[str, str]:
+    """Write experiment ``exp``'s CSVs and figures from its rows through ``write(path,
+    bytes)``; return its report figure (path, caption)."""
+    d = out / exp
+    if exp == "E1":
+        write(d / "alignment.csv", csv_bytes(e1.COLUMNS, res["rows"]))
+        e1_figure(res["rows"], d / "alignment", published.load()["cells"], write)
+        return (
+            "E1/alignment.png",
+            "alignment cos(beta, b) at the end of training against width (log scale), "
+            "mean +- 1 s.d. over repetitions, one line per lambda; hollow squares (shifted "
+            "right a little): the paper's published values, mean +- 1 s.d. over 50.",
+        )
+    if exp == "E2":
+        write(d / "loss.csv", csv_bytes(e2.COLUMNS, res["rows"]))
+        write(d / "prediction.csv", csv_bytes(e2.PRED_COLUMNS, res["prediction"]))
+        write(d / "kernels.csv", csv_bytes(e2.KERNEL_COLUMNS, res["kernels"]))
+        e2_figure(res["rows"], res["prediction"], res["kernels"], d / "loss", prof.e2.p, write)
+        return (
             "E2/loss.png",
-            "E2/loss.pdf",
-            "E2/conservation.csv",
-            "E2/conservation.png",
-            "E2/conservation.pdf",
-        ],
-        "E3": [
-            "E3/metrics.csv",
-            "E3/weight_alignment.csv",
-            "E3/metrics.png",
-            "E3/metrics.pdf",
-        ],
-    }
-    return [f for e in exps for f in names[e]] + ["report.md", "report.html", "summary.json"]
-
-
-def _on_task(exp: str, costs: list[float], meter, say):
-    """The executors' callback (task ``i`` finished, ``done`` of ``total``) for one
-    experiment."""
-    if meter is not None:
-        meter.set_status(f"{exp} task 0/{len(costs)}")
-
-    def on(i: int, done: int, total: int) -> None:
-        if meter is None:
-            say(f"{exp}: task {done}/{total}")
-        else:
-            meter.done(costs[i], KIND[exp], status=f"{exp} task {done}/{total}")
-
-    return on
+            f"training MSE against step (log scale) at p = {prof.e2.p}, mean with a +-1 s.d. "
+            "band; dashed: the loss curve predicted by the linearised dynamics with the "
+            "kernels at initialisation H(0)+G(0); dotted: the predicted settle level for "
+            "lambda > 0; lambda_min(H(0)+G(0)) and its rate in each panel title. The y-axis "
+            "stops 14 decades below its top (E2/loss.csv holds every value).",
+        )
+    write(d / "metrics.csv", csv_bytes(e3.COLUMNS, res["rows"]))
+    write(d / "weight_alignment.csv", csv_bytes(e3.WEIGHT_COLUMNS, res["weight_rows"]))
+    e3_figure(res["rows"], res["weight_rows"], d / "metrics", write)
+    return (
+        "E3/metrics.png",
+        f"{res['dataset']}: hidden-error alignment on the training batch (solid, "
+        "+-1 s.d. band over repetitions) and weight cosine cos(B, beta) (dashed) against "
+        "step; test accuracy against step.",
+    )
 
 
 # ------------------------------------------------------------------ executors
-class Sweep:
-    """E1 through ``feedback_alignment.experiments.run_study`` on ``executor`` (its store,
-    packing and executors); E2 and E3 then run in the local pool."""
-
-    name = "sweep"
-
-    def __init__(self, executor):
-        self.executor = executor
-
-    def map(self, tasks, on_done=None) -> list:
-        return LocalPool(cores()).map(tasks, on_done)
-
-
 def get_executor(text: str):
-    """``--executor``: ``local[:N]`` (N processes, default one per core), ``inline[:T]`` (T
-    threads) or ``sweep[:inline|:local[:N]|:dask[:ADDRESS]]``."""
-    text = (text or "local").strip()
-    if text == "sweep" or text.startswith("sweep:"):
-        return Sweep(from_text(text.partition(":")[2] or "local", prefix="sweep:"))
-    return from_text(text, ("local", "inline"), more="sweep[:inline|:local[:N]|:dask[:ADDRESS]]")
+    """``--executor``: ``local[:N]`` (N processes, default one per core), ``inline[:T]``
+    (T threads) or ``dask[:ADDRESS]`` (a loopback LocalCluster, or a running scheduler)."""
+    return from_text((text or "local").strip(), ("local", "inline", "dask"))
+
+
+def _threads(ex) -> int:
+    """Torch threads inside each pack: one on every executor (a matrix product's rounding
+    depends on how many threads share it, so this is what makes every executor give the
+    same bytes), or T for ``inline:T``."""
+    return getattr(ex, "threads", None) or 1 if ex.name == "inline" else 1
 
 
 # ------------------------------------------------------------------ the job
-def reproduce(
-    experiment: str = "all",
-    *,
-    profile: str = "quick",
-    out,
-    seed: int = 0,
-    executor: str = "local",
-    progress=None,
-    command: str | None = None,
-) -> dict:
-    """Run ``experiment`` (E1, E2, E3 or all) at ``profile`` into ``out``; return a summary."""
+def _check_args(experiment, profile, seed) -> None:
     choice("experiment", experiment, CHOICES)
     choice("profile", profile, PROFILES)
     check(
         isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
         f"--seed must be a non-negative integer, got {seed!r}",
     )
+
+
+def reproduce(
+    experiment: str = "all",
+    *,
+    profile: str | None = None,
+    out,
+    seed: int | None = None,
+    executor: str = "local",
+    progress=None,
+    command: str | None = None,
+    report_only: bool = False,
+    dry_run: bool = False,
+) -> dict:
+    """Run ``experiment`` (E1, E2, E3 or all) at ``profile`` into ``out``; return a summary.
+
+    The runs go into ``out/store.sqlite``; a rerun resumes (finished packs are kept and not
+    run again) and another experiment of the same profile and seed adds to it. Every file
+    is then built from the store. ``report_only``: compute nothing, rebuild the files of
+    every experiment whose runs are all in the store (profile and seed default to the
+    directory's)."""
+    out = Path(out)
+    if report_only:
+        held = outdir.held(out)
+        if held is None:
+            raise ConfigError(
+                f"--report-only: --out {str(out)!r} holds no reproduction; accepted: the "
+                "directory of an earlier fa reproduce"
+            )
+        profile = held["profile"] if profile is None else profile
+        seed = held["seed"] if seed is None else seed
+    profile = "quick" if profile is None else profile
+    seed = 0 if seed is None else seed
+    _check_args(experiment, profile, seed)
     prof = get_profile(profile)
     ex = get_executor(executor)
     from ..twolayer.native import check_environment
 
     check_environment()  # a bad FA_NATIVE: one line before the directory is touched
-    out = Path(out)
-    previous = previous_output(out, MANIFEST, TOOL)
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
+    every = plan(EXPERIMENTS, prof, seed)
+    packs = [pk for pk in every if pk.experiment in exps]
+    if dry_run:  # touches nothing, DIR included
+        from .dryrun import describe
+
+        return {"plan": describe(packs, prof, seed, getattr(ex, "workers", 1))}
+    ident = outdir.identity(profile, seed)
+    previous = outdir.inspect(out, ident)  # refuses anything else, touching nothing
     # progress: a callable for status lines, or a Progress that also shows the time left
     meter = progress if isinstance(progress, Progress) else None
     say = meter.note if meter else (progress or (lambda m: None))
-    costs, totals = plan_work(exps, lambda e: {"E1": e1, "E2": e2, "E3": e3}[e].tasks(prof, seed))
-    if meter:
-        meter.set_work(totals)
-    if profile == "full":
+    if profile == "full" and not report_only:
         say(
             "note: 'full' is the paper's exact grid (thousands of runs up to ~140k steps); "
-            "on a small CPU it takes days: it is meant for a GPU or a cluster"
+            "on a small CPU it takes days: it is meant for a GPU or a cluster (see "
+            "fa reproduce all --profile full --dry-run)"
+        )
+    t_all = time.perf_counter()
+    todo = [] if report_only else _todo(packs, out / STORE)
+    if todo:
+        ex.start()  # an unreachable scheduler is refused here, before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = outdir.Manifest(out, ident, previous, planned(EXPERIMENTS))
+        manifest.save()  # before the store exists, so a kill at any moment leaves it proven
+        with Store(out / STORE) as st:
+            if st.meta().get("study") is None:
+                st.set_meta(study=STUDY, **ident)
+            if not report_only:
+                _run_packs(packs, st, ex, meter, say)
+            finished = st.finished_ids()
+            results = _finish(finished, every, exps, out, report_only, st, prof)
+    finally:
+        ex.close()
+    return _write_all(*results, prof, out, manifest, say, t_all, executor, command, seed)
+
+
+def _todo(packs, store: Path) -> list:
+    """The packs not all of whose runs are in ``store`` (read-only; it may not exist)."""
+    finished = set()
+    if store.is_file() and store.stat().st_size > 0:
+        with contextlib.suppress(ConfigError), Store(store, create=False) as st:
+            finished = st.finished_ids()
+    return [pk for pk in packs if not all(m.run_id in finished for m in pk.members)]
+
+
+def _finish(finished, every, exps, out, report_only, st, prof):
+    """(results, experiments) to report: every experiment whose runs are all stored."""
+    ready = complete(every, finished)
+    missing = [e for e in exps if e not in ready]
+    if missing and not report_only:
+        raise ConfigError(f"{', '.join(missing)} did not finish; run the same command again")
+    if not ready:
+        raise ConfigError(
+            f"--report-only: --out {str(out)!r} holds no finished experiment yet; run "
+            "fa reproduce without --report-only to compute them"
+        )
+    return results_from_store(st, prof, ready), ready
+
+
+def _run_packs(packs, st, ex, meter, say) -> None:
+    """Run the packs whose runs are not all in the store, writing each pack's runs in one
+    transaction as it finishes; packs already stored count as done (a resume)."""
+    finished = st.finished_ids()
+    todo = [pk for pk in packs if not all(m.run_id in finished for m in pk.members)]
+    kept = len(packs) - len(todo)
+    if meter:
+        totals: dict[str, float] = {}
+        for pk in packs:
+            totals[pk.work_kind] = totals.get(pk.work_kind, 0.0) + pk.cost
+        meter.set_work(totals)
+        for pk in packs:
+            if pk not in todo:
+                meter.resumed(pk.cost, pk.work_kind)
+    exps = sorted({pk.experiment for pk in packs})
+    say(
+        f"{', '.join(exps)}: {len(packs)} packs, {kept} already in the store, "
+        f"{len(todo)} to run (executor {ex.name})"
+    )
+    if meter:
+        meter.set_status(f"{kept}/{len(packs)} packs")
+    if not todo:
+        return
+    prov = provenance(ex.name)
+    threads = _threads(ex)
+    failures: list[str] = []
+    try:
+        done = kept
+        for i, res in ex.run(run_pack, [(pk.fn, pk.kwargs, threads) for pk in todo]):
+            pk = todo[i]
+            if isinstance(res, BaseException):
+                failures.append(f"{pk.kind} {pk.kwargs}: {type(res).__name__}: {res}")
+                continue
+            recs = records(pk, res, res["seconds"])
+            with _sigint_deferred():
+                st.write(with_extra(pk, recs), recs, prov)
+            done += 1
+            if meter:
+                meter.done(pk.cost, pk.work_kind, status=f"{done}/{len(packs)} packs")
+            else:
+                say(f"pack {done}/{len(packs)} done ({pk.experiment})")
+    except BaseException:
+        ex.cancel()
+        raise
+    if failures:
+        raise ConfigError(
+            f"{len(failures)} pack(s) failed, the others are kept in the store (first: "
+            f"{' '.join(failures[0].split())[:300]}); run the same command again to retry them"
         )
 
-    out.mkdir(parents=True, exist_ok=True)
-    # remove the previous reproduction's files: only those whose bytes match the hash its
-    # manifest recorded (previous_output proved every file present, touching nothing)
-    remove_proven(out, previous)
-    # the manifest goes first, so an interrupted run's directory is still recognised
-    manifest = _Manifest(out, planned(exps))
-    manifest.record()
-    t_all = time.perf_counter()
-    results, times, files, figures, diverged = {}, {}, [], {}, []
-    mods = {"E1": e1, "E2": e2, "E3": e3}
-    for exp in exps:
-        mod = mods[exp]
-        say(f"{exp}: running ({prof.name} profile, executor {ex.name})")
-        t0 = time.perf_counter()
-        n_before = len(files)
-        (out / exp).mkdir(exist_ok=True)
-        if exp == "E1" and isinstance(ex, Sweep):
-            res = e1.run_sweep(prof, seed, out / "E1" / "sweep.sqlite", ex.executor)
-            if meter:
-                meter.done(sum(costs["E1"]), KIND["E1"], status="E1 (sweep) done")
-        else:
-            tasks = mod.tasks(prof, seed)
-            res = mod.collect(ex.map(tasks, _on_task(exp, costs[exp], meter, say)))
-        results[exp] = res
-        diverged += res.get("diverged", [])
-        d = out / exp
-        d.mkdir(exist_ok=True)
-        if exp == "E1" and isinstance(ex, Sweep):
-            files += [f"E1/{f.name}" for f in sorted(d.glob("sweep.sqlite*"))]
-        if exp == "E1":
-            write_csv(d / "alignment.csv", e1.COLUMNS, res["rows"])
-            files.append("E1/alignment.csv")
-            figs = e1_figure(res["rows"], d / "alignment", published.load()["cells"])
-            figures["E1"] = (
-                "E1/alignment.png",
-                "alignment cos(beta, b) at the end of training against width (log scale), "
-                "mean +- 1 s.d. over repetitions, one line per lambda; hollow squares (shifted "
-                "right a little): the paper's published values, mean +- 1 s.d. over 50.",
-            )
-        elif exp == "E2":
-            write_csv(d / "loss.csv", e2.COLUMNS, res["rows"])
-            write_csv(d / "prediction.csv", e2.PRED_COLUMNS, res["prediction"])
-            write_csv(d / "kernels.csv", e2.KERNEL_COLUMNS, res["kernels"])
-            files += ["E2/loss.csv", "E2/prediction.csv", "E2/kernels.csv"]
-            figs = e2_figure(res["rows"], res["prediction"], res["kernels"], d / "loss", prof.e2.p)
-            figures["E2"] = (
-                "E2/loss.png",
-                f"training MSE against step (log scale) at p = {prof.e2.p}, mean with a +-1 s.d. "
-                "band; dashed: the loss curve predicted by the linearised dynamics with the "
-                "kernels at initialisation H(0)+G(0); dotted: the predicted settle level for "
-                "lambda > 0; lambda_min(H(0)+G(0)) and its rate in each panel title. The y-axis "
-                "stops 14 decades below its top (E2/loss.csv holds every value).",
-            )
-            more, figures["E2 conservation"] = conservation.run(prof, seed, d, say)  # issue 15
-            files += more
-        else:
-            write_csv(d / "metrics.csv", e3.COLUMNS, res["rows"])
-            write_csv(d / "weight_alignment.csv", e3.WEIGHT_COLUMNS, res["weight_rows"])
-            files += ["E3/metrics.csv", "E3/weight_alignment.csv"]
-            figs = e3_figure(res["rows"], res["weight_rows"], d / "metrics")
-            figures["E3"] = (
-                "E3/metrics.png",
-                f"{res['dataset']}: hidden-error alignment on the training batch (solid, "
-                "+-1 s.d. band over repetitions) and weight cosine cos(B, beta) (dashed) against "
-                "step; test accuracy against step.",
-            )
-        files += [f.relative_to(out).as_posix() for f in figs]
-        manifest.record(*files[n_before:])
-        wall = time.perf_counter() - t0
-        times[exp] = {
-            "wall": wall,
-            "compute": res["compute_seconds"],
-            "member_steps": res.get("member_steps", ""),
-        }
-        say(f"{exp}: done in {wall:.1f} s")
 
+def _write_all(results, exps, prof, out, manifest, say, t_all, executor, command, seed) -> dict:
+    """CSVs, figures, verdicts, report and summary of ``exps`` from their stored rows."""
+    figures, times, files, diverged = {}, {}, [], []
+    for exp in exps:
+        res = results[exp]
+        figures[exp] = write_outputs(exp, res, out, prof, manifest.write)
+        files += OUTPUTS[exp]
+        if exp == "E2":
+            _, figures["E2 conservation"] = conservation.write(
+                res["conservation"], out / "E2", prof.e2.p, manifest.write
+            )
+        diverged += res.get("diverged", [])
+        times[exp] = {"compute": res["compute_seconds"], "member_steps": res["member_steps"]}
     verdicts = all_verdicts(results)
-    files += ["report.md", "report.html", "summary.json"]
+    files += REPORT
     meta = {
         "seed": seed,
         "experiments": exps,
@@ -328,15 +412,15 @@ def reproduce(
         "times": times,
         "versions": _versions(),
         "command": command
-        or f"fa reproduce {experiment} --profile {profile} --out {out} --seed {seed}",
-        "files": files,
+        or f"fa reproduce {' '.join(exps)} --profile {prof.name} --out {out} --seed {seed}",
+        "files": [STORE, *files],
         "diverged": diverged,
     }
     blocks = build_blocks(
         profile=prof, meta=meta, verdicts=verdicts, figures=figures, results=results
     )
-    atomic_write_text(out / "report.md", to_markdown(blocks))
-    atomic_write_text(out / "report.html", to_html(blocks, out))
+    manifest.write(out / "report.md", to_markdown(blocks).encode())
+    manifest.write(out / "report.html", to_html(blocks, out).encode())
     summary = {
         "profile": prof.as_dict(),
         "reductions": prof.reductions(),
@@ -355,7 +439,7 @@ def reproduce(
             "rule": published.AGREE_RULE,
             "table": [c.as_dict() for c in cells],
         }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
-    assert set(files) <= set(planned(exps)), sorted(set(files) - set(planned(exps)))
-    manifest.record("report.md", "report.html", "summary.json", complete=True)
+    manifest.write(out / "summary.json", json.dumps(summary, indent=1, default=str).encode())
+    manifest.save(complete=True)
+    say(f"report: {', '.join(exps)} from the store in {time.perf_counter() - t_all:.1f} s")
     return summary

@@ -10,9 +10,11 @@ law is exact, and the split is checked to add up to 1e-10 of the numerator's cha
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
-from ..outputs import atomic_path
+import numpy as np
+
 from ..twolayer.conservation import TERMS, decompose
 from ..twolayer.engine import TwoLayerEnsemble
 from .e1 import data_for
@@ -35,43 +37,95 @@ def run_activation(activation: str, p: int, steps: int, base_seed: int) -> dict:
     dec = decompose(
         ens, X, y, steps=steps, lr=LR[activation], lam=list(lams), record_every=max(1, steps // 200)
     )
+    change = dec.b_beta[-1, 0] - dec.b_beta[0, 0]
+    explained = dec.terms["w_growth"][-1, 0] + dec.terms["step_correction"][-1, 0]
+    gap = float(abs(change - explained) / abs(change))
+    steps_rec = np.asarray(dec.steps, dtype=np.int64)
+    members = [
+        {
+            "status": "done",
+            "reason": "",
+            "stop_step": int(steps),
+            "path": dec.history.path,
+            "finals": {"lam0_gap": gap},
+            "series": {
+                name: (steps_rec, np.asarray(values[:, k], dtype=np.float64))
+                for name, values in (
+                    ("alignment", dec.alignment),
+                    ("b_beta", dec.b_beta),
+                    *((t, dec.terms[t]) for t in DRAWN),
+                )
+            },
+        }
+        for k in range(len(lams))
+    ]
+    return {"members": members, "seconds": dec.history.seconds}
+
+
+def member_keys(kw: dict) -> list[dict]:
+    """The runs of one task, in the order :func:`run_activation` returns them."""
+    return [{"lam": float(lam)} for lam in (0.0, LAMS[kw["activation"]][2])]
+
+
+def tasks(profile: Profile, seed: int) -> list:
+    return [
+        (
+            run_activation,
+            {"activation": act, "p": profile.e2.p, "steps": profile.e2.steps, "base_seed": seed},
+        )
+        for act in ACTS
+    ]
+
+
+def figure_data(activation: str, members: list[dict]) -> dict:
+    """{"rows", "lams", "lam0_gap"} of one activation, as the figure and CSV take it, from
+    its members (what :func:`run_activation` returns, or the same read from the store)."""
+    lams = tuple(m["lam"] for m in members)
     rows = []
-    for k, lam in enumerate(lams):
-        for j, s in enumerate(dec.steps):
+    for lam, m in zip(lams, members, strict=True):
+        steps = m["series"]["alignment"][0].tolist()
+        cols = ("alignment", "b_beta", *DRAWN)
+        for j, s in enumerate(steps):
             rows.append(
                 {
                     "activation": activation,
-                    "lam": lam,
+                    "lam": float(lam),
                     "step": int(s),
-                    "alignment": float(dec.alignment[j, k]),
-                    "b_beta": float(dec.b_beta[j, k]),
-                    **{t: float(dec.terms[t][j, k]) for t in DRAWN},
+                    **{c: float(m["series"][c][1][j]) for c in cols},
                 }
             )
-    change = dec.b_beta[-1, 0] - dec.b_beta[0, 0]
-    explained = dec.terms["w_growth"][-1, 0] + dec.terms["step_correction"][-1, 0]
-    return {
-        "rows": rows,
-        "lams": lams,
-        "lam0_gap": float(abs(change - explained) / abs(change)),
-        "seconds": dec.history.seconds,
-    }
+    return {"rows": rows, "lams": lams, "lam0_gap": float(members[0]["finals"]["lam0_gap"])}
 
 
-def run(profile: Profile, seed: int, directory: Path, say=print) -> tuple[list[str], tuple]:
-    """Run, write ``conservation.csv`` and the figure into ``directory``; return the files
-    written (relative to its parent) and the report's (figure, caption)."""
-    p, steps = profile.e2.p, profile.e2.steps
-    results = {}
+def from_store(runs: list[dict], series) -> dict:
+    """{activation: figure data} from the stored runs; ``series(run_id, metric)`` reads one."""
+    out: dict = {}
     for act in ACTS:
-        say(f"E2 conservation: {act}, p = {p}, {steps} steps")
-        results[act] = run_activation(act, p, steps, seed)
-    with atomic_path(directory / "conservation.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for res in results.values():
-            w.writerows(res["rows"])
-    conservation_figure(results, directory / "conservation", p)
+        mine = sorted((r for r in runs if r["activation"] == act), key=lambda r: r["lam"])
+        if mine:
+            members = [
+                {
+                    "lam": float(r["lam"]),
+                    "finals": {"lam0_gap": r["final.lam0_gap"]},
+                    "series": {c: series(r["run_id"], c) for c in ("alignment", "b_beta", *DRAWN)},
+                }
+                for r in mine
+            ]
+            out[act] = figure_data(act, members)
+    return out
+
+
+def write(results: dict, directory: Path, p: int, write_bytes) -> tuple[list[str], tuple]:
+    """Write ``conservation.csv`` and the figure into ``directory`` through
+    ``write_bytes(path, bytes)``; return the files written (relative to its parent) and the
+    report's (figure, caption)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
+    w.writeheader()
+    for res in results.values():
+        w.writerows(res["rows"])
+    write_bytes(directory / "conservation.csv", buf.getvalue().encode())
+    conservation_figure(results, directory / "conservation", p, write_bytes)
     gaps = ", ".join(f"{a} {r['lam0_gap']:.1e}" for a, r in results.items())
     caption = (
         f"where the alignment's numerator comes from (E2's first repetition, p = {p}, "

@@ -16,6 +16,7 @@ from ..twolayer import theory
 from ..twolayer.engine import TwoLayerEnsemble
 from .e1 import data_for
 from .profiles import ACTIVATIONS, LAMS, LR, D, Profile, seed_for
+from .work import rep_packs
 
 COLUMNS = ("activation", "lam", "rep", "step", "mse")
 PRED_COLUMNS = ("activation", "lam", "rep", "step", "predicted_mse")
@@ -35,7 +36,7 @@ def run_activation(
     activation: str,
     p: int,
     steps: int,
-    reps: int,
+    reps: list[int],
     record_steps: list[int],
     base_seed: int,
     dtype: str,
@@ -45,12 +46,12 @@ def run_activation(
     lams = LAMS[activation]
     L = len(lams)
     a = ACTIVATIONS.index(activation)
-    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in range(reps)]
-    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in range(reps)]
-    X = torch.stack([data[r][0] for r in range(reps) for _ in lams])
-    y = torch.stack([data[r][1] for r in range(reps) for _ in lams])
-    seeds = [net_seeds[r] for r in range(reps) for _ in lams]
-    lam = np.tile(np.asarray(lams, dtype=np.float64), reps)
+    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in reps]
+    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in reps]
+    X = torch.stack([x for x, _ in data for _ in lams])
+    y = torch.stack([t for _, t in data for _ in lams])
+    seeds = [s for s in net_seeds for _ in lams]
+    lam = np.tile(np.asarray(lams, dtype=np.float64), len(reps))
     lr = LR[activation]
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
 
@@ -71,35 +72,37 @@ def run_activation(
         X, y, rule="fa", lr=lr, lam=lam, steps=steps, record_steps=record_steps, metrics=("mse",)
     )
     seconds = time.perf_counter() - t0
-    steps_rec = h.steps
+    steps_rec = np.asarray(h.steps, dtype=np.int64)
     mse = h.metrics["mse"]
     pred_at = pred.mse[steps_rec]
     settle = np.asarray(pred.settle_mse, dtype=np.float64)
-    rows, prow, krow = [], [], []
-    for k in range(reps * L):
-        r, i = divmod(k, L)
-        member = {"activation": activation, "lam": float(lams[i]), "rep": r}
-        for j, s in enumerate(steps_rec):
-            rows.append({**member, "step": int(s), "mse": float(mse[j, k])})
-            prow.append({**member, "step": int(s), "predicted_mse": float(pred_at[j, k])})
-        krow.append(
-            {
-                **member,
+    diverged = {int(k): h.messages[k] for k in h.diverged}
+    members = [
+        {
+            "status": "diverged" if k in diverged else "done",
+            "reason": diverged.get(k, ""),
+            "stop_step": int(h.stop_step[k]),
+            "path": h.path,
+            "finals": {
                 "lambda_min": float(lmin[k]),
                 "predicted_rate": float(rate[k]),
                 "settle_mse": float(settle[k]),
                 "measured_final_mse": float(mse[-1, k]),
-            }
-        )
-    return {
-        "rows": rows,
-        "prediction": prow,
-        "kernels": krow,
-        "seconds": seconds,
-        "theory_seconds": theory_seconds,
-        "member_steps": int(h.stop_step.sum()),
-        "diverged": [h.messages[k] for k in h.diverged],
-    }
+            },
+            "series": {
+                "mse": (steps_rec, np.asarray(mse[:, k], dtype=np.float64)),
+                "predicted_mse": (steps_rec, np.asarray(pred_at[:, k], dtype=np.float64)),
+            },
+        }
+        for k in range(len(reps) * L)
+    ]
+    return {"members": members, "seconds": seconds + theory_seconds}
+
+
+def member_keys(kw: dict) -> list[dict]:
+    """The runs of one task, in the order :func:`run_activation` returns them."""
+    lams = LAMS[kw["activation"]]
+    return [{"lam": float(lam), "rep": r} for r in kw["reps"] for lam in lams]
 
 
 def tasks(profile: Profile, seed: int) -> list:
@@ -111,22 +114,44 @@ def tasks(profile: Profile, seed: int) -> list:
                 "activation": act,
                 "p": s.p,
                 "steps": s.steps,
-                "reps": s.reps,
+                "reps": reps,
                 "record_steps": s.record_steps(),
                 "base_seed": seed,
                 "dtype": s.dtype,
             },
         )
         for act in profile.activations
+        for reps in rep_packs(s.reps, len(LAMS[act]), s.p, s.dtype)
     ]
 
 
-def collect(results: list[dict]) -> dict:
+def from_store(runs: list[dict], series) -> dict:
+    """E2's rows from its stored runs; ``series(run_id, metric)`` reads a stored series."""
+    runs = sorted(
+        runs,
+        key=lambda r: (
+            ACTIVATIONS.index(r["activation"]),
+            r["rep"],
+            LAMS[r["activation"]].index(r["lam"]),
+        ),
+    )
+    rows, prow, krow = [], [], []
+    for r in runs:
+        member = {"activation": r["activation"], "lam": float(r["lam"]), "rep": int(r["rep"])}
+        steps, mse = series(r["run_id"], "mse")
+        _, pred = series(r["run_id"], "predicted_mse")
+        for s, m, q in zip(steps.tolist(), mse.tolist(), pred.tolist(), strict=True):
+            rows.append({**member, "step": s, "mse": m})
+            prow.append({**member, "step": s, "predicted_mse": q})
+        krow.append({**member, **{c: float(r[f"final.{c}"]) for c in KERNEL_COLUMNS[3:]}})
     return {
-        "rows": [row for r in results for row in r["rows"]],
-        "prediction": [row for r in results for row in r["prediction"]],
-        "kernels": [row for r in results for row in r["kernels"]],
-        "compute_seconds": sum(r["seconds"] + r["theory_seconds"] for r in results),
-        "member_steps": sum(r["member_steps"] for r in results),
-        "diverged": [m for r in results for m in r["diverged"]],
+        "rows": rows,
+        "prediction": prow,
+        "kernels": krow,
+        "member_steps": sum(int(r["stop_step"]) for r in runs),
+        "diverged": [
+            f"E2 {r['activation']} lam={r['lam']} rep {r['rep']}: {r['reason']}"
+            for r in runs
+            if r["status"] == "diverged"
+        ],
     }

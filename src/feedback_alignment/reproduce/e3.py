@@ -119,30 +119,30 @@ def run_rep(
             if not bool(torch.isfinite(beta).all()):
                 raise FloatingPointError(f"E3 rep {rep} diverged at step {t}")
     seconds = time.perf_counter() - t0
-    rows, wrows = [], []
-    for i, lam in enumerate(E3_LAMS):
-        for t in range(steps + 1):
-            a = acc.get(t)
-            rows.append(
-                {
-                    "lam": float(lam),
-                    "rep": rep,
-                    "step": t,
-                    "alignment": float(align[t, i]),
-                    "test_accuracy": "" if a is None else float(a[i]),
-                }
-            )
-            wrows.append(
-                {"lam": float(lam), "rep": rep, "step": t, "weight_alignment": float(walign[t, i])}
-            )
-    return {
-        "rows": rows,
-        "weight_rows": wrows,
-        "seconds": seconds,
-        "n_test": int(xte.shape[0]),
-        "n_train": int(n),
-        "dataset": ds.name,
-    }
+    all_steps = np.arange(steps + 1, dtype=np.int64)
+    evals = np.asarray(sorted(acc), dtype=np.int64)
+    members = [
+        {
+            "status": "done",
+            "reason": "",
+            "stop_step": steps,
+            "path": "",
+            "config": {"dataset": ds.name},
+            "finals": {"n_test": float(xte.shape[0]), "n_train": float(n)},
+            "series": {
+                "alignment": (all_steps, align[:, i].copy()),
+                "weight_alignment": (all_steps, walign[:, i].copy()),
+                "test_accuracy": (evals, np.asarray([acc[t][i] for t in evals.tolist()])),
+            },
+        }
+        for i in range(L)
+    ]
+    return {"members": members, "seconds": seconds}
+
+
+def member_keys(kw: dict) -> list[dict]:
+    """The runs of one task (one repetition), in the order :func:`run_rep` returns them."""
+    return [{"lam": float(lam), "rep": kw["rep"]} for lam in E3_LAMS]
 
 
 def tasks(profile: Profile, seed: int) -> list:
@@ -168,12 +168,26 @@ def tasks(profile: Profile, seed: int) -> list:
     ]
 
 
-def collect(results: list[dict]) -> dict:
+def from_store(runs: list[dict], series) -> dict:
+    """E3's rows from its stored runs; ``series(run_id, metric)`` reads a stored series."""
+    runs = sorted(runs, key=lambda r: (r["rep"], E3_LAMS.index(r["lam"])))
+    rows, wrows = [], []
+    for r in runs:
+        member = {"lam": float(r["lam"]), "rep": int(r["rep"])}
+        steps, align = series(r["run_id"], "alignment")
+        _, walign = series(r["run_id"], "weight_alignment")
+        esteps, acc = series(r["run_id"], "test_accuracy")
+        at = dict(zip(esteps.tolist(), acc.tolist(), strict=True))
+        for t, a, w in zip(steps.tolist(), align.tolist(), walign.tolist(), strict=True):
+            rows.append({**member, "step": t, "alignment": a, "test_accuracy": at.get(t, "")})
+            wrows.append({**member, "step": t, "weight_alignment": w})
+    first = runs[0] if runs else {}
     return {
-        "rows": [row for r in results for row in r["rows"]],
-        "weight_rows": [row for r in results for row in r["weight_rows"]],
-        "compute_seconds": sum(r["seconds"] for r in results),
-        "n_test": results[0]["n_test"] if results else 0,
-        "n_train": results[0]["n_train"] if results else 0,
-        "dataset": results[0]["dataset"] if results else "",
+        "rows": rows,
+        "weight_rows": wrows,
+        "member_steps": sum(int(r["stop_step"]) for r in runs),
+        "n_test": int(first.get("final.n_test", 0)),
+        "n_train": int(first.get("final.n_train", 0)),
+        "dataset": first.get("dataset", ""),
+        "diverged": [],
     }

@@ -11,12 +11,13 @@ conservation figure: b.beta(t) split into the terms of the exact law.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ..outputs import atomic_path
+from ..outputs import atomic_write_bytes
 from .profiles import ACTIVATIONS, LAMS
 
 TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh"}
@@ -41,13 +42,24 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> list[Path]:
-    """Write ``path``.png and .pdf atomically; return both paths."""
+def _save(fig, path: Path, write=None) -> list[Path]:
+    """Write ``path``.png and .pdf; return both paths. Each is rendered in memory and handed
+    to ``write(path, bytes)`` (default: :func:`~..outputs.atomic_write_bytes`), so a caller
+    can record the bytes' hash before they land."""
     out = []
     for ext in ("png", "pdf"):
         final = path.with_suffix(f".{ext}")
-        with atomic_path(final) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None, bbox_inches="tight")
+        buf = io.BytesIO()
+        # no creation date in the PDF: the same numbers give the same bytes
+        meta = {"CreationDate": None} if ext == "pdf" else None
+        fig.savefig(
+            buf,
+            format=ext,
+            dpi=150 if ext == "png" else None,
+            bbox_inches="tight",
+            metadata=meta,
+        )
+        (write or atomic_write_bytes)(final, buf.getvalue())
         out.append(final)
     return out
 
@@ -69,7 +81,7 @@ def _colors(n):
     return ["black"] + [cmap(x) for x in np.linspace(0.15, 0.85, n - 1)]
 
 
-def e1_figure(rows, path: Path, published: dict | None = None) -> list[Path]:
+def e1_figure(rows, path: Path, published: dict | None = None, write=None) -> list[Path]:
     """E1 figure; ``published`` ({(act, lam, p): (mean, sd)}) adds the paper's values as
     hollow markers with +-1 s.d. bars, shifted right a little, at the widths drawn."""
     from matplotlib.lines import Line2D
@@ -132,12 +144,12 @@ def e1_figure(rows, path: Path, published: dict | None = None) -> list[Path]:
         "E1: alignment at the end of training vs width (mean ± 1 s.d.)"
         + ("; hollow squares: the paper's published values" if published else ""),
     )
-    out = _save(fig, path)
+    out = _save(fig, path, write)
     plt.close(fig)
     return out
 
 
-def e2_figure(rows, prediction, kernels, path: Path, p: int) -> list[Path]:
+def e2_figure(rows, prediction, kernels, path: Path, p: int, write=None) -> list[Path]:
     plt = _plt()
     acts = [a for a in ACTIVATIONS if any(r["activation"] == a for r in rows)]
     fig, axes = plt.subplots(
@@ -206,12 +218,12 @@ def e2_figure(rows, prediction, kernels, path: Path, p: int) -> list[Path]:
     fig.suptitle(
         "E2: training loss of feedback alignment vs step",
     )
-    out = _save(fig, path)
+    out = _save(fig, path, write)
     plt.close(fig)
     return out
 
 
-def e3_figure(rows, weight_rows, path: Path) -> list[Path]:
+def e3_figure(rows, weight_rows, path: Path, write=None) -> list[Path]:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     al = group(rows, ("lam", "step"), "alignment")
@@ -253,12 +265,12 @@ def e3_figure(rows, weight_rows, path: Path) -> list[Path]:
     fig.suptitle(
         "E3: MNIST, feedback alignment with weight decay λ on the last layer",
     )
-    out = _save(fig, path)
+    out = _save(fig, path, write)
     plt.close(fig)
     return out
 
 
-def conservation_figure(results: dict, path: Path, p: int) -> list[Path]:
+def conservation_figure(results: dict, path: Path, p: int, write=None) -> list[Path]:
     """E2's conservation figure from :func:`.conservation.run_activation` results per
     activation: the alignment on top, below it b.beta(t) and the law's terms per lambda."""
     plt = _plt()
@@ -297,7 +309,7 @@ def conservation_figure(results: dict, path: Path, p: int) -> list[Path]:
         axes[0, c].axhline(0, color="0.8", lw=0.8, zorder=0)
         axes[0, c].legend(loc="best")
     fig.tight_layout()
-    out = _save(fig, path)
+    out = _save(fig, path, write)
     plt.close(fig)
     return out
 

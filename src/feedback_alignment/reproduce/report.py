@@ -202,10 +202,19 @@ def build_blocks(
     b.append(("h2", "Wall times"))
     b.append(
         (
+            "p",
+            f"This command: {meta['wall_seconds']:.1f} s wall. Compute per experiment: the "
+            "seconds its packs trained, summed over the packs (as the store records them, "
+            "also those kept from an earlier, interrupted run; packs run side by side on the "
+            "executor's workers).",
+        )
+    )
+    b.append(
+        (
             "table",
-            ["experiment", "wall time (s)", "compute (s)", "member-steps"],
+            ["experiment", "compute (s)", "member-steps"],
             [
-                [e, f"{t['wall']:.1f}", f"{t['compute']:.1f}", t.get("member_steps", "")]
+                [e, f"{t['compute']:.1f}", t.get("member_steps", "")]
                 for e, t in meta["times"].items()
             ],
         )

@@ -22,15 +22,33 @@ def task_work(exp: str, kw: dict) -> float:
     if exp == "E1":
         p = kw["p"]
         steps = paper_min_steps(p, kw["min_base"])
-        return twolayer_work(kw["reps"] * len(LAMS[kw["activation"]]), steps, p, N, D)
+        return twolayer_work(_count(kw["reps"]) * len(LAMS[kw["activation"]]), steps, p, N, D)
     if exp == "E2":
-        members = kw["reps"] * len(LAMS[kw["activation"]])
+        members = _count(kw["reps"]) * len(LAMS[kw["activation"]])
         return twolayer_work(members, kw["steps"], kw["p"], N, D)
     if exp == "E3":
         inputs = INPUTS.get(kw["source"], 784)
         layers = [(inputs, kw["hidden"]), (kw["hidden"], CLASSES)]
         return deep_work(kw["steps"], kw["batch"], layers, copies=len(E3_LAMS))
     raise ValueError(f"unknown experiment {exp!r}")
+
+
+def _count(reps) -> int:
+    return reps if isinstance(reps, int) else len(reps)
+
+
+def rep_packs(reps: int, lams: int, p: int, dtype: str) -> list[list[int]]:
+    """Repetitions 0..reps-1 split into packs of whole repetitions (every lambda of a
+    repetition shares its data and network) as the sweep planner sizes ensembles: at most
+    ``AUTO_MAX_MEMBERS`` members and ``AUTO_MAX_BYTES`` of engine state, balanced. A run's
+    seeds come from its repetition, so the split changes no run's randomness."""
+    from ..experiments.planner import AUTO_MAX_BYTES, AUTO_MAX_MEMBERS, member_bytes
+
+    per_rep = lams * member_bytes({"p": p, "d": D, "n": N, "dtype": dtype})
+    cap = max(1, min(AUTO_MAX_MEMBERS // lams, int(AUTO_MAX_BYTES // per_rep)))
+    chunks = -(-reps // cap)
+    size = -(-reps // chunks)
+    return [list(range(i, min(i + size, reps))) for i in range(0, reps, size)]
 
 
 def plan_work(exps, tasks_of) -> tuple[dict[str, list[float]], dict[str, float]]:
