@@ -441,18 +441,3 @@ def previous_output(root, name: str, tool: str, *, what: str = "--out") -> dict[
             )
         proven[rel] = hashes[rel]
     return proven
-
-
-def remove_proven(root, hashes: dict[str, str]) -> None:
-    """Delete the files :func:`previous_output` proved (re-checking each hash just before
-    deleting) and the leftover temporary files it recognised (recorded with hash "")."""
-    root = Path(root)
-    for rel, digest in hashes.items():
-        full = root / rel
-        if not full.is_file() or full.is_symlink():
-            continue
-        if digest == "":  # a leftover temporary file that previous_output recognised
-            if full.name.startswith(".") and full.name.endswith(".tmp"):
-                full.unlink()
-        elif sha256(full) == digest:
-            full.unlink()
