@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace {
 
@@ -157,6 +158,35 @@ inline void accumulate(int64_t npad, const T* zp, T b, T* uacc) {
     }
 }
 
+// out[0, npad) = z[0, n) then zeros, by whole vectors. Copied element by element, the
+// row's last vector was read back (as one vector) from several scalar stores, which
+// store forwarding cannot serve: a stall on every row. A vector load of the last
+// partial vector reads up to npad - n numbers past the row, which must lie in memory the
+// caller owns (``past_end_ok``: the next row follows); else the tail goes element-wise.
+template <typename T>
+inline void load_row(int64_t n, int64_t npad, const T* z, T* out, bool past_end_ok) {
+    typedef typename Vec<T>::type V;
+    typedef typename Bits<T>::I I;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    int64_t v = 0;
+    for (; v + L <= n; v += L) {
+        V x;
+        std::memcpy(&x, z + v, sizeof(V));
+        *reinterpret_cast<V*>(out + v) = x;
+    }
+    if (v == npad) return;
+    if (past_end_ok) {
+        typedef decltype(I{}[0] + 0) E;  // the lane index's type, as wide as T
+        I lane;
+        for (int64_t l = 0; l < L; ++l) lane[l] = E(l);
+        V x;
+        std::memcpy(&x, z + v, sizeof(V));
+        *reinterpret_cast<V*>(out + v) = lane < I{} + E(n - v) ? x : V{};
+    } else {
+        for (int64_t j = v; j < npad; ++j) out[j] = j < n ? z[j] : T(0);
+    }
+}
+
 // rows [r0, r1) all belong to one member; uu is that member's (n) slot
 template <typename T, typename Act>
 void forward(int64_t r0, int64_t r1, int64_t n, int64_t npad, const T* Z, const T* beta,
@@ -166,7 +196,7 @@ void forward(int64_t r0, int64_t r1, int64_t n, int64_t npad, const T* Z, const 
     for (int64_t j = 0; j < npad; ++j) zp[j] = uacc[j] = T(0);
     for (int64_t row = r0; row < r1; ++row) {
         const T* z = Z + row * n;
-        for (int64_t j = 0; j < n; ++j) zp[j] = z[j];
+        load_row(n, npad, z, zp, row + 1 < r1);
         accumulate<T, Act>(npad, zp, beta[row], uacc);
     }
     for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
@@ -224,10 +254,9 @@ void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T*
             T* zb = zp + b * ld;
             T* mb = m + b * ld;
             const T f = fb_lr[row];
-            for (int64_t j = 0; j < n; ++j) zb[j] = z[j];
             // the padding must be 0 again: a diverging row (m = inf) leaves inf * 0 = NaN
             // there, which would reach the next rows' reductions (other members)
-            for (int64_t j = n; j < npad; ++j) zb[j] = T(0);
+            load_row(n, npad, z, zb, row + 1 < r1);
             V acc = {};
             for (int64_t v = 0; v < npad; v += L) {
                 const V zv = *reinterpret_cast<const V*>(zb + v);
