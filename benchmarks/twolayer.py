@@ -17,7 +17,15 @@ width this measures, in one run on one machine:
   runs / engine time;
 * the full E1 grid projected on this machine at the paper's run-length rule, at least
   rint(5000 sqrt(p) // 14) steps a run (5050 at p = 200, 20203 at 3200), from the
-  engine's measured step times (float32; widths not measured are interpolated in log-log).
+  engine's measured step times (float32; widths not measured are interpolated in log-log);
+* the roofline (``roofline.py``): for ReLU and tanh, the flops a row-space step must do
+  (the (p x n)(n x n) product of every member, 2 p n^2 K) and the bytes it must move
+  (its state Z, K p n numbers, read and written once: 2 K p n x itemsize, as
+  ``keep_weights=False`` keeps nothing else), the machine's matmul rate and copy
+  bandwidth measured in this run (before and after the rows; the higher counts), the
+  least time a step can take, max(flops / matmul rate, bytes / copy bandwidth), and the
+  ``fraction`` of it the engine's (and the native kernels') step reaches. The linear rows
+  run the linear-FA path, O(K n^2) a step whatever p: no roofline there.
 
 The variants of one width are timed in interleaved rounds: every round runs one block of
 each (about 0.15 s in quick mode, 0.5 s otherwise), in a rotating order, and each time is
@@ -40,6 +48,7 @@ import time
 
 import torch
 
+import roofline
 from feedback_alignment.twolayer.data import linear_teacher, random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
 from feedback_alignment.twolayer.schema import PAPER_LR
@@ -49,6 +58,13 @@ WIDTHS_E1 = (200, 400, 800, 1600, 3200, 6400, 12800)
 LR = PAPER_LR  # the authors' code
 LAM = {"linear": 0.2, "relu": 0.02, "tanh": 0.002}
 E1_RUNS = 4 * 50  # lambdas x repetitions per (activation, width)
+
+
+def step_work(p: int, dtype: str) -> tuple[float, float]:
+    """(flops, bytes) a row-space step must do and move at width p: the product
+    Z <- Z - M G of every member (2 p n^2 each) and one read and one write of Z."""
+    itemsize = torch.finfo(getattr(torch, dtype)).bits // 8
+    return 2.0 * p * N * N * K, 2.0 * K * p * N * itemsize
 
 
 def paper_steps(p: int) -> int:
@@ -197,6 +213,43 @@ def project(step_s: dict[int, float]) -> dict:
     return out
 
 
+# what issue 24 asks of the float32 E1 step, for the summary: fraction of the roofline
+# bound by width, speed-up over the authors' loop by width, tanh's step / ReLU's
+TARGET_FRACTION = {200: 0.6, 3200: 0.7, 12800: 0.7}
+TARGET_SPEEDUP = {200: 20.0, 3200: 5.0, 12800: 5.0}
+TARGET_TANH_OVER_RELU = 1.25
+
+
+def _fmt(row: dict) -> str:
+    return "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """The float32 ReLU and tanh rows against the issue's targets, one line a width."""
+    by = {(r["activation"], r["p"]): r for r in rows if r["dtype"] == "float32"}
+    lines = []
+    for p in sorted({p for _, p in by}):
+        relu, tanh = by.get(("relu", p)), by.get(("tanh", p))
+        for r in (relu, tanh):
+            if r is None:
+                continue
+            f_goal, s_goal = TARGET_FRACTION.get(p), TARGET_SPEEDUP.get(p)
+            lines.append(
+                f"  {r['activation']:>4} p={p:<5}  step {1e3 / r['engine_steps_per_s']:.3g} ms"
+                f"  bound {r['bound_ms']:.3g} ms ({r['binding']})"
+                f"  fraction {r['fraction']:.2f}"
+                + (f" (target {f_goal})" if f_goal else "")
+                + f"  speedup {r['speedup']:.3g}"
+                + (f" (target {s_goal:g})" if s_goal else "")
+            )
+        if relu and tanh:
+            ratio = relu["engine_steps_per_s"] / tanh["engine_steps_per_s"]
+            lines.append(
+                f"  tanh / relu step at p={p}: {ratio:.2f} (target <= {TARGET_TANH_OVER_RELU})"
+            )
+    return lines
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -213,6 +266,7 @@ def main(argv=None) -> dict:
     rounds, block_s = (5, 0.15) if args.quick else (7, 0.5)
     out: dict = {
         "machine": platform.machine(),
+        **roofline.cpu(),
         "cpu_flags": cpu_flags(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -223,10 +277,13 @@ def main(argv=None) -> dict:
         "rows": [],
     }
     print(
-        f"# {out['machine']} [{out['cpu_flags']}] torch {out['torch']}, "
+        f"# {out['cpu_model']} ({out['machine']}; lscpu | grep -c avx512f = "
+        f"{out['lscpu_avx512f_lines']}; flags {out['cpu_flags']}) torch {out['torch']}, "
         f"{out['threads']} threads, K={K} n={N} d={D}, one X per member",
         flush=True,
     )
+    lim_before = roofline.limits(args.dtypes)
+    print(f"# machine limits (before the rows): {roofline.describe(lim_before)}", flush=True)
     step32: dict[str, dict[int, float]] = {}
     for act in args.activations:
         for dtype in args.dtypes:
@@ -251,18 +308,53 @@ def main(argv=None) -> dict:
                     row["native_steps_per_s"] = 1 / t["native"]
                     row["torch_ops_steps_per_s"] = 1 / t["torch"]
                     row["native_vs_torch"] = t["torch"] / t["native"]
+                    row["_t"] = (t_eng, t["native"])  # for the roofline, after the rows
                 row["authors_steps_per_s_for_K_runs"] = 1 / (t["authors"] * K)
                 row["speedup"] = t["authors"] * K / t_eng
                 out["rows"].append(row)
                 if dtype == "float32":
                     step32.setdefault(act, {})[p] = t_eng
-                print(
-                    "  ".join(
-                        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()
-                    ),
-                    flush=True,
-                )
+                print(_fmt({k: v for k, v in row.items() if k != "_t"}), flush=True)
+    lim_after = roofline.limits(args.dtypes)
+    lim = roofline.best_of(lim_before, lim_after)
+    print(f"# machine limits (after the rows): {roofline.describe(lim_after)}", flush=True)
+    out["limits"] = {"before": lim_before, "after": lim_after, "used": lim}
+    roof = [r for r in out["rows"] if "_t" in r]
+    if roof:
+        print("# roofline (the higher of each limit):", flush=True)
+    for row in roof:
+        t_eng, t_nat = row.pop("_t")
+        flops, moved = step_work(row["p"], row["dtype"])
+        b = roofline.bound_seconds(flops, moved, lim, row["dtype"])
+        row.update(
+            step_flops=flops,
+            step_bytes=moved,
+            bound_ms=b["bound_s"] * 1e3,
+            binding=b["binding"],
+            fraction=b["bound_s"] / t_eng,
+            native_fraction=b["bound_s"] / t_nat,
+            engine_ms=t_eng * 1e3,
+        )
+        print(
+            _fmt(
+                {
+                    k: row[k]
+                    for k in (
+                        "activation",
+                        "dtype",
+                        "p",
+                        "step_flops",
+                        "step_bytes",
+                        "engine_ms",
+                        "bound_ms",
+                        "binding",
+                        "fraction",
+                        "native_fraction",
+                    )
+                }
+            ),
+            flush=True,
+        )
     if step32:
         per_act = {act: project(s) for act, s in step32.items()}
         hours = sum(sum(v.values()) for v in per_act.values()) / 3600
@@ -281,6 +373,14 @@ def main(argv=None) -> dict:
             ),
             flush=True,
         )
+    lines = summary(out["rows"])
+    if lines:
+        print(
+            f"# against issue 24's targets, float32, on {out['cpu_model']} "
+            f"(avx512f lines: {out['lscpu_avx512f_lines']}), {out['threads']} threads:",
+            flush=True,
+        )
+        print("\n".join(lines), flush=True)
     print(json.dumps(out))
     return out
 

@@ -101,6 +101,57 @@ def test_native_tanh_is_tanh_to_a_few_ulp(dtype):
     assert torch.isnan(nan[0]).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_tanh_at_the_saturating_ends_and_near_zero(dtype):
+    """Where tanh rounds to +-1 (and psi' to a few ulp or 0) and where it is z to the
+    last bit: every value within 3 ulp of torch.tanh, psi' within 2 eps of 1 - tanh^2,
+    odd to the bit."""
+    ends = torch.linspace(4.0, 40.0, 200001, dtype=torch.float64)
+    small = torch.logspace(-40, -1, 20001, dtype=torch.float64)
+    z = torch.cat([ends, small]).to(dtype)
+    z = torch.cat([z, -z])
+    t, d = native.tanh(z)
+    ref = torch.tanh(z)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    ulps = (t.view(bits).long() - ref.view(bits).long()).abs()
+    assert int(ulps.max()) <= 3, float(z[ulps.argmax()])
+    eps = torch.finfo(dtype).eps
+    assert float((d - (1 - ref * ref)).abs().max()) <= 2 * eps
+    half = z.numel() // 2
+    assert torch.equal(t[:half], -t[half:]) and torch.equal(d[:half], d[half:])
+
+
+@pytest.mark.parametrize("width", [16, 32, 64])
+def test_every_width_compiles(tmp_path, width):
+    """The 16-, 32- and 64-byte kernels compile for the instruction sets they are written
+    for (SSE, AVX2 + FMA, AVX-512), whether or not this CPU can run them."""
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    isa = {16: ["-msse2"], 32: ["-mavx2", "-mfma"], 64: ["-mavx512f", "-mavx512dq"]}[width]
+    res = subprocess.run(
+        [
+            cxx,
+            "-O1",
+            "-std=c++17",
+            "-fopenmp",
+            *isa,
+            f"-DFA_VEC_BYTES={width}",
+            "-c",
+            "-o",
+            str(tmp_path / "k.o"),
+            str(native._SOURCE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-X", "X-per-member"])
 def test_numbers_do_not_depend_on_threads_or_chunks(shared):
     ref = fit("auto", dtype="float32", threads=2, shared=shared)

@@ -443,11 +443,26 @@ class RowSpaceKernels:
         self.suf = "f32" if G.dtype == torch.float32 else "f64"
         self._fwd = getattr(self.lib, f"fa_forward_{activation}_{self.suf}")
         self._upd = getattr(self.lib, f"fa_update_{activation}_{self.suf}")
+        self._scratch: dict = {}  # buffers the kernels only write and read within a call
 
     def _u_buffers(self, Z: torch.Tensor):
+        """(the kernels' per-unit slots of u, scratch kept for the next call of this
+        shape; u itself, new: the caller keeps it)."""
         k, p, n = Z.shape
-        units = torch.empty(k * self.lib.fa_units_per_member(p), n, dtype=Z.dtype)
+        units = self._scratch.get(("units", k, p))
+        if units is None:
+            units = torch.empty(k * self.lib.fa_units_per_member(p), n, dtype=Z.dtype)
+            self._scratch[("units", k, p)] = units
         return units, torch.empty(k, n, dtype=Z.dtype)
+
+    def _padded_ce(self, ce: torch.Tensor) -> torch.Tensor:
+        """ce (k, n) in a (k, npad) buffer whose padding stays 0 (kept between calls)."""
+        k = ce.shape[0]
+        cep = self._scratch.get(("ce", k))
+        if cep is None:
+            cep = self._scratch[("ce", k)] = torch.zeros(k, self.npad, dtype=ce.dtype)
+        cep[:, : self.n].copy_(ce)
+        return cep
 
     def forward(self, Z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p)."""
@@ -487,8 +502,7 @@ class RowSpaceKernels:
             *((("keep", keep, (k,)),) if keep is not None else ()),
         ):
             _check(name, t if name != "ce" else t.contiguous(), dt, shape)
-        cep = torch.zeros(k, self.npad, dtype=Z.dtype)  # ce padded like Gp
-        cep[:, :n] = ce
+        cep = self._padded_ce(ce)  # ce padded like Gp
         units, u = self._u_buffers(Z)
         self._upd(
             k,

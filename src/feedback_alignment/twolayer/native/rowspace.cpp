@@ -15,7 +15,7 @@
 //             u[member] = sum over rows of beta[row] psi(Z[row])  (the next forward)
 //
 // which is what paths.RowSpacePath and the engine do with torch ops (an in-place GEMM for
-// m G), in one pass over memory instead of nine. m G is done four rows at a time in
+// m G), in one pass over memory instead of nine. m G is done a block of rows at a time in
 // registers (GCC vector extensions, so the compiler picks AVX-512, AVX2 or NEON for the
 // host). tanh is computed here as t / (t + 2), t = expm1(2|z|) (range reduction and a
 // Taylor polynomial, a few ulp from libm's), psi' = 1 - tanh^2 from the same t. Float
@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace {
 
@@ -44,10 +45,21 @@ static_assert(FA_VEC_BYTES == 16 || FA_VEC_BYTES == 32 || FA_VEC_BYTES == 64,
               "FA_VEC_BYTES must be 16, 32 or 64");
 
 constexpr int kVecBytes = FA_VEC_BYTES;
-constexpr int kRows = 4;         // rows per register block of the product
-// column vectors per panel of the product: kRows x kPanel accumulators and kPanel loads
-// of G must fit in the registers (else they spill to the stack every FMA)
-constexpr int kPanel = (FA_VEC_REGS - 1) / (kRows + 1) >= 4 ? 4 : (FA_VEC_REGS - 1) / (kRows + 1);
+// The product's register block: kRows rows x kPanel column vectors of accumulators, plus
+// kPanel vectors of G and one broadcast of M must fit in the vector registers, else the
+// compiler reloads G from memory for every FMA (it did at 4 x 3 with 16 registers: 16
+// loads for 12 FMAs, load-bound). Per i a block does kRows x kPanel FMAs for kPanel loads
+// of G and kRows broadcasts: 4 x 4 (21 of 32 registers) with AVX-512, 6 x 2 (15 of 16)
+// with AVX2, SSE or NEON, as BLAS kernels block it (docs/performance.md has the timings).
+#ifndef FA_ROWS
+#define FA_ROWS (FA_VEC_REGS >= 32 ? 4 : 6)
+#endif
+#ifndef FA_PANEL
+#define FA_PANEL (FA_VEC_REGS >= 32 ? 4 : 2)
+#endif
+constexpr int kRows = FA_ROWS;
+constexpr int kPanel = FA_PANEL;
+static_assert(kRows * kPanel + kPanel + 1 <= FA_VEC_REGS, "register block too large");
 constexpr int64_t kMaxN = 1024;  // longest row (samples n) the stack buffers hold
 
 template <typename T>
@@ -55,40 +67,56 @@ struct Vec {
     typedef T type __attribute__((vector_size(kVecBytes), aligned(kVecBytes)));
 };
 
-// the float's bits, for building 2^k
+// the float's bits: 2^k is built in them, and |z| and sign(z) are read from them
 template <typename T>
 struct Bits;
 template <>
 struct Bits<float> {
     typedef int32_t I __attribute__((vector_size(kVecBytes)));
     static constexpr int kMant = 23, kBias = 127;
+    static constexpr int32_t kSign = INT32_MIN;
 };
 template <>
 struct Bits<double> {
     typedef int64_t I __attribute__((vector_size(kVecBytes)));
     static constexpr int kMant = 52, kBias = 1023;
+    static constexpr int64_t kSign = INT64_MIN;
 };
 
-// expm1(x) for 0 <= x <= 40 (or NaN): x = k ln2 + r, |r| <= ln2 / 2, expm1(x) =
-// 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series (to r^9 in float, r^14 in double:
-// truncation below half an ulp)
+// Taylor terms of expm1(r), |r| <= ln2 / 2, for truncation below half an ulp: the
+// first left-out term r^(n+1) / (n+1)! / r is 1.5e-8 (float, n = 7; ulp 6e-8) and
+// 1.2e-17 (double, n = 13; ulp 1.1e-16)
+#ifndef FA_EXPM1_TERMS_F32
+#define FA_EXPM1_TERMS_F32 7
+#endif
+#ifndef FA_EXPM1_TERMS_F64
+#define FA_EXPM1_TERMS_F64 13
+#endif
+
+// expm1(x) for 0 <= x <= 64 (or NaN): x = k ln2 + r, |r| <= ln2 / 2, expm1(x) =
+// 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series. k = rint(x / ln2) is taken
+// with the round-to-nearest of adding 1.5 2^mant (its low mantissa bits then hold k),
+// so there is no float-to-integer conversion (AVX2 has none for 64-bit integers: the
+// compiler went lane by lane there) and 2^k is made from those bits by a shift.
 template <typename T>
 inline typename Vec<T>::type vexpm1(typename Vec<T>::type x) {
     typedef typename Vec<T>::type V;
     typedef typename Bits<T>::I I;
     const T ln2_hi = T(0.693145751953125), ln2_lo = T(1.42860682030941723212e-6);
-    const V kf = __builtin_convertvector(
-        __builtin_convertvector(x * T(1.44269504088896340736) + T(0.5), I), V);
+    const T magic = T(1.5) * T(int64_t(1) << Bits<T>::kMant);
+    const V s = x * T(1.44269504088896340736) + magic;  // magic + rint(x / ln2)
+    const V kf = s - magic;
     const V r = (x - kf * ln2_hi) - kf * ln2_lo;
-    constexpr int kTerms = sizeof(T) == 4 ? 9 : 14;
+    constexpr int kTerms = sizeof(T) == 4 ? FA_EXPM1_TERMS_F32 : FA_EXPM1_TERMS_F64;
     T coef = T(1);
     T coefs[kTerms];  // 1/1!, 1/2!, ..., 1/kTerms!
     for (int i = 1; i <= kTerms; ++i) coefs[i - 1] = (coef /= T(i));
     V poly = V{} + coefs[kTerms - 1];  // 1/1! + r/2! + ... + r^(kTerms-1)/kTerms!
     for (int i = kTerms - 2; i >= 0; --i) poly = poly * r + coefs[i];
     const V em1 = r * poly;  // expm1(r)
-    const I ki = __builtin_convertvector(kf, I);
-    const V two_k = (V)((ki + Bits<T>::kBias) << Bits<T>::kMant);
+    // the low bits of s are k (0 <= k < 2^(exponent bits - 1)): shifted into the
+    // exponent field, with the bias, they are 2^k; the bits above shift out
+    const V two_k = (V)(((I)s + Bits<T>::kBias) << Bits<T>::kMant);
     return two_k * em1 + (two_k - T(1));
 }
 
@@ -102,15 +130,18 @@ struct ReLU {
 };
 
 struct Tanh {
+    // tanh |z| = t / (t + 2), t = expm1(2 |z|), with z's sign put back by its bit;
+    // psi' = 1 - tanh^2. |z| is clamped at 20 (tanh(20) = 1 in both precisions).
     template <typename V>
     static inline void eval(V z, V& psi, V& dpsi) {
         typedef decltype(z[0] + 0) T;
-        const V zero = {};
-        V a = z < zero ? -z : z;
-        a = a > T(20) ? zero + T(20) : a;  // tanh(20) = 1 in both precisions; NaN kept
+        typedef typename Bits<T>::I I;
+        const I sign = (I)z & Bits<T>::kSign;
+        V a = (V)((I)z ^ sign);            // |z|; NaN stays NaN
+        a = a > T(20) ? V{} + T(20) : a;   // NaN compares false: kept
         const V t = vexpm1<T>(a + a);
         const V th = t / (t + T(2));
-        psi = z < zero ? -th : th;
+        psi = (V)((I)th ^ sign);
         dpsi = T(1) - th * th;
     }
 };
@@ -127,6 +158,35 @@ inline void accumulate(int64_t npad, const T* zp, T b, T* uacc) {
     }
 }
 
+// out[0, npad) = z[0, n) then zeros, by whole vectors. Copied element by element, the
+// row's last vector was read back (as one vector) from several scalar stores, which
+// store forwarding cannot serve: a stall on every row. A vector load of the last
+// partial vector reads up to npad - n numbers past the row, which must lie in memory the
+// caller owns (``past_end_ok``: the next row follows); else the tail goes element-wise.
+template <typename T>
+inline void load_row(int64_t n, int64_t npad, const T* z, T* out, bool past_end_ok) {
+    typedef typename Vec<T>::type V;
+    typedef typename Bits<T>::I I;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    int64_t v = 0;
+    for (; v + L <= n; v += L) {
+        V x;
+        std::memcpy(&x, z + v, sizeof(V));
+        *reinterpret_cast<V*>(out + v) = x;
+    }
+    if (v == npad) return;
+    if (past_end_ok) {
+        typedef decltype(I{}[0] + 0) E;  // the lane index's type, as wide as T
+        I lane;
+        for (int64_t l = 0; l < L; ++l) lane[l] = E(l);
+        V x;
+        std::memcpy(&x, z + v, sizeof(V));
+        *reinterpret_cast<V*>(out + v) = lane < I{} + E(n - v) ? x : V{};
+    } else {
+        for (int64_t j = v; j < npad; ++j) out[j] = j < n ? z[j] : T(0);
+    }
+}
+
 // rows [r0, r1) all belong to one member; uu is that member's (n) slot
 template <typename T, typename Act>
 void forward(int64_t r0, int64_t r1, int64_t n, int64_t npad, const T* Z, const T* beta,
@@ -136,97 +196,106 @@ void forward(int64_t r0, int64_t r1, int64_t n, int64_t npad, const T* Z, const 
     for (int64_t j = 0; j < npad; ++j) zp[j] = uacc[j] = T(0);
     for (int64_t row = r0; row < r1; ++row) {
         const T* z = Z + row * n;
-        for (int64_t j = 0; j < n; ++j) zp[j] = z[j];
+        load_row(n, npad, z, zp, row + 1 < r1);
         accumulate<T, Act>(npad, zp, beta[row], uacc);
     }
     for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
 }
 
-// zp[0..4)[v, v + NV L) -= m[0..4)[0, n) G[0, n)[v, v + NV L)
+// zp[b][v, v + NV L) -= m[b][0, n) G[0, n)[v, v + NV L) for the kRows rows b of a block;
+// row b of m and zp starts at b * ld
 template <typename T, int NV>
-inline void panel(int64_t n, int64_t npad, int64_t v, const T* Gp, const T (*m)[kMaxN],
-                  T (*zp)[kMaxN]) {
+inline void panel(int64_t n, int64_t npad, int64_t v, const T* Gp, const T* m, T* zp,
+                  int64_t ld) {
     typedef typename Vec<T>::type V;
     constexpr int64_t L = kVecBytes / sizeof(T);
     V s[kRows][NV];
     for (int b = 0; b < kRows; ++b)
-        for (int q = 0; q < NV; ++q) s[b][q] = *reinterpret_cast<const V*>(&zp[b][v + q * L]);
+        for (int q = 0; q < NV; ++q) s[b][q] = *reinterpret_cast<const V*>(zp + b * ld + v + q * L);
     for (int64_t i = 0; i < n; ++i) {
         V g[NV];
         for (int q = 0; q < NV; ++q) g[q] = *reinterpret_cast<const V*>(Gp + i * npad + v + q * L);
         for (int b = 0; b < kRows; ++b) {
-            const T mb = m[b][i];
+            const T mb = m[b * ld + i];
             for (int q = 0; q < NV; ++q) s[b][q] -= mb * g[q];
         }
     }
     for (int b = 0; b < kRows; ++b)
-        for (int q = 0; q < NV; ++q) *reinterpret_cast<V*>(&zp[b][v + q * L]) = s[b][q];
+        for (int q = 0; q < NV; ++q) *reinterpret_cast<V*>(zp + b * ld + v + q * L) = s[b][q];
 }
 
+// rows [r0, r1), all of one member: the step on each block of kRows rows, then, while the
+// block is still in L1, its share of the next step's output into uu
 template <typename T, typename Act>
 void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T* A,
             const T* Gp, const T* cep, const T* fb_lr, const T* keep, T* beta, const T* lr,
             const T* lam, T* uu) {
     typedef typename Vec<T>::type V;
     constexpr int64_t L = kVecBytes / sizeof(T);
-    alignas(kVecBytes) T m[kRows][kMaxN];
-    alignas(kVecBytes) T zp[kRows][kMaxN];
+    // the block's rows of M and Z, npad apart: rows kMaxN apart (4 or 8 kB) all fell in
+    // the same sets of L1 and stalled on 4k aliasing
+    const int64_t ld = npad;
+    alignas(kVecBytes) T m[kRows * kMaxN];
+    alignas(kVecBytes) T zp[kRows * kMaxN];
     alignas(kVecBytes) T uacc[kMaxN];
     for (int64_t j = 0; j < npad; ++j) uacc[j] = T(0);
-    for (int64_t b = 0; b < kRows; ++b)
-        for (int64_t j = 0; j < npad; ++j) m[b][j] = zp[b][j] = T(0);
+    for (int64_t j = 0; j < kRows * ld; ++j) m[j] = zp[j] = T(0);
+    const int64_t member = r0 / p;
+    const T* c = cep + member * npad;
+    const T kp = keep ? keep[member] : T(1);
+    const T lr_m = lr[member], lam_m = lam[member];
 
     for (int64_t r = r0; r < r1; r += kRows) {
         const int64_t rb = std::min<int64_t>(kRows, r1 - r);
         for (int64_t b = 0; b < rb; ++b) {
-            const int64_t row = r + b, member = row / p;
+            const int64_t row = r + b;
             const T* z = Z + row * n;
             T* a = A ? A + row * n : nullptr;
-            const T* c = cep + member * npad;
+            T* zb = zp + b * ld;
+            T* mb = m + b * ld;
             const T f = fb_lr[row];
-            const T kp = keep ? keep[member] : T(1);
-            for (int64_t j = 0; j < n; ++j) zp[b][j] = z[j];
             // the padding must be 0 again: a diverging row (m = inf) leaves inf * 0 = NaN
             // there, which would reach the next rows' reductions (other members)
-            for (int64_t j = n; j < npad; ++j) zp[b][j] = T(0);
+            load_row(n, npad, z, zb, row + 1 < r1);
             V acc = {};
             for (int64_t v = 0; v < npad; v += L) {
-                const V zv = *reinterpret_cast<const V*>(&zp[b][v]);
+                const V zv = *reinterpret_cast<const V*>(zb + v);
                 const V cv = *reinterpret_cast<const V*>(c + v);
                 V psi, dpsi;
                 Act::eval(zv, psi, dpsi);
                 acc += psi * cv;
-                *reinterpret_cast<V*>(&m[b][v]) = (f * dpsi) * cv;  // 0 where c is padding
-                if (keep) *reinterpret_cast<V*>(&zp[b][v]) = kp * zv;
+                *reinterpret_cast<V*>(mb + v) = (f * dpsi) * cv;  // 0 where c is padding
+                if (keep) *reinterpret_cast<V*>(zb + v) = kp * zv;
             }
             T d = 0;
             for (int64_t l = 0; l < L; ++l) d += acc[l];
-            beta[row] -= lr[member] * (d + lam[member] * beta[row]);
+            beta[row] -= lr_m * (d + lam_m * beta[row]);
             if (!a) {
                 // no weights kept: Z and beta are the whole state
             } else if (keep) {
-                for (int64_t j = 0; j < n; ++j) a[j] = kp * a[j] - m[b][j];
+                for (int64_t j = 0; j < n; ++j) a[j] = kp * a[j] - mb[j];
             } else {
-                for (int64_t j = 0; j < n; ++j) a[j] -= m[b][j];
+                for (int64_t j = 0; j < n; ++j) a[j] -= mb[j];
             }
         }
         for (int64_t b = rb; b < kRows; ++b)  // a short last block: rows of zeros
-            for (int64_t j = 0; j < n; ++j) m[b][j] = T(0);
-        // zp[b] -= m[b] G in panels of up to four column vectors: 4 x NV accumulators in
-        // registers, each load of G shared by the four rows
+            for (int64_t j = 0; j < n; ++j) m[b * ld + j] = T(0);
+        // zp[b] -= m[b] G in panels of kPanel column vectors: kRows x kPanel accumulators
+        // in registers, each load of G shared by the kRows rows
         int64_t v = 0;
-        for (; v + kPanel * L <= npad; v += kPanel * L) panel<T, kPanel>(n, npad, v, Gp, m, zp);
+        for (; v + kPanel * L <= npad; v += kPanel * L)
+            panel<T, kPanel>(n, npad, v, Gp, m, zp, ld);
         switch ((npad - v) / L) {
-            case 3: panel<T, 3>(n, npad, v, Gp, m, zp); break;
-            case 2: panel<T, 2>(n, npad, v, Gp, m, zp); break;
-            case 1: panel<T, 1>(n, npad, v, Gp, m, zp); break;
+            case 3: panel<T, 3>(n, npad, v, Gp, m, zp, ld); break;
+            case 2: panel<T, 2>(n, npad, v, Gp, m, zp, ld); break;
+            case 1: panel<T, 1>(n, npad, v, Gp, m, zp, ld); break;
             default: break;
         }
         for (int64_t b = 0; b < rb; ++b) {
             const int64_t row = r + b;
             T* z = Z + row * n;
-            for (int64_t j = 0; j < n; ++j) z[j] = zp[b][j];
-            accumulate<T, Act>(npad, zp[b], beta[row], uacc);
+            for (int64_t j = 0; j < n; ++j) z[j] = zp[b * ld + j];
+            accumulate<T, Act>(npad, zp + b * ld, beta[row], uacc);
         }
     }
     for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
