@@ -34,7 +34,7 @@ import torch
 
 from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
-from ..bounds import check_memory
+from ..bounds import check_memory, within
 from ..errors import ConfigError, check
 from .kernels import choose
 from .loss import loss_factor
@@ -119,6 +119,7 @@ class TwoLayerEnsemble:
                 isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0,
                 f"seed must be a non-negative integer, got {s!r}",
             )
+            within("seed", s, "seed")
         scales = {"W": 1.0, "beta": 1.0, "b": 1.0}
         if isinstance(init_scale, dict):
             unknown = set(init_scale) - set(scales)
@@ -140,6 +141,8 @@ class TwoLayerEnsemble:
             f"an ensemble of {len(seeds)} member(s) at d = {d}, p = {p}",
             "smaller d or p, or fewer seeds",
         )
+        for name, v in (("d", d), ("p", p)):  # where memory cannot be told, the bound holds
+            within(name, v, "size")
         self.d, self.p, self.K = d, p, len(seeds)
         self.seeds = [int(s) for s in seeds]
         self.activation = get_activation(activation)

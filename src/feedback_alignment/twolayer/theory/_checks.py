@@ -42,6 +42,7 @@ def symmetric(name: str, kernel) -> torch.Tensor:
     """A square (n, n) or (K, n, n) kernel, symmetric to rounding, made exactly symmetric."""
     K = as_f64(name, kernel, (2, 3))
     check(K.shape[-1] == K.shape[-2], f"{name} must be square, got shape {tuple(K.shape)}")
+    check(K.numel() > 0, f"{name} must hold at least one entry, got shape {tuple(K.shape)}")
     asym = (K - K.transpose(-1, -2)).abs().max().item()
     scale = max(K.abs().max().item(), 1e-300)
     check(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...bounds import check_memory, within
 from ...errors import check
 from ._checks import F64, as_f64, loss_c, positive, symmetric
 
@@ -40,6 +41,12 @@ def predicted_rate(lam_min, lr, loss: str = "mse", n: int | None = None):
     """
     c = loss_c(loss, n)
     lm = as_f64("lam_min", lam_min, (0, 1))
+    check(
+        bool((lm >= 0).all()),
+        f"lam_min must be >= 0 (the smallest eigenvalue of a kernel, which is positive "
+        f"semi-definite; a tiny negative one is rounding: pass max(lam_min, 0)), got "
+        f"{lm.min().item()!r}",
+    )
     lr_t = positive("lr", lr)
     rate = -2 * torch.log(torch.abs(1 - lr_t * c * lm))
     return _scalar_or_tensor(rate)
@@ -167,8 +174,16 @@ def predict_loss_curve(
         isinstance(steps, int | np.integer) and steps >= 0,
         f"steps must be an int >= 0, got {steps!r}",
     )
+    within("steps", steps, "steps")
     K, y, u0, lr = _curve_inputs(kernel, y, u0, lr)
     lead, n = K.shape[:-2], K.shape[-1]
+    members = math.prod(lead)
+    check_memory(
+        8 * (int(steps) + 1) * members * (1 + (n if errors else 0)),
+        f"a predicted loss curve of {int(steps) + 1} steps x {members} member(s)"
+        + (f" x {n} errors" if errors else ""),
+        "fewer steps, or errors=False",
+    )
     c = loss_c(loss, n)
     evals, Q = torch.linalg.eigh(K)  # (..., n), (..., n, n)
     QT = Q.transpose(-1, -2)
