@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 DAY_SECONDS = 86400.0
-MANY_RUNS = 10**5  # a plan of more runs prints a warning line
+MANY_RUNS = 10**4  # a plan of more runs prints a warning line
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,9 @@ BOUNDS: dict[str, Bound] = _declare(
     Bound(
         "runs",
         1,
-        10**6,
+        10**5,
         "the runs a spec expands to (grid x zips x repetitions), counted before expanding",
-        "about a minute to plan here, and a store of a few GB",
+        "more than a few seconds to plan (`--dry-run`), and a store of GBs",
     ),
     Bound(
         "records",
@@ -95,7 +95,7 @@ BOUNDS: dict[str, Bound] = _declare(
     Bound(
         "spec_bytes",
         1,
-        2**20,
+        10**6,
         "a spec or `fa train` config file, in bytes",
         "a second or more to parse; specs are a few KB",
     ),

@@ -52,19 +52,26 @@ def per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool =
     return arr
 
 
-def _check_records(K, max_steps, record_every, record_steps, metrics) -> None:
-    """Refuse a fit that could record more rows than the bound, or more than memory holds."""
-    rows = 1 + sum(1 for s in record_steps if s <= max_steps)
-    if record_every:
-        rows += max_steps // record_every + 1
+def check_recorded_rows(max_steps: int, record_every: int | None, extra: int, key: str = ""):
+    """The most rows a fit of up to ``max_steps`` steps records (every ``record_every``,
+    ``extra`` further steps, the last), or one ConfigError line beyond the bound."""
+    rows = 1 + extra + (max_steps // record_every + 1 if record_every else 0)
     limit = BOUNDS["records"].hi
     if rows > limit:
-        what = f"record_every = {record_every} over up to {max_steps} steps" if record_every else ""
+        why = f"record_every = {record_every} over up to {max_steps} steps" if record_every else ""
         raise ConfigError(
-            f"the fit would record {rows} rows ({what or f'{len(record_steps)} record_steps'}); "
+            f"{key}the fit would record up to {rows} rows ({why or f'{extra} record_steps'}); "
             f"accepted: at most {fmt_int(limit)} rows (a larger record_every, fewer "
-            "record_steps or a step cap)"
+            "record_steps, or a lower cap: steps or max_steps)"
         )
+    return rows
+
+
+def _check_records(K, max_steps, record_every, record_steps, metrics) -> None:
+    """Refuse a fit that could record more rows than the bound, or more than memory holds."""
+    rows = check_recorded_rows(
+        max_steps, record_every, sum(1 for s in record_steps if s <= max_steps)
+    )
     check_memory(
         256 * rows * (K + 8) * max(len(metrics), 1),
         f"recording {len(metrics)} metric(s) of {K} member(s) at {rows} steps",

@@ -68,7 +68,7 @@ class Check:
 
 def integer(lo: int, hi: int | None = None) -> Check:
     """An integer >= lo; ``hi`` bounds a value that would exhaust memory or time."""
-    words = f"an integer >= {lo}" + ("" if hi is None else f" and <= {hi:.0e}")
+    words = f"an integer >= {lo}" + ("" if hi is None else f" and <= {fmt_int(hi)}")
     return Check(words, lambda v: is_int(v) and v >= lo and (hi is None or v <= hi))
 
 
