@@ -4,7 +4,8 @@ The cases of issue 23 that asked for time or memory without bound (``fa demo --s
 a plateau that cannot end, a 3.6-million-run spec, ``record_steps = "log:1000000000"``, TOML
 nested 5000 deep, the API's ``fit(steps=10**18)``, ``h_monte_carlo(chunk=0)``, ...) and
 those that raised raw exceptions (seeds of 2^64 or more, ``h_inf(order=0)``, ``lambda_min``
-of an empty matrix, a negative ``lam_min``, ``fit(steps=0)`` with ``delta_alignment``). The
+of an empty matrix, ``fit(steps=0)`` with ``delta_alignment``; a negative ``lam_min`` is kept
+and documented: it predicts growth). The
 CLI cases assert the one line, exit status 2 and that every file set up is unchanged; the
 API cases one ConfigError line. The bounds are declared once in
 ``feedback_alignment.bounds.BOUNDS`` and docs/bounds.md's table is generated from them.
@@ -50,7 +51,7 @@ def one_line(exc_info, *needles):
         (["--steps", "2.5"], "--steps = 2.5 is not accepted"),
         (["--steps", "abc"], "--steps = abc is not accepted"),
         (["--reps", "1e8"], "--reps = 1e8 is not accepted; accepted: an integer in [1, 1000]"),
-        (["--seed", "1e23"], "--seed = 1e23 is not accepted; accepted: an integer in [0, 2^64 - 1]"),
+        (["--seed", "1e23"], "--seed = 1e23 is not accepted; accepted: an integer in [0, 2^64"),
         (["--seed", "-1"], "--seed = -1 is not accepted"),
         (["--seed", str(2**64 - 1)], "the demo's networks take seeds up to --seed + 1007"),
         (["--stepz", "3"], "unrecognized arguments: --stepz 3"),
@@ -152,7 +153,7 @@ def test_spec_repetitions_count_toward_the_runs(tmp_path, capsys):
     _sweep(
         tmp_path,
         capsys,
-        SPEC.format(study="repetitions = 1000", fixed="") + "[grid]\np = " + str(list(range(1, 102))),
+        SPEC.format(study="repetitions = 1000", fixed="") + f"[grid]\np = {list(range(1, 102))}",
         "spec expands to 101000 runs (grid and zips 101, 1000 repetition(s))",
     )
 
@@ -179,7 +180,7 @@ def test_spec_nested_5000_deep_is_one_line(tmp_path, capsys, nest, needle):
 def test_nesting_counts_brackets_outside_strings_and_comments():
     from feedback_alignment.tomlfile import nesting
 
-    assert nesting('a = "[[[["\nb = \'{{{{\'\n# [[[[\nc = [[1], [2]]\n') == 2
+    assert nesting("a = \"[[[[\"\nb = '{{{{'\n# [[[[\nc = [[1], [2]]\n") == 2
     assert nesting('a = """\n[[[[ "" \\""" ]]]]"""\n[[zip]]\n') == 2
     assert nesting("a = '''[[[['''\n") == 0
 
@@ -216,7 +217,7 @@ def test_train_set_value_nested_5000_deep(tmp_path, capsys):
 def test_train_config_of_megabytes(tmp_path, capsys):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(CONFIG + ("# " + "x" * 100 + "\n") * 12_000)
-    refused(capsys, tmp_path, "train", cfg, match="MB; accepted: at most 1 MB (specs and configs are a few KB)")
+    refused(capsys, tmp_path, "train", cfg, match="MB; accepted: at most 1 MB (specs and configs")
 
 
 # ---------------------------------------------------------------- the API
@@ -298,9 +299,6 @@ def test_fit_records_bounded():
         (lambda: theory.g_inf_bp(X, "tanh", order=10**6), "order = 1000000 is not accepted"),
         (lambda: theory.lambda_min(np.zeros((0, 0))), "kernel must hold at least one entry"),
         (lambda: theory.lambda_min(np.zeros((3, 0, 0))), "got shape (3, 0, 0)"),
-        (lambda: theory.predicted_rate(-1.0, 1e-2, "mse", 50), "lam_min must be >= 0"),
-        (lambda: theory.predicted_rate([0.1, -2.0], 1e-2, "sse"), "got -2.0"),
-        (lambda: theory.steps_to_reduce(10, -1.0, 1e-2, "sse"), "lam_min must be >= 0"),
         (
             lambda: theory.predict_loss_curve(np.eye(6), Y, np.zeros(6), 1e-2, steps=10**12),
             "steps = 1000000000000 is not accepted",
@@ -323,6 +321,18 @@ def test_api_sizes_and_values(call, needle):
     with pytest.raises(ConfigError) as err:
         call()
     one_line(err, needle)
+
+
+def test_negative_lam_min_predicts_growth():
+    """Not refused: FA's H(0) + G(0) has negative eigenvalues (E2 meets them), and the
+    negative rate is the linearised prediction that the loss grows."""
+    import math
+
+    assert theory.predicted_rate(-1.0, 0.5, "sse") == pytest.approx(-2 * math.log(1.5))
+    assert theory.steps_to_reduce(10, -1.0, 0.5, "sse") == math.inf
+    with pytest.raises(ConfigError) as err:
+        theory.predicted_rate(float("nan"), 0.5, "sse")
+    one_line(err, "lam_min contains 1 NaN/inf value(s)")
 
 
 def test_seed_at_the_bound_is_accepted():

@@ -151,10 +151,12 @@ def test_theory_and_data_give_a_result_or_one_line(which, a, b, arr):
         return
     with untouched_dir():
         out = run_or_refuse(calls[which])
-        if which == "rate" and out is not None:  # lam_min >= 0; the rate is >= 0 while
-            lm = np.asarray(arr if arr else a, dtype=float)  # lr c lam_min <= 2 (c = 1: sse)
-            stable = np.asarray(b, dtype=float) * lm <= 2
-            assert (np.asarray(out)[stable] >= -1e-12).all(), (out, lm, b)
+        if which == "rate" and out is not None:  # >= 0 exactly where 0 <= lr lam_min <= 2
+            lm = np.asarray(arr if arr else a, dtype=float)  # (c = 1: sse)
+            lr_lm = np.asarray(b, dtype=float) * lm
+            rate = np.broadcast_to(np.asarray(out), lr_lm.shape)
+            assert (rate[(lm >= 0) & (lr_lm <= 2)] >= -1e-12).all(), (out, lm, b)
+            assert (rate[(lm < 0) | (lr_lm > 2)] <= 1e-12).all(), (out, lm, b)
 
 
 @given(

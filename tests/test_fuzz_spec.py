@@ -59,9 +59,8 @@ def field_value(name):
 def spec_tables(draw):
     fixed_keys = draw(st.lists(st.sampled_from(FIELD_NAMES), unique=True, max_size=6))
     fixed = {k: draw(field_value(k)) for k in fixed_keys}
-    grid_keys = draw(
-        st.lists(st.sampled_from([k for k in FIELD_NAMES if k not in fixed]), unique=True, max_size=3)
-    )
+    free = [k for k in FIELD_NAMES if k not in fixed]
+    grid_keys = draw(st.lists(st.sampled_from(free), unique=True, max_size=3))
     grid = {k: draw(st.lists(field_value(k), min_size=1, max_size=3)) for k in grid_keys}
     study = {}
     for k in draw(st.lists(st.sampled_from(sorted(STUDY_KEYS) + ["bogus"]), max_size=3)):

@@ -36,17 +36,14 @@ def _scalar_or_tensor(t: torch.Tensor):
 def predicted_rate(lam_min, lr, loss: str = "mse", n: int | None = None):
     """Per-step exponential rate of the loss, -2 log|1 - lr c lam_min| (loss ~ exp(-rate t)).
 
+    A negative rate predicts growth: lr c lam_min > 2, or lam_min < 0 (feedback
+    alignment's H(0) + G(0) need not be positive semi-definite; E2 meets such kernels).
+
     c is the loss factor (2/n for "mse", 1 for "sse"; ``n`` is needed for "mse").
     Floats in, float out; tensors (per member) in, tensor out.
     """
     c = loss_c(loss, n)
     lm = as_f64("lam_min", lam_min, (0, 1))
-    check(
-        bool((lm >= 0).all()),
-        f"lam_min must be >= 0 (the smallest eigenvalue of a kernel, which is positive "
-        f"semi-definite; a tiny negative one is rounding: pass max(lam_min, 0)), got "
-        f"{lm.min().item()!r}",
-    )
     lr_t = positive("lr", lr)
     rate = -2 * torch.log(torch.abs(1 - lr_t * c * lm))
     return _scalar_or_tensor(rate)
