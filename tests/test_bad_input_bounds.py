@@ -109,7 +109,7 @@ def _sweep(tmp_path, capsys, text, needle, name="spec.toml"):
         (
             'stop = "paper"\nrecord_every = 10',
             "spec: the fit would record up to 100000002 rows (record_every = 10 over up to "
-            "1000000000 steps); accepted: at most 1e6 rows",
+            "1000000000 steps); accepted: at most 2^20 rows",
         ),
         ("steps = 10000000\nrecord_every = 1", "would record up to 10000002 rows"),
         (
@@ -277,7 +277,7 @@ def test_fit_records_bounded():
     one_line(
         _fit_error(stop=Plateau(0, 10, 1e-3), record_every=1),
         "the fit would record up to 1000000002 rows (record_every = 1 over up to 1000000000 "
-        "steps); accepted: at most 1e6 rows",
+        "steps); accepted: at most 2^20 rows",
     )
     one_line(
         _fit_error(steps=10**7, record_steps=range(2_000_000)),

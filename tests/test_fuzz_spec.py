@@ -88,7 +88,7 @@ def _within_bounds(spec) -> None:
         assert all(1 <= c[k] <= MAX_SIZE for k in ("n", "d", "p"))
         assert all(0 <= c[k] <= MAX_STEPS for k in ("steps", "min_steps", "max_steps"))
         assert not (c["stop"] == "plateau" and c["tol"] == 0 and not c["max_steps"])
-    plan(runs, spec)
+    run_or_refuse(lambda: plan(runs, spec))  # the memory an ensemble needs is the plan's
 
 
 @given(spec_tables())

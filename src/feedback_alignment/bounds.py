@@ -88,9 +88,10 @@ BOUNDS: dict[str, Bound] = _declare(
     Bound(
         "records",
         1,
-        10**6,
-        'rows a fit records (`record_every`, `record_steps`, `"log:N"`)',
-        "about 1 KB per row and member in a History or a store",
+        2**20,
+        'rows a fit records (`record_every`, `record_steps`, `"log:N"`), counted from its '
+        "step cap before it starts",
+        "about 100 bytes per row and metric while recording, and a store's series",
     ),
     Bound(
         "spec_bytes",
