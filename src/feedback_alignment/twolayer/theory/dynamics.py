@@ -20,7 +20,7 @@ import torch
 
 from ...bounds import check_memory, within
 from ...errors import check
-from ._checks import F64, as_f64, loss_c, positive, symmetric
+from ._checks import F64, as_f64, broadcast, loss_c, positive, symmetric
 
 
 # --------------------------------------------------------------------------- rates
@@ -44,7 +44,9 @@ def predicted_rate(lam_min, lr, loss: str = "mse", n: int | None = None):
     """
     c = loss_c(loss, n)
     lm = as_f64("lam_min", lam_min, (0, 1))
+    check(lm.numel() >= 1, "lam_min must be a number or one per member, got an empty array")
     lr_t = positive("lr", lr)
+    broadcast(lam_min=lm, lr=lr_t)
     rate = -2 * torch.log(torch.abs(1 - lr_t * c * lm))
     return _scalar_or_tensor(rate)
 
