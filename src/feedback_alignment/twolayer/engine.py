@@ -114,12 +114,6 @@ class TwoLayerEnsemble:
             )
         seeds = list(seeds)
         check(len(seeds) >= 1, "seeds must hold at least one seed, got an empty sequence")
-        for s in seeds:
-            check(
-                isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0,
-                f"seed must be a non-negative integer, got {s!r}",
-            )
-            within("seed", s, "seed")
         scales = {"W": 1.0, "beta": 1.0, "b": 1.0}
         if isinstance(init_scale, dict):
             unknown = set(init_scale) - set(scales)
@@ -143,6 +137,12 @@ class TwoLayerEnsemble:
         )
         for name, v in (("d", d), ("p", p)):  # where memory cannot be told, the bound holds
             within(name, v, "size")
+        for s in seeds:  # after the memory check: a list of 1e9 seeds is refused at once
+            check(
+                isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0,
+                f"seed must be a non-negative integer, got {s!r}",
+            )
+            within("seed", s, "seed")
         self.d, self.p, self.K = d, p, len(seeds)
         self.seeds = [int(s) for s in seeds]
         self.activation = get_activation(activation)
