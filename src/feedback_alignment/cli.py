@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # a bad command line (one line on stderr), --help, --version
+    except SystemExit as exc:  # a bad command line: one line on stderr, status 2
+        if exc.code in (0, None):  # --help, --version
+            raise
         return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
