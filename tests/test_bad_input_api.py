@@ -269,15 +269,16 @@ def test_spec_is_a_directory(tmp_path, capsys):
 
 
 def test_many_runs_warns_under_dry_run(tmp_path, capsys):
-    """400 x 300 = 120000 runs: planned, with a warning line; nothing written."""
+    """400 x 30 = 12000 runs: planned, with a warning line; nothing written (more than
+    1e5 runs is refused: tests/test_bad_input_bounds.py)."""
     grid = "lam = [{}]\nlr = [{}]".format(
         ", ".join(f"{i / 1000}" for i in range(400)),
-        ", ".join(f"{(i + 1) / 1e4}" for i in range(300)),
+        ", ".join(f"{(i + 1) / 1e4}" for i in range(30)),
     )
     spec = _spec(tmp_path, grid=grid)
     rc, lines = fa(capsys, "sweep", spec, "--store", tmp_path / "s.sqlite", "--dry-run")
     assert rc == 0
-    assert lines == ["fa sweep: warning: 120000 runs is more than 1e+05; check the grid"]
+    assert lines == ["fa sweep: warning: 12000 runs is more than 1e+04; check the grid"]
     assert not (tmp_path / "s.sqlite").exists()
 
 

@@ -9,7 +9,23 @@ from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """Bad input: the message names the value and what would be accepted."""
+    """Bad input: the message names the value and what would be accepted, in one line
+    (a line break or other control character in it, e.g. from a key a user wrote, is
+    written as its escape, ``\\n``, so the message cannot split)."""
+
+    def __init__(self, message="", *args):
+        super().__init__(one_line(str(message)), *args)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that could break or hide a line (control characters,
+    line and paragraph separators) written as its Python escape."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if (c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029")
+        else c
+        for c in text
+    )
 
 
 class WriteError(RuntimeError):

@@ -36,6 +36,9 @@ def register(sub) -> None:
 
 
 def _parse_value(text: str):
+    from ..tomlfile import check_nesting
+
+    check_nesting(text, f"--set value {text[:40]!r}")  # before tomllib's recursion meets it
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .. import tomlfile
 from ..backend import DTYPES
 from ..bounds import check_memory
 from ..errors import ConfigError, check, choice
@@ -319,11 +319,7 @@ def read_toml(path, what: str = "config file") -> dict:
     p = Path(path)
     check(not p.is_dir(), f"{what} {str(p)!r} is a directory; accepted: a TOML file")
     check(p.is_file(), f"{what} {str(p)!r} does not exist")
-    try:
-        return tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {first}") from None
+    return tomlfile.read(p, f"{what} {str(p)!r}")  # its size and nesting bounded first
 
 
 def load_config(path) -> dict:

@@ -28,12 +28,14 @@ import copy
 import hashlib
 import itertools
 import json
-import tomllib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .. import tomlfile
+from ..bounds import BOUNDS, MAX_SEED, MAX_STEPS, fmt_int
 from ..errors import ConfigError
 from ..twolayer.schema import (
     FIELDS,
@@ -59,8 +61,8 @@ def _bad(key: str, value, accepted: str) -> ConfigError:
 
 
 def _seeds_ok(v) -> bool:
-    ok = isinstance(v, list) and v and all(is_int(s) and s >= 0 for s in v)
-    return v is None or (ok and len(set(v)) == len(v))
+    ok = isinstance(v, list) and v and all(is_int(s) and 0 <= s <= MAX_SEED for s in v)
+    return v is None or (ok and len(v) <= BOUNDS["runs"].hi and len(set(v)) == len(v))
 
 
 STUDY_KEYS: dict[str, Field] = by_name(
@@ -72,12 +74,16 @@ STUDY_KEYS: dict[str, Field] = by_name(
     ),
     Field("description", "", Check("a string", lambda v: isinstance(v, str)), "free text"),
     Field("system", "twolayer", one_of(SYSTEMS), "which trainer runs the study"),
-    Field("repetitions", 1, integer(1, 10**7), "repetitions of every grid point"),
-    Field("seed", 0, integer(0), "the study seed the repetition seeds derive from"),
+    Field("repetitions", 1, integer(1, BOUNDS["runs"].hi), "repetitions of every grid point"),
+    Field("seed", 0, integer(0, MAX_SEED), "the study seed the repetition seeds derive from"),
     Field(
         "seeds",
         None,
-        Check("a non-empty array of distinct integers >= 0", _seeds_ok),
+        Check(
+            f"a non-empty array of at most {fmt_int(BOUNDS['runs'].hi)} distinct integers in "
+            f"[0, {fmt_int(MAX_SEED)}]",
+            _seeds_ok,
+        ),
         "explicit repetition seeds",
     ),
     Field("seed_by", "repetition", one_of(("repetition", "run")), "what a seed is derived from"),
@@ -145,10 +151,14 @@ class Spec:
         """Every run, grid point-major, repetitions innermost; ids are content hashes."""
         out: list[Run] = []
         seen: set[str] = set()
+        per_rep = self.study.get("seeds") or self.study["seed_by"] == "repetition"
+        seeds: dict[int, tuple[int, int, int]] = {}  # rep -> seeds, when the config is not in them
         for cfg in self.configs():
             for rep in range(self.repetitions):
-                seed = self._seed(rep, cfg)
-                net_seed, data_seed = derived_seeds(seed)
+                if not per_rep or rep not in seeds:
+                    seed = self._seed(rep, cfg)
+                    seeds[rep] = (seed, *derived_seeds(seed))
+                seed, net_seed, data_seed = seeds[rep]
                 run_id = run_key(self.system, cfg, rep, seed)
                 if run_id in seen:
                     raise ConfigError(
@@ -196,11 +206,17 @@ def run_key(system: str, config: dict, rep: int, seed: int) -> str:
 
 
 # --------------------------------------------------------------------------- resolution
+def _copy(value):
+    """A config value no run shares with another (arrays copied; scalars are immutable,
+    and copying every one made planning 1e5 runs take half a minute)."""
+    return copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+
 def _resolve(system: str, cfg: dict) -> dict:
     """Fill defaults (two-layer) and resolve derived values; the config a run records."""
     if system == "deep":
         return {k: cfg[k] for k in sorted(cfg)}
-    out = {k: copy.deepcopy(cfg.get(k, f.default)) for k, f in TWOLAYER_FIELDS.items()}
+    out = {k: _copy(cfg.get(k, f.default)) for k, f in TWOLAYER_FIELDS.items()}
     if out["lr"] in ("paper", "paper_dropout"):
         out["lr"] = paper_lr(out["activation"], dropout=out["lr"] == "paper_dropout")
     return out
@@ -394,8 +410,22 @@ def parse_spec(raw: dict, profile: str | None = None) -> Spec:
             places[k] = sec
 
     spec = Spec(study["name"], system, study, fixed, grid, zips, profile, raw)
+    _check_plan_size(spec)
     _check_combinations(spec)
     return spec
+
+
+def _check_plan_size(spec: Spec) -> None:
+    """Refuse a spec that expands to more runs than the bound, counted before expanding."""
+    axes = [len(v) for v in spec.grid.values()] + [len(next(iter(z.values()))) for z in spec.zips]
+    runs = math.prod(axes) * spec.repetitions
+    bound = BOUNDS["runs"]
+    if runs > bound.hi:
+        shape = " x ".join(map(str, axes)) or "1"
+        raise ConfigError(
+            f"spec expands to {runs} runs (grid and zips {shape}, {spec.repetitions} "
+            f"repetition(s)); accepted: at most {fmt_int(bound.hi)} runs (beyond: {bound.cost})"
+        )
 
 
 def _check_combinations(spec: Spec) -> None:
@@ -411,11 +441,27 @@ def _check_combinations(spec: Spec) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"spec: {exc}") from None
         return
+    from ..twolayer.options import check_recorded_rows
+
     for cfg in configs:
         if cfg["stop"] == "plateau" and cfg["max_steps"] and cfg["max_steps"] < cfg["min_steps"]:
             raise _bad(
                 "max_steps", cfg["max_steps"], f">= min_steps ({cfg['min_steps']}) or 0 (no cap)"
             )
+        if cfg["stop"] == "plateau" and cfg["tol"] == 0 and not cfg["max_steps"]:
+            raise ConfigError(
+                'spec: stop = "plateau" with tol = 0 never ends (no MSE change is below 0) '
+                "and max_steps = 0 sets no cap; accepted: tol > 0, or max_steps >= 1"
+            )
+        if cfg["stop"] == "steps" and cfg["steps"] == 0 and "delta_alignment" in cfg["metrics"]:
+            raise ConfigError(
+                "spec: metric delta_alignment is undefined after steps = 0 (beta has not "
+                "moved); accepted: steps >= 1, or metrics without delta_alignment"
+            )
+        horizon = cfg["steps"] if cfg["stop"] == "steps" else cfg["max_steps"] or MAX_STEPS
+        rs = cfg["record_steps"]
+        extra = min(int(rs[4:]), horizon + 1) if isinstance(rs, str) else len(rs)
+        check_recorded_rows(horizon, cfg["record_every"], extra, "spec: ")
         if cfg["device"] == "cuda":
             import torch
 
@@ -437,11 +483,7 @@ def load_spec(source, profile: str | None = None) -> Spec:
         raise ConfigError(f"spec file {str(path)!r} is a directory; accepted: a TOML file")
     if not path.is_file():
         raise ConfigError(f"spec file {str(path)!r} does not exist; accepted: a TOML file")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"spec file {str(path)!r} is not valid TOML: {first}") from None
+    raw = tomlfile.read(path, f"spec file {str(path)!r}")  # its size and nesting bounded first
     if not raw:
         raise ConfigError(
             f"spec file {str(path)!r} is empty; accepted: a study spec with at least a "

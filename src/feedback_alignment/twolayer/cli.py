@@ -20,14 +20,15 @@ TOOL = "fa demo"
 def register(sub) -> None:
     p = sub.add_parser("demo", help="train a small ensemble of two-layer FA networks")
     p.add_argument("--out", default=None, help="directory for summary.json (created)")
-    p.add_argument("--reps", type=int, default=4, help="repetitions per setting (default 4)")
-    p.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--reps", default="4", help="repetitions per setting (default 4)")
+    p.add_argument("--steps", default="3000", help="gradient steps (default 3000)")
+    p.add_argument("--seed", default="0", help="base seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing summary.json")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    from ..bounds import MAX_SEED, within
     from ..errors import check
     from ..outputs import (
         atomic_write_text,
@@ -40,9 +41,17 @@ def _run(args) -> int:
     from .data import linear_teacher, stack
     from .engine import TwoLayerEnsemble
 
-    check(args.reps >= 1, f"--reps must be >= 1, got {args.reps}")
-    check(args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
-    check(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    # every size checked before anything is drawn: the declared bounds (bounds.py)
+    args.reps = within("--reps", args.reps, "demo_reps")
+    args.steps = within("--steps", args.steps, "demo_steps")
+    args.seed = within("--seed", args.seed, "seed")
+    top = args.seed + 1000 + 2 * args.reps - 1  # the largest network seed the demo draws
+    check(
+        top <= MAX_SEED,
+        f"--seed = {args.seed} is not accepted; accepted: an integer in [0, "
+        f"{MAX_SEED - (top - args.seed)}] (the demo's networks take seeds up to --seed + "
+        f"{top - args.seed}, and seeds end at 2^64 - 1)",
+    )
     summary = None
     if args.out:  # checked before the demo runs: new, empty or the demo's own
         previous_output(args.out, MANIFEST, TOOL)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..activations import Activation, get_activation
+from ..bounds import check_memory, within
 from ..errors import check
 
 F64 = torch.float64
@@ -24,7 +25,7 @@ def _positive_int(name: str, value) -> int:
         isinstance(value, int) and not isinstance(value, bool) and value >= 1,
         f"{name} must be a positive integer, got {value!r}",
     )
-    return value
+    return within(name, value, "size")
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -32,12 +33,18 @@ def _gen(seed: int) -> torch.Generator:
         isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
         f"seed must be a non-negative integer, got {seed!r}",
     )
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(within("seed", seed, "seed"))
+
+
+def _fits(what: str, *shapes: tuple[int, ...]) -> None:
+    """Refuse a task whose float64 tensors (X, the teacher, y) would not fit in memory."""
+    check_memory(8 * sum(math.prod(s) for s in shapes), what, "smaller n, d or p")
 
 
 def linear_teacher(n: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of X ~ N(0, I_d), theta ~ N(0, I_d), y = X theta (noiseless)."""
     n, d = _positive_int("n", n), _positive_int("d", d)
+    _fits(f"linear_teacher(n={n}, d={d})", (n, d), (d,), (n,))
     g = _gen(seed)
     X = torch.randn(n, d, generator=g, dtype=F64)
     theta = torch.randn(d, generator=g, dtype=F64)
@@ -53,6 +60,7 @@ def random_teacher(
     """
     n, d, p = _positive_int("n", n), _positive_int("d", d), _positive_int("p", p)
     act = get_activation(activation)
+    _fits(f"random_teacher(n={n}, d={d}, p={p})", (n, d), (p, d), (p,), (n, p), (n,))
     g = _gen(seed)
     X = torch.randn(n, d, generator=g, dtype=F64)
     V = torch.randn(p, d, generator=g, dtype=F64)

@@ -34,7 +34,7 @@ import torch
 
 from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
-from ..bounds import check_memory
+from ..bounds import check_memory, within
 from ..errors import ConfigError, check
 from .dropout import Dropout
 from .kernels import choose
@@ -115,11 +115,6 @@ class TwoLayerEnsemble:
             )
         seeds = list(seeds)
         check(len(seeds) >= 1, "seeds must hold at least one seed, got an empty sequence")
-        for s in seeds:
-            check(
-                isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0,
-                f"seed must be a non-negative integer, got {s!r}",
-            )
         scales = {"W": 1.0, "beta": 1.0, "b": 1.0}
         if isinstance(init_scale, dict):
             unknown = set(init_scale) - set(scales)
@@ -141,6 +136,14 @@ class TwoLayerEnsemble:
             f"an ensemble of {len(seeds)} member(s) at d = {d}, p = {p}",
             "smaller d or p, or fewer seeds",
         )
+        for name, v in (("d", d), ("p", p)):  # where memory cannot be told, the bound holds
+            within(name, v, "size")
+        for s in seeds:  # after the memory check: a list of 1e9 seeds is refused at once
+            check(
+                isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0,
+                f"seed must be a non-negative integer, got {s!r}",
+            )
+            within("seed", s, "seed")
         self.d, self.p, self.K = d, p, len(seeds)
         self.seeds = [int(s) for s in seeds]
         self.activation = get_activation(activation)

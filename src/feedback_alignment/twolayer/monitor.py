@@ -8,12 +8,14 @@ each step's MSE goes into a ring buffer and is judged at *sync* steps (every
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..bounds import within
 from ..errors import check, choice
 
 PLATEAU_CHECKS = ("after_min", "authors")
@@ -40,7 +42,8 @@ def paper_min_steps(p: int, base: int = 5000) -> int:
 
 @dataclass(frozen=True)
 class Plateau:
-    """A plateau stopping rule, decided per member; ``max_steps`` caps the run.
+    """A plateau stopping rule, decided per member; ``max_steps`` caps the run (None: the
+    bound on steps, 1e9; a rule with ``tol = 0`` could never end, so it needs a cap).
 
     ``checks="after_min"``: train at least ``min_steps``; from then on, at ``min_steps +
     k check_every`` (k >= 1), stop a member whose MSE changed by less than ``tol`` since the
@@ -82,9 +85,23 @@ class Plateau:
     def __post_init__(self):
         choice("Plateau checks", self.checks, PLATEAU_CHECKS)
         choice("Plateau quantity", self.quantity, PLATEAU_QUANTITIES)
-        check(self.min_steps >= 0, f"Plateau min_steps must be >= 0, got {self.min_steps!r}")
-        check(self.check_every >= 1, f"Plateau check_every must be >= 1, got {self.check_every!r}")
-        check(self.tol >= 0, f"Plateau tol must be >= 0, got {self.tol!r}")
+        within("Plateau min_steps", self.min_steps, "steps")
+        check(self.check_every != 0, f"Plateau check_every must be >= 1, got {self.check_every!r}")
+        within("Plateau check_every", self.check_every, "steps")
+        if self.max_steps is not None:
+            within("Plateau max_steps", self.max_steps, "steps")
+        check(
+            isinstance(self.tol, int | float)
+            and not isinstance(self.tol, bool)
+            and math.isfinite(self.tol)
+            and self.tol >= 0,
+            f"Plateau tol must be a finite number >= 0, got {self.tol!r}",
+        )
+        check(
+            self.tol > 0 or self.max_steps is not None,
+            "Plateau tol = 0 never ends (no change is below 0) and max_steps is None; "
+            "accepted: tol > 0, or a max_steps cap",
+        )
         check(
             self.max_steps is None or self.max_steps >= self.min_steps,
             f"Plateau max_steps {self.max_steps!r} must be >= min_steps {self.min_steps}",

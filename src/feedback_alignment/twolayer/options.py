@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, within
 from ..errors import ConfigError, check, choice
 from .dropout import MAX_DROPOUT
 from .kernels import KERNELS
@@ -50,6 +51,33 @@ def per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool =
             f"{name} must be finite and {op} {minimum}, got {float(arr[k])!r} (member {k})"
         )
     return arr
+
+
+def check_recorded_rows(max_steps: int, record_every: int | None, extra: int, key: str = ""):
+    """The most rows a fit of up to ``max_steps`` steps records (every ``record_every``,
+    ``extra`` further steps, the last), or one ConfigError line beyond the bound."""
+    rows = 1 + extra + (max_steps // record_every + 1 if record_every else 0)
+    limit = BOUNDS["records"].hi
+    if rows > limit:
+        why = f"record_every = {record_every} over up to {max_steps} steps" if record_every else ""
+        raise ConfigError(
+            f"{key}the fit would record up to {rows} rows ({why or f'{extra} record_steps'}); "
+            f"accepted: at most {fmt_int(limit)} rows (a larger record_every, fewer "
+            "record_steps, or a lower cap: steps or max_steps)"
+        )
+    return rows
+
+
+def _check_records(K, max_steps, record_every, record_steps, metrics) -> None:
+    """Refuse a fit that could record more rows than the bound, or more than memory holds."""
+    rows = check_recorded_rows(
+        max_steps, record_every, sum(1 for s in record_steps if s <= max_steps)
+    )
+    check_memory(
+        256 * rows * (K + 8) * max(len(metrics), 1),
+        f"recording {len(metrics)} metric(s) of {K} member(s) at {rows} steps",
+        "a larger record_every or fewer record_steps",
+    )
 
 
 def _is_int(v) -> bool:
@@ -145,13 +173,18 @@ class FitOptions:
         )
         if steps is not None:
             check(_is_int(steps) and steps >= 0, f"steps must be an integer >= 0, got {steps!r}")
-            max_steps = steps
+            max_steps = within("steps", steps, "steps")
         else:
             check(isinstance(stop, Plateau), f"stop must be a Plateau, got {stop!r}")
-            max_steps = stop.max_steps if stop.max_steps is not None else 10**12
+            max_steps = stop.max_steps if stop.max_steps is not None else MAX_STEPS
         check(
             record_every is None or (_is_int(record_every) and record_every >= 0),
             f"record_every must be an integer >= 0 (0: only the last step), got {record_every!r}",
+        )
+        check(
+            steps != 0 or "delta_alignment" not in metrics,
+            "metric delta_alignment, cos(beta - beta(0), b), is undefined after steps = 0 "
+            "(beta has not moved); accepted: steps >= 1, or metrics without delta_alignment",
         )
         record_every = record_every or None
         check(
@@ -197,6 +230,7 @@ class FitOptions:
             "weights, so a fit cannot continue from it; build a new TwoLayerEnsemble",
         )
         record_steps = {int(s) for s in (record_steps or ())}
+        _check_records(K, max_steps, record_every, record_steps, metrics)
         return cls(
             X, y, rules, lr, lam, w_decay, schedule, loss, steps, stop, max_steps,
             record_every, record_steps, metrics, blowup, check_every, path, chunk_members,

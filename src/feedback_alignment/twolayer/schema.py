@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..bounds import BOUNDS, MAX_SIZE, MAX_STEPS, fmt_int
 from ..errors import ConfigError
 
 # The paper's step sizes: the authors' code values (the paper's text quotes values ten
@@ -32,8 +33,8 @@ PAPER_LR_OTHER = 1e-2  # lr = "paper" for an activation the paper does not train
 # The step sizes of the authors' dropout runs (E1's setting with dropout in place of weight
 # decay, lambda = 0): lr = "paper_dropout". Other activations take PAPER_LR_OTHER.
 PAPER_DROPOUT_LR = {"linear": 1e-2, "relu": 1e-3, "tanh": 1e-1, "sigmoid": 1e-1}
-MAX_STEPS = 10**9  # a billion steps: weeks at the smallest size
-MAX_SIZE = 10**8  # n, d or p beyond this cannot be held by any one machine
+# MAX_STEPS, MAX_SIZE and the other bounds: bounds.py
+MAX_RECORDS = BOUNDS["records"].hi
 
 
 def fmt(value) -> str:
@@ -70,7 +71,7 @@ class Check:
 
 def integer(lo: int, hi: int | None = None) -> Check:
     """An integer >= lo; ``hi`` bounds a value that would exhaust memory or time."""
-    words = f"an integer >= {lo}" + ("" if hi is None else f" and <= {hi:.0e}")
+    words = f"an integer >= {lo}" + ("" if hi is None else f" and <= {fmt_int(hi)}")
     return Check(words, lambda v: is_int(v) and v >= lo and (hi is None or v <= hi))
 
 
@@ -142,13 +143,15 @@ def _schedule_ok(v) -> bool:
 
 def _log_spaced(v) -> bool:
     try:
-        return isinstance(v, str) and v.startswith("log:") and int(v[4:]) >= 2
+        return isinstance(v, str) and v.startswith("log:") and 2 <= int(v[4:]) <= MAX_RECORDS
     except ValueError:
         return False
 
 
 def _record_steps_ok(v) -> bool:
-    return (isinstance(v, list) and all(is_int(s) and s >= 0 for s in v)) or _log_spaced(v)
+    if isinstance(v, list):
+        return len(v) <= MAX_RECORDS and all(is_int(s) and 0 <= s <= MAX_STEPS for s in v)
+    return _log_spaced(v)
 
 
 def _metrics_ok(v) -> bool:
@@ -236,20 +239,32 @@ FIELDS: dict[str, Field] = by_name(
     ),
     Field("steps", 1000, integer(0, MAX_STEPS), 'steps to train (with stop = "steps")'),
     Field("min_steps", 0, integer(0, MAX_STEPS), 'fewest steps (stop = "plateau")'),
-    Field("check_every", 1000, integer(1), 'steps between plateau checks (stop = "plateau")'),
+    Field(
+        "check_every",
+        1000,
+        integer(1, MAX_STEPS),
+        'steps between plateau checks (stop = "plateau")',
+    ),
     Field("tol", 1e-3, number(0), 'the MSE change that ends a plateau (stop = "plateau")'),
-    Field("max_steps", 0, integer(0, MAX_STEPS), "a cap on the steps (0: no cap)"),
+    Field(
+        "max_steps",
+        0,
+        integer(0, MAX_STEPS),
+        f"a cap on the steps (0: no cap but the bound {fmt_int(MAX_STEPS)}; a plateau with "
+        "tol = 0 needs a cap)",
+    ),
     Field(
         "record_every",
         0,
-        integer(0),
+        integer(0, MAX_STEPS),
         "record the metrics every this many steps (0: only the last step)",
     ),
     Field(
         "record_steps",
         [],
         Check(
-            'an array of integers >= 0, or "log:N" (N >= 2 log-spaced steps)',
+            f"an array of at most {fmt_int(MAX_RECORDS)} integers in [0, {fmt_int(MAX_STEPS)}], "
+            f'or "log:N" (N in [2, {fmt_int(MAX_RECORDS)}] log-spaced steps)',
             _record_steps_ok,
             lambda v: v if isinstance(v, str) else sorted(set(v)),
         ),

@@ -32,6 +32,7 @@ def as_f64(name: str, value, ndims: tuple[int, ...]) -> torch.Tensor:
 def positive(name: str, value, allow_zero: bool = False) -> torch.Tensor:
     """A scalar or per-member (K,) tensor of positive (or non-negative) finite numbers."""
     t = as_f64(name, value, (0, 1))
+    check(t.numel() >= 1, f"{name} must be a number or one per member, got an empty array")
     ok = (t >= 0) if allow_zero else (t > 0)
     what = "non-negative" if allow_zero else "positive"
     check(bool(ok.all()), f"{name} must be {what}; got {value!r}")
@@ -42,6 +43,7 @@ def symmetric(name: str, kernel) -> torch.Tensor:
     """A square (n, n) or (K, n, n) kernel, symmetric to rounding, made exactly symmetric."""
     K = as_f64(name, kernel, (2, 3))
     check(K.shape[-1] == K.shape[-2], f"{name} must be square, got shape {tuple(K.shape)}")
+    check(K.numel() > 0, f"{name} must hold at least one entry, got shape {tuple(K.shape)}")
     asym = (K - K.transpose(-1, -2)).abs().max().item()
     scale = max(K.abs().max().item(), 1e-300)
     check(
@@ -59,3 +61,14 @@ def loss_c(loss: str, n) -> float:
             f"n (number of samples) must be a positive int for loss 'mse', got {n!r}",
         )
     return loss_factor(loss, int(n) if loss == "mse" else 1)
+
+
+def broadcast(**tensors: torch.Tensor) -> None:
+    """Refuse per-member values whose shapes do not match, naming them."""
+    try:
+        torch.broadcast_shapes(*(t.shape for t in tensors.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"{k} {tuple(t.shape)}" for k, t in tensors.items())
+        raise ConfigError(
+            f"{shapes} do not match; accepted: scalars, or one value per member each"
+        ) from None

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...bounds import check_memory, within
 from ...errors import check
-from ._checks import F64, as_f64, loss_c, positive, symmetric
+from ._checks import F64, as_f64, broadcast, loss_c, positive, symmetric
 
 
 # --------------------------------------------------------------------------- rates
@@ -35,12 +36,17 @@ def _scalar_or_tensor(t: torch.Tensor):
 def predicted_rate(lam_min, lr, loss: str = "mse", n: int | None = None):
     """Per-step exponential rate of the loss, -2 log|1 - lr c lam_min| (loss ~ exp(-rate t)).
 
+    A negative rate predicts growth: lr c lam_min > 2, or lam_min < 0 (feedback
+    alignment's H(0) + G(0) need not be positive semi-definite; E2 meets such kernels).
+
     c is the loss factor (2/n for "mse", 1 for "sse"; ``n`` is needed for "mse").
     Floats in, float out; tensors (per member) in, tensor out.
     """
     c = loss_c(loss, n)
     lm = as_f64("lam_min", lam_min, (0, 1))
+    check(lm.numel() >= 1, "lam_min must be a number or one per member, got an empty array")
     lr_t = positive("lr", lr)
+    broadcast(lam_min=lm, lr=lr_t)
     rate = -2 * torch.log(torch.abs(1 - lr_t * c * lm))
     return _scalar_or_tensor(rate)
 
@@ -167,8 +173,16 @@ def predict_loss_curve(
         isinstance(steps, int | np.integer) and steps >= 0,
         f"steps must be an int >= 0, got {steps!r}",
     )
+    within("steps", steps, "steps")
     K, y, u0, lr = _curve_inputs(kernel, y, u0, lr)
     lead, n = K.shape[:-2], K.shape[-1]
+    members = math.prod(lead)
+    check_memory(
+        8 * (int(steps) + 1) * members * (1 + (n if errors else 0)),
+        f"a predicted loss curve of {int(steps) + 1} steps x {members} member(s)"
+        + (f" x {n} errors" if errors else ""),
+        "fewer steps, or errors=False",
+    )
     c = loss_c(loss, n)
     evals, Q = torch.linalg.eigh(K)  # (..., n), (..., n, n)
     QT = Q.transpose(-1, -2)

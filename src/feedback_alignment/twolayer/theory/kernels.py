@@ -17,6 +17,7 @@ import math
 import torch
 
 from ...activations import BUILTIN, Activation, get_activation
+from ...bounds import check_memory, within
 from ...errors import ConfigError, check, choice
 from ._checks import F64, as_f64
 from .quadrature import bivariate_expectation
@@ -100,8 +101,10 @@ def _pairwise_quadrature(f, X: torch.Tensor, order: int, levels: int) -> torch.T
     return out
 
 
-def _kernel_inputs(X, activation, method):
+def _kernel_inputs(X, activation, method, order, levels):
     X = as_f64("X", X, (2, 3))
+    within("order", order, "quadrature_order")
+    within("levels", levels, "quadrature_levels")
     act = get_activation(activation)
     choice("method", method, METHODS)
     name = _builtin_name(act)
@@ -123,7 +126,7 @@ def h_inf(X, activation="relu", method: str = "auto", order: int = 10, levels: i
     bivariate normal of (w.x, w.x') with ``order`` points per piece (``method`` forces one).
     There is no 1/sqrt(d): w.x ~ N(0, |x|^2), as in the paper's initialisation.
     """
-    X, act, name, use_closed = _kernel_inputs(X, activation, method)
+    X, act, name, use_closed = _kernel_inputs(X, activation, method, order, levels)
     if not use_closed:
         return _pairwise_quadrature(act.fn, X, order, levels)
     gram, norms = _gram(X)
@@ -145,7 +148,7 @@ def g_inf_bp(X, activation="relu", method: str = "auto", order: int = 10, levels
     Closed forms: linear x.x'; relu x.x' (pi - t)/(2 pi) (arc-cosine degree 0); erf
     (4/pi) x.x' / sqrt((1+2|x|^2)(1+2|x'|^2) - 4 (x.x')^2); otherwise quadrature.
     """
-    X, act, name, use_closed = _kernel_inputs(X, activation, method)
+    X, act, name, use_closed = _kernel_inputs(X, activation, method, order, levels)
     gram, norms = _gram(X)
     if not use_closed:
         return gram * _pairwise_quadrature(act.deriv, X, order, levels)
@@ -165,6 +168,15 @@ def _monte_carlo(f, X, samples: int, seed: int, with_gram: bool, chunk: int):
     X = as_f64("X", X, (2, 3))
     check(
         isinstance(samples, int) and samples >= 2, f"samples must be an int >= 2, got {samples!r}"
+    )
+    within("samples", samples, "mc_samples")
+    within("chunk", chunk, "mc_chunk")
+    within("seed", seed, "seed")
+    rows = math.prod(X.shape[:-1])
+    check_memory(
+        8 * (4 * rows * min(chunk, samples) + chunk * X.shape[-1] + 4 * rows * X.shape[-2]),
+        f"Monte Carlo with chunk = {chunk} over X of shape {tuple(X.shape)}",
+        "a smaller chunk",
     )
     d = X.shape[-1]
     gen = torch.Generator().manual_seed(int(seed))
