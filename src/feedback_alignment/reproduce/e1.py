@@ -65,19 +65,27 @@ def run_cell(
         keep_weights=False,
     )
     seconds = time.perf_counter() - t0
+    members = stored_members(
+        h, len(reps) * L, lambda k: {"alignment": float(h.final["alignment"][k])}
+    )
+    return {"members": members, "seconds": seconds}
+
+
+def stored_members(h, count: int, finals, series=lambda k: {}) -> list[dict]:
+    """The stored run of each of a fit's ``count`` members: its status (done or diverged,
+    with the reason), stop step, path, ``finals(k)`` and ``series(k)``."""
     diverged = {int(k): h.messages[k] for k in h.diverged}
-    members = [
+    return [
         {
             "status": "diverged" if k in diverged else "done",
             "reason": diverged.get(k, ""),
             "stop_step": int(h.stop_step[k]),
             "path": h.path,
-            "finals": {"alignment": float(h.final["alignment"][k])},
-            "series": {},
+            "finals": finals(k),
+            "series": series(k),
         }
-        for k in range(len(reps) * L)
+        for k in range(count)
     ]
-    return {"members": members, "seconds": seconds}
 
 
 def member_keys(kw: dict) -> list[dict]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..twolayer import theory
 from ..twolayer.engine import TwoLayerEnsemble
-from .e1 import data_for
+from .e1 import data_for, stored_members
 from .profiles import ACTIVATIONS, LAMS, LR, D, Profile, seed_for
 from .work import rep_packs
 
@@ -76,26 +76,20 @@ def run_activation(
     mse = h.metrics["mse"]
     pred_at = pred.mse[steps_rec]
     settle = np.asarray(pred.settle_mse, dtype=np.float64)
-    diverged = {int(k): h.messages[k] for k in h.diverged}
-    members = [
-        {
-            "status": "diverged" if k in diverged else "done",
-            "reason": diverged.get(k, ""),
-            "stop_step": int(h.stop_step[k]),
-            "path": h.path,
-            "finals": {
-                "lambda_min": float(lmin[k]),
-                "predicted_rate": float(rate[k]),
-                "settle_mse": float(settle[k]),
-                "measured_final_mse": float(mse[-1, k]),
-            },
-            "series": {
-                "mse": (steps_rec, np.asarray(mse[:, k], dtype=np.float64)),
-                "predicted_mse": (steps_rec, np.asarray(pred_at[:, k], dtype=np.float64)),
-            },
-        }
-        for k in range(len(reps) * L)
-    ]
+    members = stored_members(
+        h,
+        len(reps) * L,
+        lambda k: {
+            "lambda_min": float(lmin[k]),
+            "predicted_rate": float(rate[k]),
+            "settle_mse": float(settle[k]),
+            "measured_final_mse": float(mse[-1, k]),
+        },
+        lambda k: {
+            "mse": (steps_rec, np.asarray(mse[:, k], dtype=np.float64)),
+            "predicted_mse": (steps_rec, np.asarray(pred_at[:, k], dtype=np.float64)),
+        },
+    )
     return {"members": members, "seconds": seconds + theory_seconds}
 
 
