@@ -206,16 +206,16 @@ def test_bad_specs_one_line_exit_2_nothing_written(tmp_path):
 
 
 def test_two_layer_fields_come_from_the_schema(monkeypatch):
-    """Defaults and checks are the schema's; rule names are read from the engine when a
-    spec is checked (a rule added there is accepted), not frozen in the spec."""
-    from feedback_alignment.twolayer import engine, schema
+    """Defaults and checks are the schema's; rule names are read from the rules registry
+    when a spec is checked (a rule added there is accepted), not frozen in the spec."""
+    from feedback_alignment.twolayer import rules, schema
 
     (run,) = parse_spec({}).runs()
     defaults = {k: f.default for k, f in schema.FIELDS.items()}
     assert run.config == defaults | {"lr": schema.PAPER_LR["linear"]}
     with pytest.raises(ConfigError, match='fixed.rule = "scaled" is not accepted'):
         parse_spec({"fixed": {"rule": "scaled"}})
-    monkeypatch.setattr(engine, "RULES", (*engine.RULES, "scaled"))
+    monkeypatch.setitem(rules.RULES, "scaled", rules.RULES["fa"])
     assert parse_spec({"fixed": {"rule": "scaled"}}).fixed["rule"] == "scaled"
     with pytest.raises(ConfigError, match=r"^lr = -1 is not accepted; accepted: a finite"):
         schema.FIELDS["lr"].validate(-1)

@@ -11,8 +11,9 @@ a test keeps the two equal)::
     FIELDS["lr"].validate(-0.1, "lr")     # ConfigError: lr = -0.1 is not accepted; accepted: ...
 
 Names that live elsewhere are read from there when a value is checked, never copied: the
-rules and metrics from the engine, the activations from :mod:`feedback_alignment.activations`
-(so a rule added to the engine is accepted, and the engine may import this module).
+rules from :mod:`.rules`, the metrics from :mod:`.recorder`, the activations from
+:mod:`feedback_alignment.activations` (so a rule registered at run time is accepted; none
+of those modules imports this one).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 from ..bounds import BOUNDS, MAX_SIZE, MAX_STEPS, fmt_int
 from ..errors import ConfigError
+from .recorder import METRICS
+from .rules import RULES
 
 # The paper's step sizes: the authors' code values (the paper's text quotes values ten
 # times smaller, a transcription slip: the code writes 10e-4, 10e-3, 10e-2). Sigmoid is not
@@ -111,14 +114,10 @@ def by_name(*fields: Field) -> dict[str, Field]:
 
 # --------------------------------------------------------------------------- names
 def _rules() -> tuple:
-    from .engine import RULES
-
-    return tuple(RULES)
+    return tuple(RULES)  # read when checked: a rule registered at run time is accepted
 
 
 def _metrics() -> tuple:
-    from .engine import METRICS
-
     return tuple(METRICS)
 
 
