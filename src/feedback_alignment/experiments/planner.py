@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from ..bounds import DAY_SECONDS, MANY_RUNS, check_memory, fmt_bytes, machine_flops
 from ..errors import ConfigError
-from ..twolayer.monitor import Plateau, paper_min_steps
+from ..progress import twolayer_work
 from .spec import Run, Spec
+from .stops import planned_steps
 
 # per-member settings of TwoLayerEnsemble.fit (and the data, drawn per member)
 PER_MEMBER = ("lr", "lam", "w_decay", "dropout", "task")
@@ -66,7 +67,7 @@ def _cost(run: Run) -> float:
     c = run.config
     if run.system != "twolayer":
         return 1.0
-    return float(c["p"]) * (c["d"] + c["n"]) * c["n"] * max(_steps(c), 1)
+    return twolayer_work(1, max(planned_steps(c), 1), c["p"], c["n"], c["d"])
 
 
 def plan(runs: list[Run], spec: Spec | None = None, *, pack=None, threads: int | None = None):
@@ -132,21 +133,13 @@ def warnings_for(runs: list[Run], packs: list[Pack]) -> list[str]:
         # under a day even at 1e8 multiply-adds/s: no need to measure this machine
         seconds = 0.0 if work < DAY_SECONDS * 1e8 else work / machine_flops()
         if seconds > DAY_SECONDS:
-            steps = sum(_steps(r.config) for r in two)
+            steps = sum(planned_steps(r.config) for r in two)
             out.append(
                 f"{steps:.3g} member-steps of planned work, about {seconds / DAY_SECONDS:.3g} "
                 f"days on this machine at its measured {machine_flops() / 1e9:.3g} GFLOP/s "
                 f"(one core); the largest ensemble holds {fmt_bytes(_largest(packs))}"
             )
     return out
-
-
-def _steps(c: dict) -> int:
-    if c["stop"] == "paper":
-        return paper_min_steps(c["p"])
-    if c["stop"] == "paper_dropout":
-        return Plateau.paper_dropout(c["p"], c["activation"]).min_steps
-    return c["steps"] if c["stop"] == "steps" else max(c["min_steps"], 1000)
 
 
 def _largest(packs: list[Pack]) -> float:

@@ -17,9 +17,9 @@ import warnings
 
 import numpy as np
 
-from ..twolayer.monitor import Plateau, paper_min_steps
 from .planner import Pack
 from .spec import Run, deep_config
+from .stops import record_horizon, stop_rule
 
 DEEP_INDEX = {
     "loss": "step",
@@ -90,15 +90,7 @@ def _record_steps(cfg: dict) -> list[int] | None:
     if isinstance(rs, list):
         return rs or None
     count = int(rs[4:])
-    if cfg["stop"] == "steps":
-        horizon = cfg["steps"]
-    elif cfg["stop"] == "paper":
-        horizon = paper_min_steps(cfg["p"])  # the authors' minimum, as the rule runs it
-    elif cfg["stop"] == "paper_dropout":
-        horizon = Plateau.paper_dropout(cfg["p"], cfg["activation"]).min_steps
-    else:
-        horizon = max(cfg["min_steps"], cfg["max_steps"])
-    horizon = max(horizon, 1)
+    horizon = record_horizon(cfg)
     pts = np.unique(np.round(np.logspace(0, math.log10(horizon), count)).astype(np.int64))
     return [0, *pts.tolist()]
 
@@ -113,17 +105,14 @@ def _schedule(spec: str):
 def _twolayer(pack: Pack) -> list[dict]:
     import torch
 
-    from ..twolayer.data import linear_teacher, random_teacher
-    from ..twolayer.engine import Plateau, TwoLayerEnsemble
+    from ..twolayer.data import task_data
+    from ..twolayer.engine import TwoLayerEnsemble
 
     runs = pack.runs
     c = runs[0].config
     Xs, ys = [], []
     for r in runs:
-        if r.config["task"] == "linear":
-            X, y = linear_teacher(c["n"], c["d"], seed=r.data_seed)
-        else:
-            X, y = random_teacher(c["n"], c["d"], c["p"], c["activation"], seed=r.data_seed)
+        X, y = task_data(r.config["task"], c["n"], c["d"], c["p"], c["activation"], r.data_seed)
         Xs.append(X)
         ys.append(y)
     X, y = torch.stack(Xs), torch.stack(ys)
@@ -136,15 +125,8 @@ def _twolayer(pack: Pack) -> list[dict]:
         dtype=c["dtype"],
         device=c["device"],
     )
-    max_steps = c["max_steps"] or None
-    if c["stop"] == "steps":
-        when = {"steps": c["steps"]}
-    elif c["stop"] == "paper":
-        when = {"stop": Plateau.paper(c["p"], max_steps)}
-    elif c["stop"] == "paper_dropout":
-        when = {"stop": Plateau.paper_dropout(c["p"], c["activation"], max_steps)}
-    else:
-        when = {"stop": Plateau(c["min_steps"], c["check_every"], c["tol"], max_steps)}
+    rule = stop_rule(c)
+    when = {"steps": rule} if isinstance(rule, int) else {"stop": rule}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # divergence is recorded per run
         h = ens.fit(

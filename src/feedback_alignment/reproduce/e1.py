@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..twolayer.data import linear_teacher, random_teacher
+from ..twolayer.data import task_data
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
 from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
 from .work import rep_packs
@@ -22,9 +22,7 @@ _EXP = 1
 
 def data_for(activation: str, p: int, seed: int):
     """The paper's task for one repetition: linear teacher or same-width random teacher."""
-    if activation == "linear":
-        return linear_teacher(N, D, seed=seed)
-    return random_teacher(N, D, p, activation=activation, seed=seed)
+    return task_data("linear" if activation == "linear" else "teacher", N, D, p, activation, seed)
 
 
 def run_cell(

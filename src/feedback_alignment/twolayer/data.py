@@ -15,7 +15,7 @@ import torch
 
 from ..activations import Activation, get_activation
 from ..bounds import check_memory, within
-from ..errors import check
+from ..errors import check, choice
 
 F64 = torch.float64
 
@@ -71,7 +71,19 @@ def random_teacher(
 TASKS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "linear": linear_teacher,
     "teacher": random_teacher,
-}
+}  # the data tasks by name: a sweep's ``task`` field accepts these keys
+
+
+def task_data(
+    task: str, n: int, d: int, p: int, activation: str, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data of task ``task`` (a key of :data:`TASKS`) for a network of width p and
+    activation ``activation``: ``linear`` ignores both, ``teacher`` is of that width and
+    activation."""
+    choice("task", task, TASKS)
+    if task == "linear":
+        return linear_teacher(n, d, seed=seed)
+    return random_teacher(n, d, p, activation=activation, seed=seed)
 
 
 def stack(

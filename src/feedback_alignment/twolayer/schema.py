@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from ..bounds import BOUNDS, MAX_SIZE, MAX_STEPS, fmt_int
 from ..errors import ConfigError
+from .data import TASKS
 from .recorder import METRICS
 from .rules import RULES
 
@@ -169,7 +170,7 @@ FIELDS: dict[str, Field] = by_name(
     Field(
         "task",
         "linear",
-        one_of(("linear", "teacher")),
+        one_of(tuple(TASKS)),
         "the data: y = X theta, or a random two-layer teacher of the same activation and width p",
     ),
     Field("n", 50, integer(1, MAX_SIZE), "samples"),
