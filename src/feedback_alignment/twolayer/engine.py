@@ -281,6 +281,7 @@ class TwoLayerEnsemble:
         if saved is not None:
             t = fitstate.restore(saved, self, fl, mon, rec)
             kernels_why = saved["kernels_why"]
+        t_resumed = t
         rates = _rates(lr_t, mon.active, lam_now, wd_t)
         while True:
             if not constant_schedule:
@@ -339,6 +340,7 @@ class TwoLayerEnsemble:
             kernels=fl.kernel_kind,
             kernels_why=kernels_why,
             seconds=time.perf_counter() - t0,
+            extra={"resumed_at": t_resumed} if t_resumed else {},
         )
 
     def _alignment(self, sl: slice, fl) -> torch.Tensor:
