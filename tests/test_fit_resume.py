@@ -190,3 +190,23 @@ def test_resume_on_the_compiled_kernels():
     resumed = _fit(make, X, y, checkpoint=ck, **kw)
     _same(whole, resumed)
     assert torch.equal(whole[0].W, resumed[0].W)
+
+
+@pytest.mark.skipif(native.unavailable() is not None, reason="no native kernels here")
+def test_a_state_whose_kernels_cannot_run_here_starts_afresh(monkeypatch):
+    """A state saved on the native kernels, resumed where they cannot run (another
+    machine, here a patched check): a warning, and the fit starts from step 0."""
+    X, y = _data(2, 8, 10)
+    kw = {"lr": 0.05, "steps": 50, "metrics": ("mse",), "path": "rowspace"}
+    monkeypatch.setenv("FA_NATIVE", "1")  # "auto" takes the native kernels
+    ck = MemoryCheckpoint(every=20, kill_after=1)
+    with pytest.raises(Killed):
+        TwoLayerEnsemble(10, 20, seeds=[1, 2], activation="relu").fit(X, y, checkpoint=ck, **kw)
+    assert ck.load()["kernels"] == "native"
+    ck.kill_after = None
+    monkeypatch.setattr(native, "why_not", lambda *a: "no C++ compiler on this machine")
+    with pytest.warns(RuntimeWarning, match="starts afresh"):
+        h = TwoLayerEnsemble(10, 20, seeds=[1, 2], activation="relu").fit(X, y, checkpoint=ck, **kw)
+    whole = TwoLayerEnsemble(10, 20, seeds=[1, 2], activation="relu").fit(X, y, **kw)
+    assert h.kernels == whole.kernels == "torch" and "resumed_at" not in h.extra
+    assert np.array_equal(h.metrics["mse"], whole.metrics["mse"])

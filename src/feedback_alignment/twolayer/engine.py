@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -272,7 +273,21 @@ class TwoLayerEnsemble:
         lr_t, lam_t = torch.as_tensor(o.lr, **to), torch.as_tensor(o.lam, **to)
         wd_t = torch.as_tensor(o.w_decay, **to) if o.w_decay.any() else None
         feedback = MemberFeedback(o.rules, self.b)
-        fl, kernels_why = self._make_path(o, feedback)
+        try:
+            fl, kernels_why = self._make_path(o, feedback)
+        except ConfigError as exc:
+            if saved is None or args["kernels"] != "auto":
+                raise
+            # the saved state's kernels cannot run here (another machine): its numbers
+            # cannot be continued exactly, so the fit starts afresh, saying why
+            warnings.warn(
+                f"{fitstate.where(checkpoint)} was saved on the {saved['kernels']} kernels, "
+                f"which cannot run here ({exc}); this fit starts afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            saved, o = None, dataclasses.replace(o, kernels="auto")
+            fl, kernels_why = self._make_path(o, feedback)
         chunks = self._chunks(o.chunk_members, fl, o.n)
         mon = Monitor(K, o.stop, o.max_steps, o.check_every, o.blowup, self.dtype, self.device)
         rec = Recorder(self, fl, o.metrics, o.record_every, o.record_steps, wd_t, c_p)

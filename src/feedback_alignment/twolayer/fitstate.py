@@ -90,7 +90,13 @@ def loaded(checkpoint, key: str) -> dict | None:
     state = checkpoint.load()
     if state is None:
         return None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    from .kernels import KERNELS
+
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != FORMAT
+        or state.get("kernels") not in KERNELS
+    ):
         raise ConfigError(
             f"{where(checkpoint)} holds no two-layer fit state; delete it to start this fit "
             "afresh (nothing was touched)"
