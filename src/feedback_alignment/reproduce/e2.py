@@ -102,7 +102,12 @@ def run_activation(
         },
     )
     resumed_at = h.extra.get("resumed_at", 0)
-    return {"members": members, "seconds": seconds + theory_seconds, "resumed_at": resumed_at}
+    return {
+        "members": members,
+        "seconds": seconds + theory_seconds,
+        "fit_seconds": seconds,  # what --dry-run's calibration times
+        "resumed_at": resumed_at,
+    }
 
 
 def member_keys(kw: dict) -> list[dict]:
