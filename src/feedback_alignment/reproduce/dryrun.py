@@ -21,7 +21,7 @@ from .pipeline import Pack
 from .profiles import D, N, Profile
 
 WORKERS = (1, 2, 8, 32, 128)
-_MIN_STEPS, _MAX_STEPS = 20, 20000  # the calibration runs' lengths
+_MIN_STEPS, _MAX_STEPS = 10, 20000  # the calibration runs' lengths
 
 
 def _shortened(pk: Pack, steps: int) -> dict:
@@ -29,6 +29,9 @@ def _shortened(pk: Pack, steps: int) -> dict:
     width, activation, dtype and fit options): the calibration's workload."""
     kw = dict(pk.kwargs)
     if pk.kind == "E1":  # the paper's rule with its minimum length cut to (about) 1 step
+        from ..twolayer.monitor import paper_min_steps
+
+        steps = max(steps, paper_min_steps(kw["p"], 1))
         kw.update(max_steps=steps, min_base=1, check_every=steps)
     else:
         kw["steps"] = steps
