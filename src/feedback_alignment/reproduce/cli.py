@@ -28,7 +28,7 @@ from ..experiments.store import Store
 from ..experiments.study import _sigint_deferred, provenance
 from ..progress import Progress, wanted
 from ..progress import add_flags as add_progress_flags
-from . import conservation, e1, e2, e3, outdir, published
+from . import checkpoints, conservation, e1, e2, e3, outdir, published
 from .figures import e1_figure, e2_figure, e3_figure
 from .outdir import MANIFEST
 from .pipeline import (
@@ -39,6 +39,7 @@ from .pipeline import (
     records,
     results_from_store,
     run_pack,
+    takes_checkpoint,
     with_extra,
 )
 from .profiles import CPU_TIMES, EXPERIMENTS, PROFILES, get_profile
@@ -277,6 +278,7 @@ def reproduce(
     from ..twolayer.native import check_environment
 
     check_environment()  # a bad FA_NATIVE: one line before the directory is touched
+    interval = checkpoints.every_seconds()  # so is a bad FA_CHECKPOINT_SECONDS
     exps = list(EXPERIMENTS) if experiment == "all" else [experiment]
     every = plan(EXPERIMENTS, prof, seed)
     packs = [pk for pk in every if pk.experiment in exps]
@@ -301,13 +303,15 @@ def reproduce(
         ex.start()  # an unreachable scheduler is refused here, before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
-        manifest = outdir.Manifest(out, ident, previous, planned(EXPERIMENTS))
+        names = planned(EXPERIMENTS) + [checkpoints.relative(pk.pack_id) for pk in every]
+        manifest = outdir.Manifest(out, ident, previous, names)
         manifest.save()  # before the store exists, so a kill at any moment leaves it proven
         with Store(out / STORE) as st:
             if st.meta().get("study") is None:
                 st.set_meta(study=STUDY, **ident)
             if not report_only:
-                _run_packs(packs, st, ex, meter, say)
+                ckpt = _checkpoints(out, ident, interval)
+                _run_packs(packs, st, ex, meter, say, ckpt)
             finished = st.finished_ids()
             results = _finish(finished, every, exps, out, report_only, st, prof)
     finally:
@@ -338,12 +342,27 @@ def _finish(finished, every, exps, out, report_only, st, prof):
     return results_from_store(st, prof, ready), ready
 
 
-def _run_packs(packs, st, ex, meter, say) -> None:
+def _checkpoints(out: Path, ident: dict, interval: float):
+    """pack -> its in-run checkpoint in ``out`` (None for a pack function that takes none)."""
+
+    def of(pk):
+        if not takes_checkpoint(pk.fn):
+            return None
+        return checkpoints.Checkpoint(out, ident, pk.pack_id, interval)
+
+    return of
+
+
+def _run_packs(packs, st, ex, meter, say, checkpoint=lambda pk: None) -> None:
     """Run the packs whose runs are not all in the store, writing each pack's runs in one
-    transaction as it finishes; packs already stored count as done (a resume)."""
+    transaction as it finishes (then clearing its checkpoint); packs already stored count
+    as done (a resume)."""
     finished = st.finished_ids()
     todo = [pk for pk in packs if not all(m.run_id in finished for m in pk.members)]
     kept = len(packs) - len(todo)
+    for pk in packs:  # a kill between a pack's store write and its checkpoint's clearing
+        if pk not in todo and (ck := checkpoint(pk)) is not None:
+            ck.clear()
     if meter:
         totals: dict[str, float] = {}
         for pk in packs:
@@ -366,7 +385,9 @@ def _run_packs(packs, st, ex, meter, say) -> None:
     failures: list[str] = []
     try:
         done = kept
-        for i, res in ex.run(run_pack, [(pk.fn, pk.kwargs, threads) for pk in todo]):
+        ckpts = [checkpoint(pk) for pk in todo]
+        items = [(pk.fn, pk.kwargs, threads, ck) for pk, ck in zip(todo, ckpts, strict=True)]
+        for i, res in ex.run(run_pack, items):
             pk = todo[i]
             if isinstance(res, BaseException):
                 failures.append(f"{pk.kind} {pk.kwargs}: {type(res).__name__}: {res}")
@@ -374,6 +395,13 @@ def _run_packs(packs, st, ex, meter, say) -> None:
             recs = records(pk, res, res["seconds"])
             with _sigint_deferred():
                 st.write(with_extra(pk, recs), recs, prov)
+            if ckpts[i] is not None:
+                ckpts[i].clear()
+            if res.get("resumed_at"):
+                say(
+                    f"{pk.kind} pack {pk.pack_id} resumed from its checkpoint at step "
+                    f"{res['resumed_at']}"
+                )
             done += 1
             if meter:
                 meter.done(pk.cost, pk.work_kind, status=f"{done}/{len(packs)} packs")

@@ -27,15 +27,23 @@ COLUMNS = ("activation", "lam", "step", "alignment", "b_beta", *DRAWN)
 _EXP = 2  # E2's seeds: the same first repetition as E2
 
 
-def run_activation(activation: str, p: int, steps: int, base_seed: int) -> dict:
-    """Decomposition for lambda = 0 and LAMS[activation][2] on E2's first repetition."""
+def run_activation(activation: str, p: int, steps: int, base_seed: int, checkpoint=None) -> dict:
+    """Decomposition for lambda = 0 and LAMS[activation][2] on E2's first repetition;
+    ``checkpoint`` (:mod:`.checkpoints`): the fit resumes from it and saves to it."""
     lams = (0.0, LAMS[activation][2])
     a = ACTIVATIONS.index(activation)
     X, y = data_for(activation, p, seed_for(base_seed, _EXP, a, p, 0, 1))
     seed = seed_for(base_seed, _EXP, a, p, 0, 0)
     ens = TwoLayerEnsemble(D, p, seeds=[seed, seed], activation=activation, dtype="float64")
     dec = decompose(
-        ens, X, y, steps=steps, lr=LR[activation], lam=list(lams), record_every=max(1, steps // 200)
+        ens,
+        X,
+        y,
+        steps=steps,
+        lr=LR[activation],
+        lam=list(lams),
+        record_every=max(1, steps // 200),
+        checkpoint=checkpoint,
     )
     change = dec.b_beta[-1, 0] - dec.b_beta[0, 0]
     explained = dec.terms["w_growth"][-1, 0] + dec.terms["step_correction"][-1, 0]
@@ -59,7 +67,8 @@ def run_activation(activation: str, p: int, steps: int, base_seed: int) -> dict:
         }
         for k in range(len(lams))
     ]
-    return {"members": members, "seconds": dec.history.seconds}
+    resumed_at = dec.history.extra.get("resumed_at", 0)
+    return {"members": members, "seconds": dec.history.seconds, "resumed_at": resumed_at}
 
 
 def member_keys(kw: dict) -> list[dict]:

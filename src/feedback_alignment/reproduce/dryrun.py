@@ -2,10 +2,12 @@
 
 The packs per experiment, their runs and work (multiply-adds, :mod:`.work`), the peak
 memory of the largest pack (what one worker must hold), and the projected time: each
-kind of work (two-layer engine, E3's trainer) is timed on this machine with one short
-calibration pack of the profile's own shape on one thread, and the pack times are then
-scheduled largest first on N workers. E1 counts its minimum run length (the paper's rule
-can train longer: linear lambda > 0 members up to ~5x), so the projection is a floor.
+group of packs that run at one rate (two-layer packs by kind, activation and width; E3's) is
+timed on this machine on one thread with its largest pack's own function and shape, cut
+short (the fit alone is timed, after a warm-up that builds and picks the kernels), and the
+pack times are then scheduled largest first on N workers. E1 counts its minimum run length
+(the paper's rule can train longer: linear lambda > 0 members up to ~5x), so the projection
+is a floor.
 """
 
 from __future__ import annotations
@@ -19,30 +21,64 @@ from .pipeline import Pack
 from .profiles import D, N, Profile
 
 WORKERS = (1, 2, 8, 32, 128)
+_MIN_STEPS, _MAX_STEPS = 10, 20000  # the calibration runs' lengths
+
+
+def _shortened(pk: Pack, steps: int) -> dict:
+    """Pack ``pk``'s arguments for a run of ``steps`` steps at its own shape (its members,
+    width, activation, dtype and fit options): the calibration's workload."""
+    kw = dict(pk.kwargs)
+    if pk.kind == "E1":  # the paper's rule with its minimum length cut to (about) 1 step
+        from ..twolayer.monitor import paper_min_steps
+
+        steps = max(steps, paper_min_steps(kw["p"], 1))
+        kw.update(max_steps=steps, min_base=1, check_every=steps)
+    else:
+        kw["steps"] = steps
+        if "record_steps" in kw:
+            kw["record_steps"] = [s for s in kw["record_steps"] if s <= steps]
+    return kw
+
+
+def _pack_rate(pk: Pack, target: float = 0.3) -> float:
+    """Multiply-adds per second of pack ``pk``'s own function on one thread: a warm-up run
+    (kernel build, self-check, compilation), then runs of growing length until one takes
+    ``target`` seconds; only the fit is timed (the data and E2's theory are not)."""
+
+    def timed(steps: int) -> tuple[float, float]:
+        res = pk.fn(**_shortened(pk, steps))
+        done = sum(m["stop_step"] for m in res["members"])
+        return twolayer_work(1, done, pk.kwargs["p"], N, D), res.get("fit_seconds", res["seconds"])
+
+    timed(_MIN_STEPS)
+    steps = _MIN_STEPS
+    while True:
+        work, seconds = timed(steps)
+        if seconds >= target or steps >= _MAX_STEPS:
+            return work / max(seconds, 1e-9)
+        grow = int(steps * 1.2 * target / max(seconds, 1e-3))
+        steps = min(_MAX_STEPS, max(2 * steps, grow))
 
 
 def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
-    """Multiply-adds per second of each kind of work on one thread, from a short pack."""
+    """Multiply-adds per second on one thread, by rate group (:func:`_group`): each
+    two-layer group timed on its largest pack's own workload, E3 on a short pack."""
     import torch
 
     from . import e3
-    from .e1 import run_cell
     from .work import task_work
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     rates = {}
     try:
-        two = [pk for pk in packs if pk.work_kind == "twolayer"]
-        if two:
-            p = max(min(pk.kwargs["p"] for pk in two), 200)
-            t0 = time.perf_counter()
-            res = run_cell(
-                "relu", p, [0], 0, prof.dtype, max_steps=300, min_base=1, check_every=300
-            )
-            seconds = time.perf_counter() - t0
-            steps = sum(m["stop_step"] for m in res["members"])
-            rates["twolayer"] = twolayer_work(1, steps, p, N, D) / seconds
+        largest: dict[str, Pack] = {}
+        for pk in packs:
+            g = _group(pk)
+            if pk.work_kind == "twolayer" and (g not in largest or pk.cost > largest[g].cost):
+                largest[g] = pk
+        for g, pk in largest.items():
+            rates[g] = _pack_rate(pk)
         deep = [pk for pk in packs if pk.work_kind == "deep"]
         if deep:
             kw = {**deep[0].kwargs, "steps": 30, "eval_every": 10**9, "rep": 0}
@@ -52,6 +88,15 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
     finally:
         torch.set_num_threads(old)
     return rates
+
+
+def _group(pk: Pack) -> str:
+    """The packs that run at one rate: two-layer packs by kind, activation and width (the
+    linear FA path's step does not grow with p, the kernels differ by activation and
+    width, E2 keeps the first layer and records more), E3's as one."""
+    if pk.work_kind == "twolayer":
+        return f"{pk.kind} {pk.kwargs['activation']} p={pk.kwargs['p']}"
+    return pk.work_kind
 
 
 def makespan(seconds: list[float], workers: int) -> float:
@@ -77,8 +122,14 @@ def describe(packs: list[Pack], prof: Profile, seed: int, here: int) -> list[str
     peak = max(pk.bytes for pk in packs)
     lines.append(f"peak memory per worker: {fmt_bytes(peak)} (its largest pack)")
     rates = _calibrate(packs, prof)
-    seconds = [pk.cost / rates[pk.work_kind] for pk in packs]
-    shown = ", ".join(f"{k} {r / 1e9:.3g}" for k, r in rates.items())
+    seconds = [pk.cost / rates[_group(pk)] for pk in packs]
+    two = [r for g, r in rates.items() if g != "deep"]
+    parts = []
+    if two:
+        parts.append(f"two-layer {min(two) / 1e9:.3g}-{max(two) / 1e9:.3g} ({len(two)} shapes)")
+    if "deep" in rates:
+        parts.append(f"E3 {rates['deep'] / 1e9:.3g}")
+    shown = ", ".join(parts)
     lines.append(
         f"projected time (one thread per worker, measured here: {shown} G multiply-adds/s; "
         "E1 at its minimum run length, so a floor):"

@@ -34,8 +34,10 @@ def run_cell(
     max_steps: int | None = None,
     min_base: int = 5000,
     check_every: int = 1000,
+    checkpoint=None,
 ) -> dict:
-    """Train all repetitions x lambdas of one (activation, p); return the rows and timing."""
+    """Train all repetitions x lambdas of one (activation, p); return the rows and timing.
+    ``checkpoint`` (:mod:`.checkpoints`): the fit resumes from it and saves to it."""
     import torch
 
     lams = LAMS[activation]
@@ -61,12 +63,13 @@ def run_cell(
         metrics=("mse", "alignment"),
         stop=stop,
         keep_weights=False,
+        checkpoint=checkpoint,
     )
     seconds = time.perf_counter() - t0
     members = stored_members(
         h, len(reps) * L, lambda k: {"alignment": float(h.final["alignment"][k])}
     )
-    return {"members": members, "seconds": seconds}
+    return {"members": members, "seconds": seconds, "resumed_at": h.extra.get("resumed_at", 0)}
 
 
 def stored_members(h, count: int, finals, series=lambda k: {}) -> list[dict]:

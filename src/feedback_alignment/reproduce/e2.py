@@ -40,7 +40,10 @@ def run_activation(
     record_steps: list[int],
     base_seed: int,
     dtype: str,
+    checkpoint=None,
 ) -> dict:
+    """Train one activation's repetitions x lambdas; ``checkpoint`` (:mod:`.checkpoints`):
+    the fit resumes from it and saves to it (the theory is recomputed, it is quick)."""
     import torch
 
     lams = LAMS[activation]
@@ -69,7 +72,15 @@ def run_activation(
 
     t0 = time.perf_counter()
     h = ens.fit(
-        X, y, rule="fa", lr=lr, lam=lam, steps=steps, record_steps=record_steps, metrics=("mse",)
+        X,
+        y,
+        rule="fa",
+        lr=lr,
+        lam=lam,
+        steps=steps,
+        record_steps=record_steps,
+        metrics=("mse",),
+        checkpoint=checkpoint,
     )
     seconds = time.perf_counter() - t0
     steps_rec = np.asarray(h.steps, dtype=np.int64)
@@ -90,7 +101,13 @@ def run_activation(
             "predicted_mse": (steps_rec, np.asarray(pred_at[:, k], dtype=np.float64)),
         },
     )
-    return {"members": members, "seconds": seconds + theory_seconds}
+    resumed_at = h.extra.get("resumed_at", 0)
+    return {
+        "members": members,
+        "seconds": seconds + theory_seconds,
+        "fit_seconds": seconds,  # what --dry-run's calibration times
+        "resumed_at": resumed_at,
+    }
 
 
 def member_keys(kw: dict) -> list[dict]:

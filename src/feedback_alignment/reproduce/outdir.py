@@ -11,7 +11,10 @@ so it is proven by its meta instead of a hash.
 :func:`inspect` reads a directory and refuses, touching nothing, anything but a new or
 empty directory or a reproduction of the same identity whose every file is proven. Nothing
 is ever deleted: a rerun keeps the store (resume), another experiment adds to it, and
-outputs are replaced atomically by a file of the same name.
+outputs are replaced atomically by a file of the same name. The packs' in-run checkpoints
+(``checkpoints/PACK_ID.pt``, :mod:`.checkpoints`) are named among the manifest's planned
+files and proven by their own header (this identity, their pack, their SHA-256); one is
+deleted only so proven, once its pack's runs are in the store.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..outputs import (
     sha256,
     write_manifest,
 )
+from . import checkpoints
 from .pipeline import STORE, STUDY
 
 MANIFEST = ".fa-reproduce.json"
@@ -125,6 +129,13 @@ def inspect(out, want: dict) -> dict[str, str]:
         regular = entry.is_file(follow_symlinks=False)
         if rel == MANIFEST or rel in LIVE or (regular and _own_temp(rel, names)):
             continue  # a leftover temporary file is left alone (never deleted by name)
+        if regular and _is_checkpoint(rel):
+            # changes every few minutes, in any worker: proven by its header instead of
+            # a hash (this identity, its pack, its payload's SHA-256); corrupt or another
+            # run's: one line, nothing touched
+            checkpoints.verify(out / rel, want)
+            if rel in planned:
+                continue
         listed = {hashes.get(rel), pending.get(rel)} - {None}
         if not (regular and listed and sha256(out / rel) in listed):
             raise ConfigError(
@@ -133,6 +144,11 @@ def inspect(out, want: dict) -> dict[str, str]:
                 "another directory (nothing was touched)"
             )
     return {rel: h for rel, h in hashes.items() if (out / rel).is_file()}
+
+
+def _is_checkpoint(rel: str) -> bool:
+    folder, _, name = rel.partition("/")
+    return folder == checkpoints.DIRECTORY and "/" not in name and name.endswith(checkpoints.SUFFIX)
 
 
 def check_store(path: Path, want: dict) -> None:

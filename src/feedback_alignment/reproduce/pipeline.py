@@ -136,16 +136,25 @@ def plan(exps, prof: Profile, seed: int) -> list[Pack]:
     return packs
 
 
+def takes_checkpoint(fn) -> bool:
+    """Whether pack function ``fn`` resumes from an in-run checkpoint (``checkpoint=``)."""
+    import inspect
+
+    return "checkpoint" in inspect.signature(fn).parameters
+
+
 def run_pack(item: tuple) -> dict:
     """``fn(**kwargs)`` on ``threads`` torch threads: the function every executor calls, in
-    any process."""
+    any process; ``(fn, kwargs, threads, checkpoint)`` also passes the pack's in-run
+    checkpoint (:mod:`.checkpoints`), which is not part of its identity."""
     import torch
 
-    fn, kwargs, threads = item
+    fn, kwargs, threads, *rest = item
+    extra = {"checkpoint": rest[0]} if rest and rest[0] is not None else {}
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        res = fn(**kwargs)
+        res = fn(**kwargs, **extra)
     finally:
         torch.set_num_threads(old)
     res["worker"] = f"{socket.gethostname()}:{os.getpid()}"

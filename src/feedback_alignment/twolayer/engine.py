@@ -25,8 +25,10 @@ paths (the row-space form W = s W0 + A X) plug in behind the same methods.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -36,6 +38,7 @@ from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
 from ..bounds import check_memory, within
 from ..errors import ConfigError, check
+from . import fitstate
 from .dropout import Dropout
 from .kernels import choose
 from .loss import loss_factor
@@ -233,6 +236,7 @@ class TwoLayerEnsemble:
         kernels: str = "auto",
         keep_weights: bool = True,
         dropout: float | Sequence[float] = FIELDS["dropout"].default,
+        checkpoint=None,
     ) -> History:
         """Train every member by full-batch gradient descent; return a :class:`History`.
 
@@ -251,21 +255,49 @@ class TwoLayerEnsemble:
         refused with a :class:`ConfigError`. ``dropout`` (a number or one per member, 0 <= q
         < 1) applies inverted dropout to the hidden activations at every step, as
         ``torch.nn.Dropout`` would (:mod:`.dropout`); it runs on the explicit and row-space
-        paths with the torch ops. More in docs/twolayer.md.
+        paths with the torch ops. ``checkpoint`` (an object with ``load``, ``due`` and
+        ``save``, :mod:`.fitstate`): resume from the state it holds, and save the fit's
+        state whenever it is due; the numbers equal an uninterrupted fit's. More in
+        docs/twolayer.md.
         """
-        o = FitOptions.check(self, **{k: v for k, v in locals().items() if k != "self"})
+        args = {k: v for k, v in locals().items() if k not in ("self", "checkpoint")}
+        o = FitOptions.check(self, **args)
+        key = saved = None
+        if checkpoint is not None:
+            key = fitstate.fingerprint(self, o)
+            saved = fitstate.loaded(checkpoint, key)
+            if saved is not None and o.kernels == "auto":  # the kernels that ran, same sums
+                o = dataclasses.replace(o, kernels=saved["kernels"])
         K, y, to = self.K, o.y, {"dtype": self.dtype, "device": self.device}
         c_p = loss_factor(o.loss, o.n) / math.sqrt(self.p)  # e -> the error the updates use
         lr_t, lam_t = torch.as_tensor(o.lr, **to), torch.as_tensor(o.lam, **to)
         wd_t = torch.as_tensor(o.w_decay, **to) if o.w_decay.any() else None
         feedback = MemberFeedback(o.rules, self.b)
-        fl, kernels_why = self._make_path(o, feedback)
+        try:
+            fl, kernels_why = self._make_path(o, feedback)
+        except ConfigError as exc:
+            if saved is None or args["kernels"] != "auto":
+                raise
+            # the saved state's kernels cannot run here (another machine): its numbers
+            # cannot be continued exactly, so the fit starts afresh, saying why
+            warnings.warn(
+                f"{fitstate.where(checkpoint)} was saved on the {saved['kernels']} kernels, "
+                f"which cannot run here ({exc}); this fit starts afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            saved, o = None, dataclasses.replace(o, kernels="auto")
+            fl, kernels_why = self._make_path(o, feedback)
         chunks = self._chunks(o.chunk_members, fl, o.n)
         mon = Monitor(K, o.stop, o.max_steps, o.check_every, o.blowup, self.dtype, self.device)
         rec = Recorder(self, fl, o.metrics, o.record_every, o.record_steps, wd_t, c_p)
         constant_schedule, lam_now = isinstance(o.schedule, Constant), lam_t
-        rates = _rates(lr_t, mon.active, lam_now, wd_t)
         t0, t = time.perf_counter(), 0
+        if saved is not None:
+            t = fitstate.restore(saved, self, fl, mon, rec)
+            kernels_why = saved["kernels_why"]
+        t_resumed = t
+        rates = _rates(lr_t, mon.active, lam_now, wd_t)
         while True:
             if not constant_schedule:
                 lam_now = lam_t * torch.as_tensor(o.schedule(self.t), **to)
@@ -307,6 +339,10 @@ class TwoLayerEnsemble:
                 break
             t += 1
             self.t += 1
+            if checkpoint is not None and checkpoint.due():
+                checkpoint.save(
+                    fitstate.capture(key, self, fl, mon, rec, t, fl.kernel_kind, kernels_why)
+                )
         final = rec.final()
         status, messages = mon.outcome(self.seeds, o.lr, final.get("mse"))
         return rec.history(
@@ -319,6 +355,7 @@ class TwoLayerEnsemble:
             kernels=fl.kernel_kind,
             kernels_why=kernels_why,
             seconds=time.perf_counter() - t0,
+            extra={"resumed_at": t_resumed} if t_resumed else {},
         )
 
     def _alignment(self, sl: slice, fl) -> torch.Tensor:

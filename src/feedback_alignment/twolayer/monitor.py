@@ -214,6 +214,26 @@ class Monitor:
         self.have_ckpt |= self.checkpoint
         return self.sync and not bool(self.active.any())
 
+    _TENSORS = ("active", "first_bad", "mse0", "mse_ckpt", "mse_buf")
+
+    def state(self) -> dict:
+        """Everything the monitor carries between steps (for a resume, :mod:`.fitstate`)."""
+        out = {k: getattr(self, k).clone() for k in self._TENSORS}
+        out["stop_step"] = torch.from_numpy(self.stop_step.copy())
+        out["settled"] = self.settled.clone() if self.authors else None
+        out["have_ckpt"] = bool(self.have_ckpt)
+        out["last_sync"] = int(self.last_sync)
+        return out
+
+    def load_state(self, state: dict) -> None:
+        for k in self._TENSORS:
+            getattr(self, k).copy_(state[k])
+        self.stop_step = state["stop_step"].numpy().copy()
+        if self.authors:
+            self.settled.copy_(state["settled"])
+        self.have_ckpt = bool(state["have_ckpt"])
+        self.last_sync = int(state["last_sync"])
+
     def outcome(self, seeds, lr, final_mse) -> tuple[list[str], list[str]]:
         """Each member's status ("done" or "diverged") and message (why it diverged; also
         warned). Called by ``fit`` once the loop has ended."""

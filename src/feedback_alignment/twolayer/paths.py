@@ -127,6 +127,15 @@ class ExplicitPath:
     def materialise(self) -> torch.Tensor:
         return self.W
 
+    # -- resume (.fitstate)
+    def state(self) -> dict:
+        """What this path carries from one step to the next (tensors, copied)."""
+        return {"W": self.W.clone()}
+
+    def load_state(self, state: dict) -> None:
+        """Put :meth:`state` back, into a path just bound to the same data."""
+        self.W.copy_(state["W"])
+
 
 class RowSpacePath(ExplicitPath):
     """W = s W_b + A X, with Z = W X^T, Z_b = W_b X^T and the Gram matrix X X^T kept.
@@ -297,6 +306,23 @@ class RowSpacePath(ExplicitPath):
             self._W = torch.baddbmm(W, self.A, X)
         return self._W
 
+    def state(self) -> dict:
+        # Z, A (None without weights) and s; the outputs the native update left for the
+        # next step are kept too (recomputing them could round differently)
+        u_next = {f"{a}:{b}": u.clone() for (a, b), u in self._u_next.items()}
+        A = None if self.A is None else self.A.clone()
+        return {"Z": self.Z.clone(), "A": A, "s": self.s.clone(), "u_next": u_next}
+
+    def load_state(self, state: dict) -> None:
+        self.Z.copy_(state["Z"])
+        if self.A is not None:
+            self.A.copy_(state["A"])
+        self.s.copy_(state["s"])
+        self._u_next = {
+            tuple(int(i) for i in k.split(":")): u.clone() for k, u in state["u_next"].items()
+        }
+        self._W = None
+
 
 class LinearFAPath(RowSpacePath):
     """psi linear, rule FA: A = b a^T, and beta = c1 beta_0 + c2 b + Z_b gamma, so a step is
@@ -425,6 +451,15 @@ class LinearFAPath(RowSpacePath):
             )
             self._W = self.s[:, None, None] * self.Wb + self.b.unsqueeze(-1) * aX.unsqueeze(1)
         return self._W
+
+    def state(self) -> dict:
+        # beta_0 (and what bind_beta derives from it) is the fit's starting beta
+        return {k: getattr(self, k).clone() for k in ("a", "s", "c1", "c2", "gamma")}
+
+    def load_state(self, state: dict) -> None:
+        for k in ("a", "s", "c1", "c2", "gamma"):
+            getattr(self, k).copy_(state[k])
+        self._W = None
 
 
 PATHS = {"explicit": ExplicitPath, "rowspace": RowSpacePath, "linear_fa": LinearFAPath}

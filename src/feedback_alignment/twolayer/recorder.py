@@ -116,6 +116,20 @@ class Recorder:
             self.chunk(sl, cache, e, (e * e).mean(1), feedback(sl, beta), lam_now[sl], no_step)
         self.commit(t)
 
+    def state(self) -> dict:
+        """The rows recorded so far (for a resume, :mod:`.fitstate`)."""
+        return {
+            "steps": list(self.steps),
+            "rows": {m: torch.stack(v) if v else None for m, v in self.rows.items()},
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.steps = [int(s) for s in state["steps"]]
+        self.rows = {
+            m: [] if state["rows"][m] is None else list(state["rows"][m].clone().unbind(0))
+            for m in self.names
+        }
+
     def final(self) -> dict[str, np.ndarray]:
         """Each metric (K,) at each member's last step: the last row (frozen since)."""
         return {m: self.rows[m][-1].detach().cpu().double().numpy() for m in self.names}
