@@ -15,7 +15,7 @@ mean_i cos(e_i B, e_i beta) and the weight cosine cos(B, beta); test accuracy ev
 
 from __future__ import annotations
 
-from .lambda_packs import members, run_lambda_pack
+from .lambda_packs import members, pack_kwargs, run_lambda_pack
 from .profiles import E3_LAMS, Profile, seed_for
 
 COLUMNS = ("lam", "rep", "step", "alignment", "test_accuracy")
@@ -70,25 +70,7 @@ def member_keys(kw: dict) -> list[dict]:
 
 def tasks(profile: Profile, seed: int) -> list:
     s = profile.e3
-    return [
-        (
-            run_rep,
-            {
-                "rep": r,
-                "base_seed": seed,
-                "source": s.source,
-                "train": s.train,
-                "test": s.test,
-                "hidden": s.hidden,
-                "batch": s.batch,
-                "steps": s.steps,
-                "eval_every": s.eval_every,
-                "lr": s.lr,
-                "dtype": profile.dtype,
-            },
-        )
-        for r in range(s.reps)
-    ]
+    return [(run_rep, pack_kwargs(s, r, seed, profile.dtype)) for r in range(s.reps)]
 
 
 def from_store(runs: list[dict], series) -> dict:

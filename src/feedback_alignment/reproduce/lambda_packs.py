@@ -106,6 +106,24 @@ def run_lambda_pack(
     }
 
 
+def pack_kwargs(s, rep: int, seed: int, dtype: str) -> dict:
+    """The keyword arguments of repetition ``rep``'s pack from E3 or E4 settings ``s``
+    (the pack's identity: every run's id is hashed from them)."""
+    return {
+        "rep": rep,
+        "base_seed": seed,
+        "source": s.source,
+        "train": s.train,
+        "test": s.test,
+        "hidden": s.hidden,
+        "batch": s.batch,
+        "steps": s.steps,
+        "eval_every": s.eval_every,
+        "lr": s.lr,
+        "dtype": dtype,
+    }
+
+
 def _flat(r: dict) -> dict[str, np.ndarray]:
     out = {k: r[k] for k in _SERIES}
     for what in ("alignment", "weight_alignment"):
