@@ -181,7 +181,7 @@ def _snapshot(d):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["reproduce", "E4", "--profile", "smoke"], "unknown experiment 'E4'"),
+        (["reproduce", "E9", "--profile", "smoke"], "unknown experiment 'E9'"),
         (["reproduce", "all", "--profile", "tiny"], "unknown profile 'tiny'"),
         (["reproduce", "all", "--profile", "smoke", "--seed", "-1"], "--seed"),
         (["reproduce", "all", "--profile", "smoke", "--executor", "gpu"], "unknown executor"),

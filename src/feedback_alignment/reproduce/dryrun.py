@@ -2,10 +2,11 @@
 
 The packs per experiment, their runs and work (multiply-adds, :mod:`.work`), the peak
 memory of the largest pack (what one worker must hold), and the projected time: each
-kind of work (two-layer engine, E3's trainer) is timed on this machine with one short
-calibration pack of the profile's own shape on one thread, and the pack times are then
-scheduled largest first on N workers. E1 counts its minimum run length (the paper's rule
-can train longer: linear lambda > 0 members up to ~5x), so the projection is a floor.
+kind of work (two-layer engine; the deep trainer of E3, E4 and the baselines) is timed on
+this machine with one short calibration pack of the profile's own shape on one thread,
+and the pack times are then scheduled largest first on N workers. E1 counts its minimum
+run length (the paper's rule can train longer: linear lambda > 0 members up to ~5x), so
+the projection is a floor.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
     """Multiply-adds per second of each kind of work on one thread, from a short pack."""
     import torch
 
-    from . import e3
     from .e1 import run_cell
     from .work import task_work
 
@@ -45,10 +45,11 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
             rates["twolayer"] = twolayer_work(1, steps, p, N, D) / seconds
         deep = [pk for pk in packs if pk.work_kind == "deep"]
         if deep:
-            kw = {**deep[0].kwargs, "steps": 30, "eval_every": 10**9, "rep": 0}
+            pk = deep[0]  # E3, E4 or a baseline: the same trainer
+            kw = {**pk.kwargs, "steps": 30, "eval_every": 10**9, "rep": 0}
             t0 = time.perf_counter()
-            e3.run_rep(**kw)
-            rates["deep"] = task_work("E3", kw) / (time.perf_counter() - t0)
+            pk.fn(**kw)
+            rates["deep"] = task_work(pk.experiment, kw) / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)
     return rates
