@@ -215,6 +215,8 @@ def results_from_store(st, prof: Profile, exps) -> dict:
         else:
             res = e4.from_store(by_kind.get("E4", []), st.series)
             res["baseline"] = baselines.from_store(by_kind.get("E4bp", []), st.series)
+        if "baseline" in res:  # the experiment's compute includes its baseline's packs
+            res["member_steps"] += res["baseline"]["member_steps"]
         res["compute_seconds"] = float(sum(seconds.values()))
         out[exp] = res
     return out
