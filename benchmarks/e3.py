@@ -1,9 +1,10 @@
 """E3's flop rate against the machine's matrix-multiply rate, measured in one run.
 
 E3 (``reproduce/e3.py``) trains the paper's MNIST network, 784 -> 1000 ReLU -> 10, by
-feedback alignment with batch 600, the three lambdas of a repetition side by side as one
-batched computation. This times ``run_rep``'s own loop (its ``seconds``: every step's
-products, element-wise work and recorded alignments) at the paper's sizes on MNIST, and
+feedback alignment with batch 600, the three lambdas of a repetition as three copies of one
+network stepped one after another by ``deep.lambdas.train_lambdas``. This times
+``run_rep`` (its ``seconds``: every step's products, element-wise work and recorded
+alignments) at the paper's sizes on MNIST, and
 divides the flops of its matrix products by that time:
 
     per step   4 L b H D  (z = x W^T and grad_W = delta^T x)

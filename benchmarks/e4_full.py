@@ -33,13 +33,7 @@ import torch
 
 from feedback_alignment.deep.data import load_dataset
 from feedback_alignment.deep.lambdas import E4, paper_network, replicate, train_lambdas
-
-# the authors' single run (their simulation code's E4 output), lambda 0 / 0.1 / 0.3
-AUTHORS = {
-    "test_accuracy_percent": [83.68, 85.43, 80.09],
-    "fc3_alignment_last1000": [0.047, 0.900, 0.828],
-    "fc3_weight_alignment_final": [0.035, 0.869, 0.817],
-}
+from feedback_alignment.reproduce.published import E4_AUTHORS as AUTHORS  # their single run
 
 
 def _atomic(path: Path, write) -> None:

@@ -46,7 +46,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_files_and_columns(smoke):
     out, summary = smoke
-    for rel in ("E1/alignment", "E2/loss", "E3/metrics"):
+    for rel in ("E1/alignment", "E2/loss", "E3/metrics", "E4/metrics"):
         for ext in ("png", "pdf"):
             f = out / f"{rel}.{ext}"
             assert f.is_file() and f.stat().st_size > 5000, f
@@ -86,11 +86,26 @@ def test_smoke_files_and_columns(smoke):
     assert all(0 <= float(r[4]) <= 1 for r in rows if r[4] != "")
     assert all(-1 <= float(r[3]) <= 1 for r in rows)
 
+    # E4: both layers' alignments every step, test accuracy every eval_every steps
+    h, rows = _read(out / "E4/metrics.csv")
+    assert h == ["lam", "rep", "step", "fc2_alignment", "fc2_weight_alignment",
+                 "fc3_alignment", "fc3_weight_alignment", "test_accuracy"]  # fmt: skip
+    assert len(rows) == len(E3_LAMS) * prof.e4.reps * (prof.e4.steps + 1)
+    assert all(-1 <= float(v) <= 1 for r in rows for v in r[3:7])
+    evaluated = {int(r[2]) for r in rows if r[7] != ""}
+    assert evaluated == set(range(0, prof.e4.steps + 1, prof.e4.eval_every)) | {prof.e4.steps}
+    # the backprop baselines: test accuracy of every lambda at E3's / E4's evaluation steps
+    for exp, s in (("E3", prof.e3), ("E4", prof.e4)):
+        h, rows = _read(out / f"{exp}/backprop.csv")
+        assert h == ["lam", "rep", "step", "test_accuracy"]
+        assert len(rows) == len(E3_LAMS) * s.bp_reps * len(evaluated)
+        assert all(0 <= float(r[3]) <= 1 for r in rows)
+
 
 def test_smoke_report_and_verdicts(smoke):
     out, summary = smoke
     verdicts = {v["claim"]: v for v in summary["verdicts"]}
-    assert set(verdicts) == {"1a", "1b", "1c", "2a", "2b", "2c", "2d", "3a", "3b"}
+    assert set(verdicts) == {"1a", "1b", "1c", "2a", "2b", "2c", "2d", "3a", "3b", "4a", "4b"}
     for c, v in verdicts.items():
         allowed = {INFO_AGREES, INFO_DEVIATES} if c == "1b" else VERDICTS
         assert v["verdict"] in allowed
@@ -109,9 +124,10 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E1 beside the published values" in md and "paper: mean ± s.d. (50 reps)" in md
     assert md.count("| 200 |") == 12 and pub["capped"] == 0
     assert "E3 beside the paper's final values" in md and "91.6 %" in md
+    assert "E4 beside the authors' run" in md and "85.43 %" in md and "0.869" in md
     assert "Reduced relative to the paper" in md and "Wall times" in md and "torch" in md
     # self-contained: figures embedded, no external references
-    assert html.count("data:image/png;base64,") == 4  # E1, E2, E2 conservation, E3
+    assert html.count("data:image/png;base64,") == 5  # E1, E2, E2 conservation, E3, E4
     # no link out: the images are embedded (their base64 text can hold "http" by chance)
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
     assert 'src="E' not in text and "http" not in text.split("<body>")[1].split("Files")[0]
@@ -127,6 +143,9 @@ CSVS = (
     "E2/conservation.csv",
     "E3/metrics.csv",
     "E3/weight_alignment.csv",
+    "E3/backprop.csv",
+    "E4/metrics.csv",
+    "E4/backprop.csv",
 )
 
 
@@ -162,7 +181,7 @@ def _snapshot(d):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["reproduce", "E4", "--profile", "smoke"], "unknown experiment 'E4'"),
+        (["reproduce", "E9", "--profile", "smoke"], "unknown experiment 'E9'"),
         (["reproduce", "all", "--profile", "tiny"], "unknown profile 'tiny'"),
         (["reproduce", "all", "--profile", "smoke", "--seed", "-1"], "--seed"),
         (["reproduce", "all", "--profile", "smoke", "--executor", "gpu"], "unknown executor"),
@@ -270,15 +289,16 @@ def test_the_store_is_the_source_and_other_experiments_add(smoke, tmp_path):
         assert st.meta()["profile"] == "smoke" and st.meta()["seed"] == "3"
     prof = get_profile("smoke")
     e1 = len(LAMS) * 4 * len(prof.e1.widths) * prof.e1.reps
-    e3 = len(E3_LAMS) * prof.e3.reps
-    assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3
+    e3 = len(E3_LAMS) * (prof.e3.reps + prof.e3.bp_reps)  # FA and the backprop baseline
+    e4 = len(E3_LAMS) * (prof.e4.reps + prof.e4.bp_reps)
+    assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3 + e4
     (out / ".report.md.notes.tmp").write_text("a user's file that looks like a temp file")
     csvs = _csvs(out)
     (out / "E2" / "loss.csv").unlink()  # rebuilt from the store
     # another experiment of the same profile and seed: nothing recomputed, nothing deleted
     summary = reproduce("E3", profile="smoke", out=out, seed=3, executor="inline")
     assert _csvs(out) == csvs
-    assert summary["experiments"] == ["E1", "E2", "E3"]  # the report covers what is stored
+    assert summary["experiments"] == ["E1", "E2", "E3", "E4"]  # the report covers the store
     assert (out / ".report.md.notes.tmp").exists()
     with Store(out / "store.sqlite", create=False) as st:
         assert sum(st.counts().values()) == n
@@ -346,13 +366,13 @@ def test_sigkill_in_every_experiment_and_in_the_report_then_resume(smoke, tmp_pa
     cmd += ["--profile", "smoke", "--seed", "3", "--out", str(out), "--executor", "inline"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = 0
-    # stored packs before each kill (inline order: E1 x3, E2 x3, E1 x3, E2c x2, E3); the
-    # last waits for all 12 and kills while figures and report are being written
-    for at in (1, 4, 11, 12):
+    # stored packs before each kill (inline order: largest first, E1, E2, E2c, E3, E3bp, E4,
+    # E4bp mixed); the last waits for all 15 and kills while figures and report are written
+    for at in (1, 4, 11, 15):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while proc.poll() is None and _stored_packs(store) < at:
             time.sleep(0.02)
-        if at == 12:
+        if at == 15:
             time.sleep(1.0)  # into the figures
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -441,8 +461,8 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["reproduce", "all", "--profile", "smoke", "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("fa reproduce --profile smoke --seed 0: 12 packs, ")
-    for what in ("  E1: 6 packs", "  E2: 5 packs", "  E3: 1 packs", "peak memory per worker: "):
+    assert text.startswith("fa reproduce --profile smoke --seed 0: 15 packs, ")
+    for what in ("  E1: 6 packs", "  E2: 5 packs", "  E3: 2 packs", "  E4: 2 packs", "peak memory"):
         assert what in text, what
     assert "this machine (" in text and "128 workers like these: " in text
     assert not out.exists()

@@ -244,6 +244,39 @@ def test_claim3_accuracy_outcomes(acc, expected):
     assert V.claim3_accuracy(rows, 10_000).verdict == expected
 
 
+# ------------------------------------------------------------------ E4: 4a, 4b
+def e4_rows(fc3, fc2, reps=1, steps=300):
+    """E4 rows: each layer's alignment per lambda, a little noise over the steps."""
+    rows = []
+    for lam in E3_LAMS:
+        for r in range(reps):
+            for t in range(steps + 1):
+                wobble = 0.01 * np.sin(t) + 0.002 * r * (lam + 1)
+                rows.append(
+                    {"lam": lam, "rep": r, "step": t, "fc3_alignment": fc3[lam] + wobble,
+                     "fc2_alignment": fc2[lam] + wobble, "test_accuracy": ""}
+                )  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize("reps", [1, 3])
+@pytest.mark.parametrize(
+    ("align", "expected"),
+    [
+        ({0.0: 0.05, 0.1: 0.9, 0.3: 0.83}, HOLDS),  # the authors' output-layer values
+        ({0.0: 0.5, 0.1: 0.1, 0.3: 0.2}, FAILS),
+        ({0.0: 0.05, 0.1: 0.07, 0.3: 0.9}, NOT_SHOWN),  # one lambda within the margin
+    ],
+)
+def test_claim4_alignment_outcomes_per_layer(align, expected, reps):
+    flat = dict.fromkeys(E3_LAMS, 0.1)
+    assert V.claim4_alignment(e4_rows(align, flat, reps), "fc3").verdict == expected
+    assert V.claim4_alignment(e4_rows(align, flat, reps), "fc2").verdict == NOT_SHOWN
+    v = V.claim4_alignment(e4_rows(flat, align, reps), "fc2")
+    assert v.claim == "4b" and v.verdict == expected and "fc2 alignment" in v.evidence[0]
+    assert V.claim4_alignment([], "fc3").verdict == NOT_SHOWN
+
+
 def test_criteria_quote_their_constants():
     text = V.claim2_bounded([]).criterion
     assert f"{V.C2B_KEEP:g}" in text and f"t > {V.C2B_T}" in text
@@ -263,13 +296,30 @@ def test_report_sets_the_paper_beside_the_run():
     rows[0]["alignment"] = 2.0  # one repetition far off: that cell's mean moves 0.3
     md = to_markdown(e1_blocks(published.compare(rows), {"rows": rows, "capped": 0}))
     assert "7 of 8 cells" in md and md.count("**disagree**") == 1
-    md = to_markdown(
-        e3_blocks(
-            {"rows": e3_rows({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, {0.0: 0.9, 0.1: 0.91, 0.3: 0.92})}
-        )
-    )
-    # 0.1 + mean over reps (0, 0.01) + 0.002 sin(200) at the last step
-    assert "| 0.1 | 0.103 | 91.0 % | 200 | 0.55 | 91.6 % |" in md
+    rows = e3_rows({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, {0.0: 0.9, 0.1: 0.91, 0.3: 0.92})
+    bp = [
+        {"lam": 0.1, "rep": 0, "step": s, "test_accuracy": a} for s, a in ((100, 0.5), (200, 0.975))
+    ]
+    md = to_markdown(e3_blocks({"rows": rows, "baseline": {"rows": bp}}))
+    # 0.1 + mean over reps (0, 0.01) + 0.002 sin(200) at the last step; the baseline's last
+    assert "| 0.1 | 0.103 | 91.0 % | 97.5 % | 200 | 0.55 | 91.6 % |" in md
+    assert "| 0 | 0.023 | 90.0 % |  | 200 |" in md  # no baseline run for lambda = 0
+
+
+def test_report_sets_e4_beside_the_authors_run():
+    from feedback_alignment.reproduce.report import e4_blocks, to_markdown
+
+    rows = e4_rows({0.0: 0.05, 0.1: 0.9, 0.3: 0.8}, {0.0: 0.01, 0.1: 0.3, 0.3: 0.4}, steps=1500)
+    for r in rows:
+        r["fc3_weight_alignment"] = r["fc2_weight_alignment"] = 0.5
+        r["test_accuracy"] = 0.8 + r["lam"] / 10 if r["step"] % 100 == 0 else ""
+    bp = [{"lam": lam, "rep": 0, "step": 1500, "test_accuracy": 0.97} for lam in E3_LAMS]
+    md = to_markdown(e4_blocks({"rows": rows, "baseline": {"rows": bp}}))
+    # the mean over the last 1000 steps of 0.9 + 0.01 sin(t)
+    tail = 0.9 + 0.01 * np.mean(np.sin(np.arange(501, 1501)))
+    assert f"| 0.1 | 81.0 % | {tail:.3f} |" in md
+    assert "| 97.0 % | 85.43 % | 0.900 | 0.869 |" in md
+    assert "1500 steps" in md and "did not record layer 2" in md
 
 
 # ------------------------------------------------------------------ the remaining branches
@@ -339,6 +389,8 @@ def test_all_verdicts_runs_the_claims_of_each_experiment_present():
     rows = e3_rows({0.0: 0.02, 0.1: 0.1, 0.3: 0.2}, {0.0: 0.9, 0.1: 0.91, 0.3: 0.92})
     e3 = {"E3": {"rows": rows, "n_test": 10_000}}
     assert [v.claim for v in V.all_verdicts(e3)] == ["3a", "3b"]
+    e4 = {"E4": {"rows": e4_rows(dict.fromkeys(E3_LAMS, 0.1), dict.fromkeys(E3_LAMS, 0.1))}}
+    assert [v.claim for v in V.all_verdicts(e4)] == ["4a", "4b"]
 
 
 # ------------------------------------------------------------------ thresholds, defined once
@@ -358,6 +410,7 @@ def _criteria() -> str:
             V.claim2_published([]),
             V.claim3_alignment([]),
             V.claim3_accuracy([], 1),
+            V.claim4_alignment([], "fc3"),
         )
     )
 

@@ -2,12 +2,13 @@
 
 The packs per experiment, their runs and work (multiply-adds, :mod:`.work`), the peak
 memory of the largest pack (what one worker must hold), and the projected time: each
-group of packs that run at one rate (two-layer packs by kind, activation and width; E3's) is
-timed on this machine on one thread with its largest pack's own function and shape, cut
-short (the fit alone is timed, after a warm-up that builds and picks the kernels), and the
-pack times are then scheduled largest first on N workers. E1 counts its minimum run length
-(the paper's rule can train longer: linear lambda > 0 members up to ~5x), so the projection
-is a floor.
+group of packs that run at one rate (two-layer packs by kind, activation and width; the
+deep trainer of E3, E4 and the baselines) is timed on this machine on one thread with its
+largest pack's own function and shape (the deep trainer: one short pack), cut short (the
+fit alone is timed, after a warm-up that builds and picks the kernels), and the pack times
+are then scheduled largest first on N workers. E1 counts its minimum run length (the
+paper's rule can train longer: linear lambda > 0 members up to ~5x), so the projection is
+a floor.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
     two-layer group timed on its largest pack's own workload, E3 on a short pack."""
     import torch
 
-    from . import e3
     from .work import task_work
 
     old = torch.get_num_threads()
@@ -81,10 +81,11 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
             rates[g] = _pack_rate(pk)
         deep = [pk for pk in packs if pk.work_kind == "deep"]
         if deep:
-            kw = {**deep[0].kwargs, "steps": 30, "eval_every": 10**9, "rep": 0}
+            pk = deep[0]  # E3, E4 or a baseline: the same trainer
+            kw = {**pk.kwargs, "steps": 30, "eval_every": 10**9, "rep": 0}
             t0 = time.perf_counter()
-            e3.run_rep(**kw)
-            rates["deep"] = task_work("E3", kw) / (time.perf_counter() - t0)
+            pk.fn(**kw)
+            rates["deep"] = task_work(pk.experiment, kw) / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)
     return rates

@@ -4,7 +4,9 @@ E1: alignment against width, one panel per activation, log x-axis, mean +-1 s.d.
 one line per lambda. E2: MSE against step on a log y-axis, one panel per activation,
 mean with a +-1 s.d. band, the loss curve predicted from H(0)+G(0) dashed, the settle level
 of each lambda > 0 dotted and lambda_min(H(0)+G(0)) in the panel. E3: hidden-error
-alignment (and the weight cosine) against step, and test accuracy against step. E2's
+alignment (and the weight cosine) against step, and test accuracy against step (backprop
+baseline dotted). E4: each layer's error-signal and weight alignment against step, test
+accuracy, the authors' single run as markers. E2's
 conservation figure: b.beta(t) split into the terms of the exact law.
 :func:`plot_comparison` draws one run beside its prediction (``twolayer.theory``).
 """
@@ -223,7 +225,21 @@ def e2_figure(rows, prediction, kernels, path: Path, p: int, write=None) -> list
     return out
 
 
-def e3_figure(rows, weight_rows, path: Path, write=None) -> list[Path]:
+def _baseline_accuracy(ax, rows, lams, colors) -> None:
+    """The backprop baseline's test accuracy (mean over its repetitions) per lambda, thin
+    dotted lines with hollow markers in the lambda's colour."""
+    acc = group(rows or [], ("lam", "step"), "test_accuracy")
+    for lam, color in zip(lams, colors, strict=True):
+        es = np.array(sorted({k[1] for k in acc if k[0] == lam}))
+        if es.size:
+            am = np.array([acc[(lam, s)].mean() for s in es])
+            ax.plot(es, am, color=color, lw=1.0, ls=":", marker="s", ms=3, mfc="none",
+                    label=f"λ = {lam:g}, backprop")  # fmt: skip
+
+
+def e3_figure(rows, weight_rows, path: Path, write=None, baseline=None) -> list[Path]:
+    """E3's figure; ``baseline``: the backprop baseline's rows (lam, rep, step,
+    test_accuracy), drawn in the accuracy panel."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     al = group(rows, ("lam", "step"), "alignment")
@@ -251,6 +267,7 @@ def e3_figure(rows, weight_rows, path: Path, write=None) -> list[Path]:
             capsize=2,
             label=f"λ = {lam:g}",
         )
+    _baseline_accuracy(a2, baseline, lams, _colors(len(lams)))
     a1.set_xlabel("SGD step")
     a1.set_ylabel("alignment (cosine)")
     a1.set_title("hidden-error alignment cos(eB, eβ) and cos(B, β)")
@@ -259,11 +276,90 @@ def e3_figure(rows, weight_rows, path: Path, write=None) -> list[Path]:
     a1.grid(alpha=0.3)
     a2.set_xlabel("SGD step")
     a2.set_ylabel("test accuracy")
-    a2.set_title("test accuracy")
+    a2.set_title("test accuracy (FA solid" + (", backprop dotted)" if baseline else ")"))
     a2.legend(title="weight decay", loc="lower right")
     a2.grid(alpha=0.3)
     fig.suptitle(
         "E3: MNIST, feedback alignment with weight decay λ on the last layer",
+    )
+    out = _save(fig, path, write)
+    plt.close(fig)
+    return out
+
+
+def e4_figure(
+    rows, path: Path, authors: dict, write=None, baseline=None, dataset: str = "mnist"
+) -> list[Path]:
+    """E4's figure: per layer (fc3 the output layer, fc2 the second) the error-signal
+    alignment (solid, +-1 s.d. band over repetitions) and the weight alignment (dashed)
+    against step, one colour per lambda; test accuracy against step with the backprop
+    baseline dotted. ``authors`` (:data:`.published.E4_AUTHORS`): their single run's
+    values, drawn as hollow markers at the right edge of the output-layer and accuracy
+    panels."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    lams = sorted({r["lam"] for r in rows})
+    colors = _colors(len(lams))
+    last = max(r["step"] for r in rows)
+    edge = last * 1.04
+    for ax, layer, title in (
+        (axes[0], "fc3", "output layer (fc3)"),
+        (axes[1], "fc2", "layer 2 (fc2)"),
+    ):
+        al = group(rows, ("lam", "step"), f"{layer}_alignment")
+        wal = group(rows, ("lam", "step"), f"{layer}_weight_alignment")
+        for k, (lam, color) in enumerate(zip(lams, colors, strict=True)):
+            steps = np.array(sorted({s[1] for s in al if s[0] == lam}))
+            m = np.array([al[(lam, t)].mean() for t in steps])
+            sd = np.array([al[(lam, t)].std(ddof=1) if al[(lam, t)].size > 1 else 0 for t in steps])
+            ax.plot(steps, m, color=color, lw=1.0, label=f"λ = {lam:g}: error signals")
+            ax.fill_between(steps, m - sd, m + sd, color=color, alpha=0.2, lw=0)
+            wm = np.array([wal[(lam, t)].mean() for t in steps])
+            ax.plot(steps, wm, color=color, lw=1.2, ls="--", label=f"λ = {lam:g}: cos(B, W)")
+            if layer == "fc3":
+                ax.plot(edge, authors["fc3_alignment_last1000"][k], "o", color=color, mfc="none",
+                        ms=7, mew=1.5)  # fmt: skip
+                ax.plot(edge, authors["fc3_weight_alignment_final"][k], "D", color=color,
+                        mfc="none", ms=6, mew=1.5)  # fmt: skip
+        ax.set_title(f"{title}: cos(eB, eW) and cos(B, W)")
+        ax.set_xlabel("SGD step")
+        ax.set_ylabel("alignment (cosine)")
+        ax.axhline(0, color="grey", lw=0.6, ls=":")
+        ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    marks = [
+        Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label="authors: error signals"),
+        Line2D([], [], color="0.3", marker="D", mfc="none", ls="", label="authors: cos(B, W)"),
+    ]
+    h, _ = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles=h + marks, loc="best", fontsize=7)
+    axes[1].legend(loc="best", fontsize=7)
+    acc = group(rows, ("lam", "step"), "test_accuracy")
+    a2 = axes[2]
+    for k, (lam, color) in enumerate(zip(lams, colors, strict=True)):
+        es = np.array(sorted({s[1] for s in acc if s[0] == lam}))
+        a2.plot(es, [acc[(lam, t)].mean() for t in es], color=color, marker="o", ms=3,
+                label=f"λ = {lam:g}, FA")  # fmt: skip
+        a2.plot(edge, authors["test_accuracy_percent"][k] / 100, "o", color=color, mfc="none",
+                ms=7, mew=1.5)  # fmt: skip
+    _baseline_accuracy(a2, baseline, lams, colors)
+    h, _ = a2.get_legend_handles_labels()
+    a2.legend(
+        handles=h + [Line2D([], [], color="0.3", marker="o", mfc="none", ls="",
+                            label="authors (FA, 15,000 steps)")],
+        loc="lower right", fontsize=7,
+    )  # fmt: skip
+    a2.set_title("test accuracy (FA solid" + (", backprop dotted)" if baseline else ")"))
+    a2.set_xlabel("SGD step")
+    a2.set_ylabel("test accuracy")
+    a2.grid(alpha=0.3)
+    fig.suptitle(
+        f"E4: {dataset}, the authors' three-layer network trained by feedback alignment, weight "
+        "decay λ on layers 2 and 3 "
+        f"(hollow markers at the right edge: the authors' single run after 15,000 steps; "
+        f"ours ends at step {last})",
+        fontsize=10,
     )
     out = _save(fig, path, write)
     plt.close(fig)

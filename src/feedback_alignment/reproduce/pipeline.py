@@ -25,7 +25,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..progress import twolayer_work
-from . import conservation, e1, e2, e3
+from . import baselines, conservation, e1, e2, e3, e4
 from .profiles import EXPERIMENTS, D, N, Profile
 from .work import INPUTS, task_work
 
@@ -37,6 +37,9 @@ KINDS = {
     "E2": (e2, "E2", "twolayer"),
     "E2c": (conservation, "E2", "twolayer"),
     "E3": (e3, "E3", "deep"),
+    "E3bp": (baselines.E3_BP, "E3", "deep"),
+    "E4": (e4, "E4", "deep"),
+    "E4bp": (baselines.E4_BP, "E4", "deep"),
 }
 
 
@@ -85,7 +88,7 @@ def _digest(obj) -> str:
 
 def _pack_bytes(kind: str, kw: dict, dtype: str) -> float:
     """Planned peak memory of one pack: the engine's state per member (weights,
-    feedback, per-sample activations, data) or E3's data set and three networks."""
+    feedback, per-sample activations, data) or E3's / E4's data set and three networks."""
     itemsize = 4 if dtype == "float32" else 8
     if kind in ("E1", "E2", "E2c"):
         members = len(KINDS[kind][0].member_keys(kw))
@@ -94,7 +97,9 @@ def _pack_bytes(kind: str, kw: dict, dtype: str) -> float:
         return float(members * per * (8 if kind != "E1" else itemsize) + extra)
     inputs = INPUTS.get(kw["source"], 784)
     data = 70000 * inputs * itemsize
-    nets = 3 * (kw["hidden"] * inputs + 10 * kw["hidden"]) * itemsize * 3  # W, beta, grads
+    h = kw["hidden"]
+    weights = h * inputs + 10 * h + (h * h if kind.startswith("E4") else 0)
+    nets = 3 * weights * itemsize * 4  # W, feedback B, gradients, a spare
     acts = 3 * kw["batch"] * kw["hidden"] * itemsize * 4
     return float(data + nets + acts)
 
@@ -213,8 +218,14 @@ def results_from_store(st, prof: Profile, exps) -> dict:
         elif exp == "E2":
             res = e2.from_store(by_kind.get("E2", []), st.series)
             res["conservation"] = conservation.from_store(by_kind.get("E2c", []), st.series)
-        else:
+        elif exp == "E3":
             res = e3.from_store(by_kind.get("E3", []), st.series)
+            res["baseline"] = baselines.from_store(by_kind.get("E3bp", []), st.series)
+        else:
+            res = e4.from_store(by_kind.get("E4", []), st.series)
+            res["baseline"] = baselines.from_store(by_kind.get("E4bp", []), st.series)
+        if "baseline" in res:  # the experiment's compute includes its baseline's packs
+            res["member_steps"] += res["baseline"]["member_steps"]
         res["compute_seconds"] = float(sum(seconds.values()))
         out[exp] = res
     return out

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import choice
 from ..twolayer.schema import PAPER_LR
 
-EXPERIMENTS = ("E1", "E2", "E3")
+EXPERIMENTS = ("E1", "E2", "E3", "E4")
 ACTIVATIONS = ("linear", "relu", "tanh")
 N, D = 50, 150
 LR = {act: PAPER_LR[act] for act in ACTIVATIONS}  # the paper's step sizes
@@ -30,6 +30,7 @@ LAMS = {
 }
 PAPER_WIDTHS = (200, 400, 800, 1600, 3200, 6400, 12800)
 E3_LAMS = (0.0, 0.1, 0.3)
+E4_LAMS = E3_LAMS  # the authors' three-layer network: the same lambdas, on layers 2 and 3
 STEP_SIZE_NOTE = (
     "Step sizes are the authors' code values: 1e-3 (linear), 1e-2 (ReLU), 1e-1 (tanh), with "
     "the mean squared error (gradient factor 2/n). The paper's text quotes values ten times "
@@ -94,6 +95,25 @@ class E3Settings:
     reps: int = 10
     eval_every: int = 100
     lr: float = 1e-2
+    bp_reps: int = 1  # repetitions of the backprop baseline (the authors' two-layer one)
+
+
+@dataclass(frozen=True)
+class E4Settings:
+    """The authors' three-layer MNIST network (784-1000-1000-10, every layer FA, lambda on
+    layers 2 and 3) as their code ran it: one run of 15,000 steps (150 epochs); and the
+    same network trained by backprop (``bp_reps`` runs)."""
+
+    source: str = "mnist"
+    train: int | None = None
+    test: int | None = None
+    hidden: int = 1000
+    batch: int = 600
+    steps: int = 15000  # 150 epochs
+    reps: int = 1
+    eval_every: int = 100
+    lr: float = 1e-2
+    bp_reps: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,7 @@ class Profile:
     e1: E1Settings
     e2: E2Settings
     e3: E3Settings
+    e4: E4Settings = E4Settings()
     activations: tuple[str, ...] = ACTIVATIONS
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -145,12 +166,31 @@ class Profile:
         differ("e3", "steps", "E3 {} SGD steps instead of {:,} (300 epochs)")
         differ("e3", "reps", "E3 {} repetition(s) instead of {}")
         differ("e3", "eval_every", "E3 test accuracy every {} steps instead of {}")
+        differ("e3", "bp_reps", "E3 backprop baseline: {} repetition(s) instead of {}")
+        e4, p4 = self.e4, _PAPER["e4"]
+        if (e4.source, e4.train, e4.test) != (p4.source, p4.train, p4.test):
+            out.append(
+                f"E4 data: {e4.source}"
+                + (f", first {e4.train} training samples" if e4.train else "")
+                + (f", first {e4.test} test samples" if e4.test else "")
+            )
+        differ("e4", "hidden", "E4 {} units per hidden layer instead of {}")
+        differ("e4", "batch", "E4 batch {} instead of {}")
+        differ("e4", "steps", "E4 {} SGD steps instead of {:,} (150 epochs)")
+        differ("e4", "reps", "E4 {} repetition(s) instead of the authors' {}")
+        differ("e4", "eval_every", "E4 test accuracy every {} steps instead of {}")
+        differ("e4", "bp_reps", "E4 backprop baseline: {} repetition(s) instead of {}")
         if self.dtype != "float64":
-            out.append(f"{self.dtype} arithmetic in E1 and E3 (E2 is always float64)")
+            out.append(f"{self.dtype} arithmetic in E1, E3 and E4 (E2 is always float64)")
         return out
 
 
-_PAPER = {"e1": E1Settings(), "e2": E2Settings(), "e3": E3Settings()}  # the paper's settings
+_PAPER = {
+    "e1": E1Settings(),
+    "e2": E2Settings(),
+    "e3": E3Settings(),
+    "e4": E4Settings(),
+}  # the paper's settings
 
 
 def _shown(v):
@@ -165,6 +205,7 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(widths=(100, 200), reps=2, min_base=500, check_every=100),
         e2=E2Settings(p=200, steps=300, reps=2, points=40),
         e3=E3Settings(source="digits", hidden=200, batch=100, steps=60, reps=1, eval_every=20),
+        e4=E4Settings(source="digits", hidden=64, batch=100, steps=60, eval_every=20),
     ),
     "quick": Profile(
         name="quick",
@@ -173,6 +214,9 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(widths=(200, 400, 800, 1600), reps=3),
         e2=E2Settings(p=1600, reps=4),
         e3=E3Settings(steps=4000, reps=2),
+        # E4's lambda = 0.1 copy leaves lambda = 0 between steps 2000 and 3000; its backprop
+        # baseline (as long again as E4 itself) is left to standard and full
+        e4=E4Settings(steps=3000, bp_reps=0),
     ),
     "standard": Profile(
         name="standard",
@@ -181,6 +225,7 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(widths=(200, 400, 800, 1600, 3200), reps=12),
         e2=E2Settings(reps=12),
         e3=E3Settings(steps=12000, reps=2),
+        e4=E4Settings(),
     ),
     "full": Profile(
         name="full",
@@ -189,6 +234,7 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(),
         e2=E2Settings(),
         e3=E3Settings(),
+        e4=E4Settings(),
     ),
 }
 

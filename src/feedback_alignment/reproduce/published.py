@@ -123,3 +123,17 @@ def headline(cells: list[Cell]) -> str:
         return "E1: no cell of this profile is among the published ones (no comparison)"
     n = sum(c.agree for c in cells)
     return f"E1: {n} of {len(cells)} cells agree with the published values"
+
+
+# E4, the authors' three-layer MNIST network: their single run (15,000 steps), lambda 0 /
+# 0.1 / 0.3, from the output of their public simulation code as issue 21 quotes it. They
+# recorded the output layer only (their second-layer columns repeat the third layer's).
+E4_AUTHORS = {
+    "test_accuracy_percent": [83.68, 85.43, 80.09],  # at the end of training
+    "fc3_alignment_last1000": [0.047, 0.900, 0.828],  # error signals, mean of the last 1000 steps
+    "fc3_weight_alignment_final": [0.035, 0.869, 0.817],  # cos(B, W) of the output layer
+}
+E4_PROVENANCE = (
+    "the authors' public simulation code, its three-layer MNIST run (one run, 15,000 steps, "
+    "lambda 0 / 0.1 / 0.3 on layers 2 and 3); values as quoted in this project's issue 21"
+)

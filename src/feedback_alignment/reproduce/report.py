@@ -107,6 +107,7 @@ def e3_blocks(e3: dict) -> list[tuple]:
                 f"{lam:g}",
                 f"{sum(a) / len(a):.3f}" if a else "",
                 f"{100 * sum(t) / len(t):.1f} %" if t else "",
+                _pct(_final_accuracy(e3.get("baseline", {}).get("rows", []), lam)),
                 str(last),
                 f"{al:.2f}",
                 f"{acc:.1f} %",
@@ -120,6 +121,7 @@ def e3_blocks(e3: dict) -> list[tuple]:
                 "λ",
                 "alignment (this run)",
                 "test accuracy (this run)",
+                "backprop baseline: test accuracy",
                 "at step",
                 "paper: alignment",
                 "paper: test accuracy (30,000 steps)",
@@ -130,7 +132,79 @@ def e3_blocks(e3: dict) -> list[tuple]:
             "p",
             "The paper's values are read at the end of its 30,000 steps (300 epochs); this run's "
             "at its last step, alignment on that step's training batch (mean over "
-            "repetitions). Shorter runs stop while the alignment is still rising.",
+            "repetitions). Shorter runs stop while the alignment is still rising. The backprop "
+            "baseline is the authors' two-layer one (nn.Linear with biases, PyTorch's default "
+            "initialisation, loss + lambda |beta|^2), trained for the same steps.",
+        ),
+    ]
+
+
+def _final_accuracy(rows, lam) -> float | None:
+    """Mean over repetitions of the test accuracy at the last evaluated step of ``lam``."""
+    acc = [r for r in rows if r["lam"] == lam and r["test_accuracy"] != ""]
+    if not acc:
+        return None
+    last = max(r["step"] for r in acc)
+    vals = [r["test_accuracy"] for r in acc if r["step"] == last]
+    return sum(vals) / len(vals)
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.1f} %"
+
+
+def e4_blocks(e4: dict) -> list[tuple]:
+    """E4's end point beside the authors' single run, with the backprop baseline."""
+    from .e4 import LAYERS
+    from .published import E4_AUTHORS, E4_PROVENANCE
+
+    rows = e4["rows"]
+    last = max(r["step"] for r in rows)
+    tail = last - 1000  # the authors' statistic: the mean of the last 1000 steps
+
+    def mean(lam, key, when):
+        v = [r[key] for r in rows if r["lam"] == lam and when(r["step"])]
+        return sum(v) / len(v) if v else float("nan")
+
+    out = []
+    for k, lam in enumerate(E3_LAMS):
+        ours = [
+            _pct(_final_accuracy(rows, lam)),
+            *(f"{mean(lam, f'{ly}_alignment', lambda t: t > tail):.3f}" for ly in LAYERS[::-1]),
+            *(f"{mean(lam, f'{ly}_weight_alignment', lambda t: t == last):.3f}"
+              for ly in LAYERS[::-1]),
+            _pct(_final_accuracy(e4.get("baseline", {}).get("rows", []), lam)),
+        ]  # fmt: skip
+        theirs = [
+            f"{E4_AUTHORS['test_accuracy_percent'][k]:.2f} %",
+            f"{E4_AUTHORS['fc3_alignment_last1000'][k]:.3f}",
+            f"{E4_AUTHORS['fc3_weight_alignment_final'][k]:.3f}",
+        ]
+        out.append([f"{lam:g}", *ours, *theirs])
+    return [
+        ("h2", "E4 beside the authors' run"),
+        (
+            "table",
+            [
+                "λ",
+                "test accuracy (FA)",
+                "fc3 error alignment",
+                "fc2 error alignment",
+                "fc3 cos(B, W)",
+                "fc2 cos(B, W)",
+                "test accuracy (backprop)",
+                "authors: test accuracy",
+                "authors: fc3 error alignment",
+                "authors: fc3 cos(B, W)",
+            ],
+            out,
+        ),
+        (
+            "p",
+            f"This run: {last} steps; error-signal alignment averaged over the last 1000 steps "
+            "(all of them if fewer), cos(B, W) and test accuracy at the last step, means over "
+            f"repetitions. The authors' values: {E4_PROVENANCE}; they did not record layer 2 "
+            "(fc2), so its alignment has nothing to be compared with.",
         ),
     ]
 
@@ -180,6 +254,8 @@ def build_blocks(
         b += e1_blocks(cells, {**results["E1"], "max_steps": profile.e1.max_steps})
     if "E3" in results:
         b += e3_blocks(results["E3"])
+    if "E4" in results:
+        b += e4_blocks(results["E4"])
     b.append(("h2", "Settings"))
     b.append(("p", STEP_SIZE_NOTE))
     b.append(
@@ -192,7 +268,12 @@ def build_blocks(
             + ", ".join(f"{TITLES[a]} {_set(LAMS[a])}" for a in ACTIVATIONS)
             + ". E3: 784 -> 1000 ReLU -> 10 (1/sqrt(1000) output scale), SGD lr 1e-2, "
             f"cross-entropy, 10 x 1000 feedback matrix B, lambda in {_set(E3_LAMS)} on the last "
-            f"layer, the {len(E3_LAMS)} runs sharing initialisation, B and batch order.",
+            f"layer, the {len(E3_LAMS)} runs sharing initialisation, B and batch order. E4 (the "
+            "authors' code, not in the paper): 784 -> 1000 ReLU -> 1000 ReLU -> 10, no biases, "
+            "every layer FA with its own N(0, 1) feedback, output divided by 1000, SGD lr 1e-2, "
+            f"batch 600, lambda in {_set(E3_LAMS)} on layers 2 and 3. Both networks are also "
+            "trained by backprop (E3: the authors' two-layer baseline; E4: the same network "
+            "from the same start) as a baseline for the accuracy.",
         )
     )
     red = profile.reductions()

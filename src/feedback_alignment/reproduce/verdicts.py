@@ -38,6 +38,9 @@ C2D_SHARE = 0.9  # 2d: share of cells that must agree with the published values
 C3A_T = 3  # 3a: t of the alignment difference
 C3A_WINDOW = 0.1  # 3a: the alignment is averaged over this last fraction of the steps
 C3B_T = 2  # 3b: t of the test-accuracy difference
+C4_WINDOW = 0.1  # 4a, 4b: the alignment is averaged over this last fraction of the steps
+C4_MARGIN = 0.05  # 4a, 4b: ... and must differ from lambda = 0's by at least this much
+C4_T = 3  # 4a, 4b: ... and by this many standard errors
 
 
 @dataclass
@@ -462,6 +465,60 @@ def claim3_accuracy(rows, n_test: int) -> Verdict:
     return _judge(v, cases)
 
 
+# ------------------------------------------------------------------ E4 (the authors' code)
+def claim4_alignment(rows, layer: str) -> Verdict:
+    """4a (``fc3``, the output layer) or 4b (``fc2``): lambda raises the layer's
+    error-signal alignment in the authors' three-layer network."""
+    which = {"fc3": ("4a", "the output layer's"), "fc2": ("4b", "layer 2's")}
+    claim, words = which[layer]
+    v = Verdict(
+        claim,
+        f"In the authors' three-layer MNIST network (E4) weight decay on layers 2 and 3 raises "
+        f"{words} error-signal alignment"
+        + (" (the authors recorded only the output layer: a new measurement)." if layer == "fc2"
+           else "."),
+        f"E4, {layer}: mean error-signal alignment over the last {100 * C4_WINDOW:g}% of steps, "
+        f"{_e3_pairs()}; 'holds' if both differences exceed {C4_MARGIN:g} and {C4_T} standard "
+        "errors (across repetitions when there are >= 2, otherwise across the steps of the "
+        f"window, which understates the error), 'does not hold' if a difference is below "
+        f"-{C4_MARGIN:g} and -{C4_T} SE, else 'not shown at this profile'.",
+        NOT_SHOWN,
+    )  # fmt: skip
+    key = f"{layer}_alignment"
+    by = group(rows, ("lam", "rep"), key)
+    st = group(rows, ("lam", "rep"), "step")
+
+    def window(lam):
+        out = {}
+        for (lm, rep), vals in by.items():
+            if lm == lam:
+                s = st[(lm, rep)]
+                out[rep] = vals[s >= s.max() * (1 - C4_WINDOW)]
+        return out
+
+    base = window(E3_LAMS[0])
+    if not base:
+        return v
+    cases = []
+    for lam in E3_LAMS[1:]:
+        top = window(lam)
+        reps = sorted(set(top) & set(base))
+        if len(reps) >= 2:
+            d = np.array([top[r].mean() - base[r].mean() for r in reps])
+        else:
+            d = top[reps[0]] - base[reps[0]]
+        diff, t = float(d.mean()), _t(float(d.mean()), _se(d))
+        text = (
+            f"lambda = {lam:g}: {layer} alignment {np.mean([top[r].mean() for r in reps]):.3g} "
+            f"vs {np.mean([base[r].mean() for r in reps]):.3g} at lambda = 0 (difference "
+            f"{diff:.3g}, t = {t:.3g}, {len(reps)} rep(s))"
+        )
+        cases.append(
+            (_outcome(diff > C4_MARGIN and t > C4_T, diff < -C4_MARGIN and t < -C4_T), text)
+        )
+    return _judge(v, cases)
+
+
 def all_verdicts(results: dict) -> list[Verdict]:
     out = []
     if "E2" in results:
@@ -477,4 +534,7 @@ def all_verdicts(results: dict) -> list[Verdict]:
     if "E3" in results:
         r = results["E3"]
         out += [claim3_alignment(r["rows"]), claim3_accuracy(r["rows"], r["n_test"])]
+    if "E4" in results:
+        r = results["E4"]["rows"]
+        out += [claim4_alignment(r, "fc3"), claim4_alignment(r, "fc2")]
     return out

@@ -3,16 +3,17 @@
 Each task's cost is computed from its arguments before it runs, in multiply-adds
 (:mod:`feedback_alignment.progress`): E1 and E2 members x steps x p n (n + d) for the
 two-layer engine (E1 under the paper's run-length rule counts its minimum steps, so the
-estimate can grow when members train longer), E3 3 x lambdas x steps x batch x weights.
+estimate can grow when members train longer), E3 and E4 (and their backprop baselines)
+3 x lambdas x steps x batch x weights.
 """
 
 from __future__ import annotations
 
 from ..progress import deep_work, twolayer_work
 from ..twolayer.engine import paper_min_steps
-from .profiles import E3_LAMS, LAMS, D, N
+from .profiles import E3_LAMS, E4_LAMS, LAMS, D, N
 
-KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep"}
+KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep", "E4": "deep"}
 INPUTS = {"digits": 64}  # every other source is 28 x 28 images
 CLASSES = 10
 
@@ -30,6 +31,10 @@ def task_work(exp: str, kw: dict) -> float:
         inputs = INPUTS.get(kw["source"], 784)
         layers = [(inputs, kw["hidden"]), (kw["hidden"], CLASSES)]
         return deep_work(kw["steps"], kw["batch"], layers, copies=len(E3_LAMS))
+    if exp == "E4":
+        inputs, h = INPUTS.get(kw["source"], 784), kw["hidden"]
+        layers = [(inputs, h), (h, h), (h, CLASSES)]
+        return deep_work(kw["steps"], kw["batch"], layers, copies=len(E4_LAMS))
     raise ValueError(f"unknown experiment {exp!r}")
 
 
