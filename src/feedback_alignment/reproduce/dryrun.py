@@ -2,10 +2,13 @@
 
 The packs per experiment, their runs and work (multiply-adds, :mod:`.work`), the peak
 memory of the largest pack (what one worker must hold), and the projected time: each
-kind of work (two-layer engine, E3's trainer) is timed on this machine with one short
-calibration pack of the profile's own shape on one thread, and the pack times are then
-scheduled largest first on N workers. E1 counts its minimum run length (the paper's rule
-can train longer: linear lambda > 0 members up to ~5x), so the projection is a floor.
+kind of work (two-layer engine, the engine with dropout masks, E3's trainer) is timed on
+this machine with one short calibration pack of the profile's own shape on one thread,
+and the pack times are then
+scheduled largest first on N workers. E1 and E5 count their minimum run lengths (the
+authors' rules can train longer: E1's linear lambda > 0 members up to ~5x; E5's members
+until their noisy alignment happens to change by < 1e-4 between checks, or the profile's
+cap), so the projection is a floor.
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
             seconds = time.perf_counter() - t0
             steps = sum(m["stop_step"] for m in res["members"])
             rates["twolayer"] = twolayer_work(1, steps, p, N, D) / seconds
+        drop = [pk for pk in packs if pk.work_kind == "dropout"]
+        if drop:  # E5: the engine's torch ops with masks, one short ReLU pack
+            from .e5 import run_cell as dropout_cell
+
+            p = max(min(pk.kwargs["p"] for pk in drop), 200)
+            t0 = time.perf_counter()
+            res = dropout_cell("relu", p, [0], 0, prof.dtype, max_steps=300, rule_divisor=50)
+            seconds = time.perf_counter() - t0
+            steps = sum(m["stop_step"] for m in res["members"])
+            rates["dropout"] = twolayer_work(1, steps, p, N, D) / seconds
         deep = [pk for pk in packs if pk.work_kind == "deep"]
         if deep:
             kw = {**deep[0].kwargs, "steps": 30, "eval_every": 10**9, "rep": 0}
@@ -81,7 +94,7 @@ def describe(packs: list[Pack], prof: Profile, seed: int, here: int) -> list[str
     shown = ", ".join(f"{k} {r / 1e9:.3g}" for k, r in rates.items())
     lines.append(
         f"projected time (one thread per worker, measured here: {shown} G multiply-adds/s; "
-        "E1 at its minimum run length, so a floor):"
+        "E1 and E5 at their minimum run lengths, so a floor):"
     )
     lines.append(f"  this machine ({here} workers): {duration(makespan(seconds, here))}")
     for n in WORKERS:

@@ -25,7 +25,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..progress import twolayer_work
-from . import conservation, e1, e2, e3
+from . import conservation, e1, e2, e3, e5
 from .profiles import EXPERIMENTS, D, N, Profile
 from .work import INPUTS, task_work
 
@@ -37,6 +37,8 @@ KINDS = {
     "E2": (e2, "E2", "twolayer"),
     "E2c": (conservation, "E2", "twolayer"),
     "E3": (e3, "E3", "deep"),
+    # E5 trains on the engine's torch ops (dropout takes no native kernel): its own rate
+    "E5": (e5, "E5", "dropout"),
 }
 
 
@@ -87,11 +89,12 @@ def _pack_bytes(kind: str, kw: dict, dtype: str) -> float:
     """Planned peak memory of one pack: the engine's state per member (weights,
     feedback, per-sample activations, data) or E3's data set and three networks."""
     itemsize = 4 if dtype == "float32" else 8
-    if kind in ("E1", "E2", "E2c"):
+    if kind in ("E1", "E2", "E2c", "E5"):
         members = len(KINDS[kind][0].member_keys(kw))
         per = kw["p"] * (2 * D + 4 * N) + N * (D + 1)
         extra = 2 * N * N * members * 8 if kind == "E2" else 0  # the kernels H(0), G(0)
-        return float(members * per * (8 if kind != "E1" else itemsize) + extra)
+        exact = kind in ("E2", "E2c")  # float64 at every profile
+        return float(members * per * (8 if exact else itemsize) + extra)
     inputs = INPUTS.get(kw["source"], 784)
     data = 70000 * inputs * itemsize
     nets = 3 * (kw["hidden"] * inputs + 10 * kw["hidden"]) * itemsize * 3  # W, beta, grads
@@ -204,6 +207,8 @@ def results_from_store(st, prof: Profile, exps) -> dict:
         elif exp == "E2":
             res = e2.from_store(by_kind.get("E2", []), st.series)
             res["conservation"] = conservation.from_store(by_kind.get("E2c", []), st.series)
+        elif exp == "E5":
+            res = e5.from_store(by_kind.get("E5", []), prof.e5.max_steps)
         else:
             res = e3.from_store(by_kind.get("E3", []), st.series)
         res["compute_seconds"] = float(sum(seconds.values()))

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import choice
 from ..twolayer.schema import PAPER_LR
 
-EXPERIMENTS = ("E1", "E2", "E3")
+EXPERIMENTS = ("E1", "E2", "E3", "E5")
 ACTIVATIONS = ("linear", "relu", "tanh")
 N, D = 50, 150
 LR = {act: PAPER_LR[act] for act in ACTIVATIONS}  # the paper's step sizes
@@ -97,6 +97,23 @@ class E3Settings:
 
 
 @dataclass(frozen=True)
+class E5Settings:
+    """E5, dropout in place of weight decay (the authors' dropout runs): E1's setting at
+    lambda = 0, one line per dropout probability (``e5.DROPOUTS``), the authors' step sizes
+    and their alignment-watching stop rule (``Plateau.paper_dropout``).
+
+    ``rule_divisor`` scales the rule's constants (N and N/5) down for the smoke profile
+    only (tests check files, not the science); 1 is the authors' rule. ``max_steps`` is a
+    safety cap (None: none); the report counts the members that reached it.
+    """
+
+    widths: tuple[int, ...] = (200, 800, 3200, 12800)
+    reps: int = 50
+    max_steps: int | None = None
+    rule_divisor: int = 1
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     purpose: str
@@ -104,6 +121,7 @@ class Profile:
     e1: E1Settings
     e2: E2Settings
     e3: E3Settings
+    e5: E5Settings = field(default_factory=E5Settings)
     activations: tuple[str, ...] = ACTIVATIONS
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -145,12 +163,27 @@ class Profile:
         differ("e3", "steps", "E3 {} SGD steps instead of {:,} (300 epochs)")
         differ("e3", "reps", "E3 {} repetition(s) instead of {}")
         differ("e3", "eval_every", "E3 test accuracy every {} steps instead of {}")
+        e5 = self.e5
+        differ("e5", "widths", "E5 widths {} instead of {}")
+        differ("e5", "reps", "E5 {} repetitions per point instead of {}")
+        if e5.rule_divisor != 1:
+            out.append(
+                f"E5 run-length rule scaled down {e5.rule_divisor}x (tests only): the "
+                "authors' N and N/5 divided by it"
+            )
+        if e5.max_steps is not None:
+            out.append(f"E5 runs capped at {e5.max_steps} steps")
         if self.dtype != "float64":
-            out.append(f"{self.dtype} arithmetic in E1 and E3 (E2 is always float64)")
+            out.append(f"{self.dtype} arithmetic in E1, E3 and E5 (E2 is always float64)")
         return out
 
 
-_PAPER = {"e1": E1Settings(), "e2": E2Settings(), "e3": E3Settings()}  # the paper's settings
+_PAPER = {
+    "e1": E1Settings(),
+    "e2": E2Settings(),
+    "e3": E3Settings(),
+    "e5": E5Settings(),
+}  # the paper's settings
 
 
 def _shown(v):
@@ -165,6 +198,7 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(widths=(100, 200), reps=2, min_base=500, check_every=100),
         e2=E2Settings(p=200, steps=300, reps=2, points=40),
         e3=E3Settings(source="digits", hidden=200, batch=100, steps=60, reps=1, eval_every=20),
+        e5=E5Settings(widths=(50, 100), reps=2, max_steps=300, rule_divisor=25),
     ),
     "quick": Profile(
         name="quick",
@@ -173,6 +207,9 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(widths=(200, 400, 800, 1600), reps=3),
         e2=E2Settings(p=1600, reps=4),
         e3=E3Settings(steps=4000, reps=2),
+        # under dropout the alignment moves by ~1e-3 between checks for tens of thousands of
+        # steps, so the authors' 1e-4 rarely ends a run: a cap keeps quick in its budget
+        e5=E5Settings(widths=(200, 800), reps=2, max_steps=25000),
     ),
     "standard": Profile(
         name="standard",
@@ -181,6 +218,7 @@ PROFILES: dict[str, Profile] = {
         e1=E1Settings(widths=(200, 400, 800, 1600, 3200), reps=12),
         e2=E2Settings(reps=12),
         e3=E3Settings(steps=12000, reps=2),
+        e5=E5Settings(widths=(200, 800, 3200), reps=6, max_steps=100000),
     ),
     "full": Profile(
         name="full",

@@ -305,16 +305,7 @@ def claim2_bounded(rows) -> Verdict:
             if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
                 cases.append((NOT_SHOWN, f"{act}, lambda = {lam:g}: one width only"))
                 continue
-            d = wide.mean() - C2B_KEEP * narrow.mean()
-            se_w, se_n = _se(wide), _se(narrow)
-            t = _t(d, float(np.sqrt(se_w**2 + (C2B_KEEP * se_n) ** 2)))
-            if np.isnan(t):
-                vd = NOT_SHOWN
-            else:
-                vd = _outcome(
-                    t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w,
-                    t < -C2B_T or wide.mean() <= 0,
-                )
+            vd, t, se_w = _kept(narrow, wide)
             text = (
                 f"{act}, lambda = {lam:g}: alignment {narrow.mean():.3g} at p = {ps[0]} -> "
                 f"{wide.mean():.3g} +- {se_w:.2g} (SE) at p = {ps[-1]} (kept "
@@ -322,6 +313,21 @@ def claim2_bounded(rows) -> Verdict:
             )
             cases.append((vd, text))
     return _judge(v, cases)
+
+
+def _kept(narrow: np.ndarray, wide: np.ndarray) -> tuple[str, float, float]:
+    """(outcome, t, SE of the widest) of claim 2b's criterion: does the widest width keep
+    at least C2B_KEEP of the narrowest's mean alignment, above zero (E1 and E5)?"""
+    d = wide.mean() - C2B_KEEP * narrow.mean()
+    se_w, se_n = _se(wide), _se(narrow)
+    t = _t(d, float(np.sqrt(se_w**2 + (C2B_KEEP * se_n) ** 2)))
+    if np.isnan(t):
+        return NOT_SHOWN, t, se_w
+    vd = _outcome(
+        t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w,
+        t < -C2B_T or wide.mean() <= 0,
+    )
+    return vd, t, se_w
 
 
 def claim2_published(rows) -> Verdict:
@@ -462,6 +468,76 @@ def claim3_accuracy(rows, n_test: int) -> Verdict:
     return _judge(v, cases)
 
 
+# ------------------------------------------------------------------ E5 (dropout)
+def claim5_dropout(rows, max_steps: int | None = None) -> list[Verdict]:
+    """One verdict per activation (claims 5a-5d in E5's activation order): does dropout
+    keep the alignment away from zero as p grows, as weight decay does (claim 2b)?"""
+    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
+    from .e5 import DROPOUTS
+
+    out = []
+    for i, act in enumerate(E5_ACTIVATIONS):
+        v = Verdict(
+            f"5{'abcd'[i]}",
+            f"{act}: with dropout in place of weight decay (lambda = 0, dropout probability q > "
+            "0) the alignment stays bounded away from zero as p grows, as it does with weight "
+            "decay (claim 2b).",
+            "E5, every q > 0, narrowest vs widest width, claim 2b's test: 'holds' if the "
+            f"widest width keeps at least {C2B_KEEP:g} of the narrowest width's mean alignment "
+            f"with t > {C2B_T} and its mean is {C2B_ZERO_SE} standard errors above zero; 'does "
+            f"not hold' if t < -{C2B_T} or the widest mean is not above zero; otherwise 'not "
+            "shown at this profile'. A q whose widest-width runs reached the profile's step cap "
+            "(the alignment still moving by more than the rule's 1e-4 per check) cannot show a "
+            "fall: 'does not hold' becomes 'not shown at this profile' there. All q > 0 must "
+            "hold. The q = 0 line (no regulariser) is given for contrast.",
+            NOT_SHOWN,
+        )
+        ps = sorted({r["p"] for r in rows if r["activation"] == act})
+        if not ps:
+            continue
+
+        def align(p, q, act=act):
+            return np.array(
+                [
+                    r["alignment"]
+                    for r in rows
+                    if (r["activation"], r["p"], r["dropout"]) == (act, p, q)
+                ]
+            )
+
+        cases = []
+        for q in DROPOUTS[act][1:]:
+            narrow, wide = align(ps[0], q), align(ps[-1], q)
+            if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
+                cases.append((NOT_SHOWN, f"q = {q:g}: one width only"))
+                continue
+            vd, t, se_w = _kept(narrow, wide)
+            capped = max_steps is not None and any(
+                r["steps"] >= max_steps
+                for r in rows
+                if (r["activation"], r["p"], r["dropout"]) == (act, ps[-1], q)
+            )
+            if capped and vd == FAILS:
+                vd = NOT_SHOWN
+            cases.append(
+                (
+                    vd,
+                    f"q = {q:g}: alignment {narrow.mean():.3g} at p = {ps[0]} -> "
+                    f"{wide.mean():.3g} +- {se_w:.2g} (SE) at p = {ps[-1]} (kept "
+                    f"{wide.mean() / narrow.mean():.2f}; t = {t:.3g})"
+                    + (f"; runs at p = {ps[-1]} capped at {max_steps} steps" if capped else ""),
+                )
+            )
+        base_n, base_w = align(ps[0], 0.0), align(ps[-1], 0.0)
+        if base_n.size and base_w.size:
+            v.evidence.append(
+                f"q = 0 (contrast): alignment {base_n.mean():.3g} at p = {ps[0]} -> "
+                f"{base_w.mean():.3g} at p = {ps[-1]}"
+            )
+        out.append(_judge(v, cases))
+    return out
+
+
 def all_verdicts(results: dict) -> list[Verdict]:
     out = []
     if "E2" in results:
@@ -477,4 +553,6 @@ def all_verdicts(results: dict) -> list[Verdict]:
     if "E3" in results:
         r = results["E3"]
         out += [claim3_alignment(r["rows"]), claim3_accuracy(r["rows"], r["n_test"])]
+    if "E5" in results:
+        out += claim5_dropout(results["E5"]["rows"], results["E5"].get("max_steps"))
     return out
