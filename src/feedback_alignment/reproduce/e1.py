@@ -103,9 +103,17 @@ def member_keys(kw: dict) -> list[dict]:
 
 def tasks(profile: Profile, seed: int) -> list:
     s = profile.e1
+    extra = {"min_base": s.min_base, "check_every": s.check_every}
+    return cell_tasks(run_cell, profile, s, profile.activations, LAMS, seed, extra)
+
+
+def cell_tasks(fn, profile: Profile, s, activations, lines: dict, seed: int, extra: dict) -> list:
+    """One task ``fn(**kwargs)`` per activation, width (widest first, so a pool's
+    stragglers are the short tasks) and pack of whole repetitions of settings ``s`` (its
+    widths, reps, max_steps), each repetition ``len(lines[act])`` members."""
     return [
         (
-            run_cell,
+            fn,
             {
                 "activation": act,
                 "p": p,
@@ -113,14 +121,12 @@ def tasks(profile: Profile, seed: int) -> list:
                 "base_seed": seed,
                 "dtype": profile.dtype,
                 "max_steps": s.max_steps,
-                "min_base": s.min_base,
-                "check_every": s.check_every,
+                **extra,
             },
         )
-        for act in profile.activations
-        # widest first so a pool's stragglers are the short tasks
+        for act in activations
         for p in sorted(s.widths, reverse=True)
-        for reps in rep_packs(s.reps, len(LAMS[act]), p, profile.dtype)
+        for reps in rep_packs(s.reps, len(lines[act]), p, profile.dtype)
     ]
 
 

@@ -25,9 +25,8 @@ from ..twolayer.monitor import (
     DROPOUT_CHECKS_PER_BASE,
     DROPOUT_TOL,
 )
-from .e1 import rep_inputs, rows_from_store, stored_members
+from .e1 import cell_tasks, rep_inputs, rows_from_store, stored_members
 from .profiles import D, E5Settings, Profile
-from .work import rep_packs
 
 # the authors' dropout runs: their activations and, per activation, the probabilities q of
 # dropping a hidden unit (0: no regulariser at all, E1's lambda = 0 line)
@@ -100,24 +99,8 @@ def member_keys(kw: dict) -> list[dict]:
 
 
 def tasks(profile: Profile, seed: int) -> list:
-    s = profile.e5
-    return [
-        (
-            run_cell,
-            {
-                "activation": act,
-                "p": p,
-                "reps": reps,
-                "base_seed": seed,
-                "dtype": profile.dtype,
-                "max_steps": s.max_steps,
-                "rule_divisor": s.rule_divisor,
-            },
-        )
-        for act in ACTIVATIONS
-        for p in sorted(s.widths, reverse=True)
-        for reps in rep_packs(s.reps, len(DROPOUTS[act]), p, profile.dtype)
-    ]
+    extra = {"rule_divisor": profile.e5.rule_divisor}
+    return cell_tasks(run_cell, profile, profile.e5, ACTIVATIONS, DROPOUTS, seed, extra)
 
 
 def min_steps(kw: dict) -> int:

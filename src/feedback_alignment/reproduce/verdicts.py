@@ -305,29 +305,28 @@ def claim2_bounded(rows) -> Verdict:
             if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
                 cases.append((NOT_SHOWN, f"{act}, lambda = {lam:g}: one width only"))
                 continue
-            vd, t, se_w = _kept(narrow, wide)
-            text = (
-                f"{act}, lambda = {lam:g}: alignment {narrow.mean():.3g} at p = {ps[0]} -> "
-                f"{wide.mean():.3g} +- {se_w:.2g} (SE) at p = {ps[-1]} (kept "
-                f"{wide.mean() / narrow.mean():.2f}; t = {t:.3g})"
-            )
-            cases.append((vd, text))
+            cases.append(_kept(f"{act}, lambda = {lam:g}", narrow, wide, ps[0], ps[-1]))
     return _judge(v, cases)
 
 
-def _kept(narrow: np.ndarray, wide: np.ndarray) -> tuple[str, float, float]:
-    """(outcome, t, SE of the widest) of claim 2b's criterion: does the widest width keep
-    at least C2B_KEEP of the narrowest's mean alignment, above zero (E1 and E5)?"""
+def _kept(label: str, narrow: np.ndarray, wide: np.ndarray, p0: int, p1: int) -> tuple[str, str]:
+    """(outcome, evidence) of claim 2b's test on the alignments at the narrowest width
+    ``p0`` and the widest ``p1``: does the widest keep at least C2B_KEEP of the narrowest's
+    mean, above zero (E1 and E5)?"""
     d = wide.mean() - C2B_KEEP * narrow.mean()
     se_w, se_n = _se(wide), _se(narrow)
     t = _t(d, float(np.sqrt(se_w**2 + (C2B_KEEP * se_n) ** 2)))
-    if np.isnan(t):
-        return NOT_SHOWN, t, se_w
-    vd = _outcome(
-        t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w,
-        t < -C2B_T or wide.mean() <= 0,
+    vd = NOT_SHOWN
+    if not np.isnan(t):
+        vd = _outcome(
+            t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w,
+            t < -C2B_T or wide.mean() <= 0,
+        )
+    text = (
+        f"{label}: alignment {narrow.mean():.3g} at p = {p0} -> {wide.mean():.3g} +- "
+        f"{se_w:.2g} (SE) at p = {p1} (kept {wide.mean() / narrow.mean():.2f}; t = {t:.3g})"
     )
-    return vd, t, se_w
+    return vd, text
 
 
 def claim2_published(rows) -> Verdict:
@@ -511,23 +510,16 @@ def claim5_dropout(rows, max_steps: int | None = None) -> list[Verdict]:
             if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
                 cases.append((NOT_SHOWN, f"q = {q:g}: one width only"))
                 continue
-            vd, t, se_w = _kept(narrow, wide)
+            vd, text = _kept(f"q = {q:g}", narrow, wide, ps[0], ps[-1])
             capped = max_steps is not None and any(
                 r["steps"] >= max_steps
                 for r in rows
                 if (r["activation"], r["p"], r["dropout"]) == (act, ps[-1], q)
             )
-            if capped and vd == FAILS:
-                vd = NOT_SHOWN
-            cases.append(
-                (
-                    vd,
-                    f"q = {q:g}: alignment {narrow.mean():.3g} at p = {ps[0]} -> "
-                    f"{wide.mean():.3g} +- {se_w:.2g} (SE) at p = {ps[-1]} (kept "
-                    f"{wide.mean() / narrow.mean():.2f}; t = {t:.3g})"
-                    + (f"; runs at p = {ps[-1]} capped at {max_steps} steps" if capped else ""),
-                )
-            )
+            if capped:
+                text += f"; runs at p = {ps[-1]} capped at {max_steps} steps"
+                vd = NOT_SHOWN if vd == FAILS else vd
+            cases.append((vd, text))
         base_n, base_w = align(ps[0], 0.0), align(ps[-1], 0.0)
         if base_n.size and base_w.size:
             v.evidence.append(
