@@ -521,7 +521,7 @@ def claim5_dropout(rows, max_steps: int | None = None) -> list[Verdict]:
                 vd = NOT_SHOWN if vd == FAILS else vd
             cases.append((vd, text))
         base_n, base_w = align(ps[0], 0.0), align(ps[-1], 0.0)
-        if base_n.size and base_w.size:
+        if len(ps) > 1 and base_n.size and base_w.size:
             v.evidence.append(
                 f"q = 0 (contrast): alignment {base_n.mean():.3g} at p = {ps[0]} -> "
                 f"{base_w.mean():.3g} at p = {ps[-1]}"
