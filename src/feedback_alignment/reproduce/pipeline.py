@@ -2,12 +2,13 @@
 
 Every experiment of a profile is a list of packs (:class:`Pack`): E1 one per activation
 and width, E2 one per activation plus the two conservation-law runs, E3 one per
-repetition. A pack trains several runs together (an engine ensemble, or E3's three lambdas
-sharing one initialisation) and returns one result per run. Each run has an identity (its
-experiment, its pack's settings, its lambda and repetition, the profile's seed) hashed
-into its ``run_id``; its randomness is drawn from the profile seed and that identity
-(``profiles.seed_for``), never from the pack's neighbours, the executor or the order in
-which packs finish, so every executor gives the same numbers.
+repetition, E5 (dropout) one per activation and width as E1. A pack trains several runs
+together (an engine ensemble, or E3's three lambdas sharing one initialisation) and
+returns one result per run. Each run has an identity (its experiment, its pack's
+settings, its lambda and repetition, the profile's seed) hashed into its ``run_id``; its
+randomness is drawn from the profile seed and that identity (``profiles.seed_for``),
+never from the pack's neighbours, the executor or the order in which packs finish, so
+every executor gives the same numbers.
 
 Results go into the SQLite store of :mod:`feedback_alignment.experiments.store` (one
 transaction per pack, so a kill leaves a pack's runs all there or all absent). A pack
