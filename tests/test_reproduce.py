@@ -13,6 +13,7 @@ import pytest
 from feedback_alignment.cli import main
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.reproduce import reproduce
+from feedback_alignment.reproduce.e5 import DROPOUTS, stop_rule
 from feedback_alignment.reproduce.profiles import (
     E3_LAMS,
     LAMS,
@@ -46,7 +47,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_files_and_columns(smoke):
     out, summary = smoke
-    for rel in ("E1/alignment", "E2/loss", "E3/metrics", "E4/metrics"):
+    for rel in ("E1/alignment", "E2/loss", "E3/metrics", "E4/metrics", "E5/alignment"):
         for ext in ("png", "pdf"):
             f = out / f"{rel}.{ext}"
             assert f.is_file() and f.stat().st_size > 5000, f
@@ -100,12 +101,30 @@ def test_smoke_files_and_columns(smoke):
         assert h == ["lam", "rep", "step", "test_accuracy"]
         assert len(rows) == len(E3_LAMS) * s.bp_reps * len(evaluated)
         assert all(0 <= float(r[3]) <= 1 for r in rows)
+    h, rows = _read(out / "E5/alignment.csv")
+    assert h == ["activation", "dropout", "p", "rep", "alignment", "steps"]
+    expected = {
+        (a, q, p, r)
+        for a in DROPOUTS
+        for q in DROPOUTS[a]
+        for p in prof.e5.widths
+        for r in range(prof.e5.reps)
+    }
+    assert sorted((a, float(q), int(p), int(r)) for a, q, p, r, _, _ in rows) == sorted(expected)
+    for r in rows:  # the stop rule: its minimum at least, the cap at most
+        least = stop_rule(r[0], int(r[2]), prof.e5).min_steps
+        assert least <= int(r[5]) <= prof.e5.max_steps and -1 <= float(r[4]) <= 1, r
 
 
 def test_smoke_report_and_verdicts(smoke):
     out, summary = smoke
     verdicts = {v["claim"]: v for v in summary["verdicts"]}
-    assert set(verdicts) == {"1a", "1b", "1c", "2a", "2b", "2c", "2d", "3a", "3b", "4a", "4b"}
+    assert set(verdicts) == {"1a", "1b", "1c", "2a", "2b", "2c", "2d", "3a", "3b", "4a", "4b"} | {
+        "5a",
+        "5b",
+        "5c",
+        "5d",
+    }
     for c, v in verdicts.items():
         allowed = {INFO_AGREES, INFO_DEVIATES} if c == "1b" else VERDICTS
         assert v["verdict"] in allowed
@@ -126,8 +145,9 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E3 beside the paper's final values" in md and "91.6 %" in md
     assert "E4 beside the authors' run" in md and "85.43 %" in md and "0.869" in md
     assert "Reduced relative to the paper" in md and "Wall times" in md and "torch" in md
+    assert "E5: dropout instead of weight decay" in md and "E5 runs capped at 300 steps" in md
     # self-contained: figures embedded, no external references
-    assert html.count("data:image/png;base64,") == 5  # E1, E2, E2 conservation, E3, E4
+    assert html.count("data:image/png;base64,") == 6  # E1, E2, E2 conservation, E3, E4, E5
     # no link out: the images are embedded (their base64 text can hold "http" by chance)
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
     assert 'src="E' not in text and "http" not in text.split("<body>")[1].split("Files")[0]
@@ -146,6 +166,7 @@ CSVS = (
     "E3/backprop.csv",
     "E4/metrics.csv",
     "E4/backprop.csv",
+    "E5/alignment.csv",
 )
 
 
@@ -291,14 +312,15 @@ def test_the_store_is_the_source_and_other_experiments_add(smoke, tmp_path):
     e1 = len(LAMS) * 4 * len(prof.e1.widths) * prof.e1.reps
     e3 = len(E3_LAMS) * (prof.e3.reps + prof.e3.bp_reps)  # FA and the backprop baseline
     e4 = len(E3_LAMS) * (prof.e4.reps + prof.e4.bp_reps)
-    assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3 + e4
+    e5 = 4 * 4 * len(prof.e5.widths) * prof.e5.reps
+    assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3 + e4 + e5
     (out / ".report.md.notes.tmp").write_text("a user's file that looks like a temp file")
     csvs = _csvs(out)
     (out / "E2" / "loss.csv").unlink()  # rebuilt from the store
     # another experiment of the same profile and seed: nothing recomputed, nothing deleted
     summary = reproduce("E3", profile="smoke", out=out, seed=3, executor="inline")
     assert _csvs(out) == csvs
-    assert summary["experiments"] == ["E1", "E2", "E3", "E4"]  # the report covers the store
+    assert summary["experiments"] == ["E1", "E2", "E3", "E4", "E5"]  # the report covers the store
     assert (out / ".report.md.notes.tmp").exists()
     with Store(out / "store.sqlite", create=False) as st:
         assert sum(st.counts().values()) == n
@@ -349,7 +371,7 @@ def _stored_packs(store) -> int:
 
 def test_sigkill_in_every_experiment_and_in_the_report_then_resume(smoke, tmp_path):
     """SIGKILL the smoke reproduction (inline: packs one after another) with one pack in
-    flight in E1, in E2, in E2's conservation runs or E3, and while the report is written;
+    flight in E1, in E2, in E2's conservation runs, E5 or E3, and while the report is written;
     the same command then finishes, and every CSV is byte-identical to the uninterrupted
     run's (the fixture, in the local pool), the verdicts and E1's table equal."""
     import os
@@ -367,12 +389,12 @@ def test_sigkill_in_every_experiment_and_in_the_report_then_resume(smoke, tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = 0
     # stored packs before each kill (inline order: largest first, E1, E2, E2c, E3, E3bp, E4,
-    # E4bp mixed); the last waits for all 15 and kills while figures and report are written
-    for at in (1, 4, 11, 15):
+    # E4bp, E5 mixed); the last waits for all 23 and kills while figures and report are written
+    for at in (1, 4, 10, 14, 18, 23):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while proc.poll() is None and _stored_packs(store) < at:
             time.sleep(0.02)
-        if at == 15:
+        if at == 23:
             time.sleep(1.0)  # into the figures
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -461,8 +483,9 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["reproduce", "all", "--profile", "smoke", "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("fa reproduce --profile smoke --seed 0: 15 packs, ")
-    for what in ("  E1: 6 packs", "  E2: 5 packs", "  E3: 2 packs", "  E4: 2 packs", "peak memory"):
+    assert text.startswith("fa reproduce --profile smoke --seed 0: 23 packs, ")
+    packs = ("  E1: 6 packs", "  E2: 5 packs", "  E3: 2 packs", "  E4: 2 packs", "  E5: 8 packs")
+    for what in (*packs, "peak memory"):
         assert what in text, what
     assert "this machine (" in text and "128 workers like these: " in text
     assert not out.exists()
@@ -482,6 +505,10 @@ def test_full_packs_fit_a_worker_and_run_identities_ignore_the_packing():
     # a run's identity (and so its seeds' key) names its repetition, not its pack-mates
     for m in e1[:50]:
         assert "reps" not in m.config and isinstance(m.config["rep"], int)
+    e5 = [pk for pk in full if pk.kind == "E5"]
+    assert all(len(pk.members) <= AUTO_MAX_MEMBERS for pk in e5)
+    assert max(pk.bytes for pk in e5) <= AUTO_MAX_BYTES
+    assert len({m.run_id for pk in e5 for m in pk.members}) == 50 * 4 * 4 * 4
     alone = plan(["E1"], get_profile("full"), 0)
     assert {m.run_id for pk in alone for m in pk.members} == {m.run_id for m in e1}
 
@@ -528,3 +555,25 @@ def _stored_runs(store) -> list[dict]:
         return []
     with Store(store, create=False) as st:
         return st.runs()
+
+
+def test_a_stored_e5_run_is_a_direct_fit_with_the_authors_settings(smoke):
+    """One E5 run of the smoke reproduction (ReLU, p = 100, q = 0.6, rep 1) equals a fit
+    written here from the authors' settings: the teacher and network from the run's seeds,
+    lambda = 0, lr 1e-3, dropout 0.6, the alignment rule at smoke's scale (N = 5000 / 25:
+    at least rint(200 sqrt(100) // 14) = 142 steps, checked every 40, tol 1e-4, cap 300)."""
+    from feedback_alignment.reproduce.profiles import seed_for
+    from feedback_alignment.twolayer.data import random_teacher
+    from feedback_alignment.twolayer.engine import Plateau, TwoLayerEnsemble
+
+    out, _ = smoke
+    _, rows = _read(out / "E5/alignment.csv")
+    (row,) = [r for r in rows if (r[0], float(r[1]), int(r[2]), int(r[3])) == ("relu", 0.6, 100, 1)]
+    key = (3, 5, 1, 100, 1)  # seed 3, E5, ReLU (E5's second activation), p, rep
+    X, y = random_teacher(50, 150, 100, "relu", seed=seed_for(*key, 1))
+    ens = TwoLayerEnsemble(150, 100, seeds=[seed_for(*key, 0)], activation="relu")
+    rule = Plateau(142, 40, 1e-4, 300, "authors", "alignment")
+    h = ens.fit(X, y, lr=1e-3, lam=0.0, dropout=0.6, stop=rule, metrics=("alignment",))
+    assert int(row[5]) == int(h.stop_step[0])
+    assert abs(float(row[4]) - float(h.final["alignment"][0])) < 1e-10
+    assert float(row[4]) != float(rows[[r[:4] for r in rows].index(["relu", "0.0", "100", "1"])][4])

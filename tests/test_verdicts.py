@@ -443,3 +443,48 @@ def test_docs_quote_every_threshold_at_its_value():
     assert sorted(quoted) == THRESHOLDS
     for name, value in quoted.items():
         assert value == pytest.approx(getattr(V, name)), name
+
+
+# ------------------------------------------------------------------ E5: 5a-5d
+def e5_rows(act, means, sd=0.02, steps=1000):
+    """E5 rows: every dropout probability q > 0 of ``act`` with mean alignment
+    means[p], q = 0 falling towards zero; len(Z) repetitions."""
+    from feedback_alignment.reproduce.e5 import DROPOUTS
+
+    rows = []
+    for q in DROPOUTS[act]:
+        for p, m in means.items():
+            mean = m if q > 0 else 0.3 * 200 / p
+            for r, z in enumerate(Z):
+                rows.append(
+                    {
+                        "activation": act,
+                        "dropout": q,
+                        "p": p,
+                        "rep": r,
+                        "alignment": mean + sd * z,
+                        "steps": steps,
+                    }  # fmt: skip
+                )
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("means", "cap", "expected"),
+    [
+        ({200: 0.7, 800: 0.65}, None, HOLDS),  # kept away from zero
+        ({200: 0.7, 800: 0.05}, None, FAILS),  # falls towards zero
+        ({200: 0.7, 800: 0.05}, 1000, NOT_SHOWN),  # falls, but the cap stopped the runs
+        ({200: 0.7, 800: 0.65}, 1000, HOLDS),  # kept, capped or not
+        ({200: 0.7, 800: 0.35}, None, NOT_SHOWN),  # exactly half: cannot tell
+        ({200: 0.7}, None, NOT_SHOWN),  # one width
+    ],
+)
+def test_claim5_dropout_outcomes(means, cap, expected):
+    for act, claim in (("relu", "5b"), ("sigmoid", "5d")):
+        (v,) = V.claim5_dropout(e5_rows(act, means), max_steps=cap)
+        assert v.claim == claim and v.verdict == expected, v.evidence
+        assert any(e.startswith("q = 0 (contrast)") for e in v.evidence) == (len(means) > 1)
+        assert ("capped at 1000 steps" in " ".join(v.evidence)) == (
+            cap is not None and len(means) > 1
+        )

@@ -1,4 +1,5 @@
-"""``fa reproduce``: the paper's experiments E1, E2 and E3 with figures and a claim report.
+"""``fa reproduce``: the paper's experiments E1, E2 and E3, and E5 (the authors' dropout runs),
+with figures and a claim report.
 
 One command runs a profile (smoke, quick, standard, full) of the experiments, writes every
 plotted number as long-form CSV, draws the figures with theory overlays, and writes

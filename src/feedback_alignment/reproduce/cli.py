@@ -1,4 +1,4 @@
-"""``fa reproduce {E1,E2,E3,E4,all} --profile P --out DIR``: plan, run, store, report.
+"""``fa reproduce {E1,E2,E3,E4,E5,all} --profile P --out DIR``: plan, run, store, report.
 
 Every experiment of the profile is planned as packs of runs (:mod:`.pipeline`), run on the
 chosen executor (inline, the local pool or Dask) into one SQLite store in DIR, and every
@@ -28,8 +28,8 @@ from ..experiments.store import Store
 from ..experiments.study import _sigint_deferred, provenance
 from ..progress import Progress, wanted
 from ..progress import add_flags as add_progress_flags
-from . import baselines, checkpoints, conservation, e1, e2, e3, e4, outdir, published
-from .figures import e1_figure, e2_figure, e3_figure, e4_figure
+from . import baselines, checkpoints, conservation, e1, e2, e3, e4, e5, outdir, published
+from .figures import e1_figure, e2_figure, e3_figure, e4_figure, e5_figure
 from .outdir import MANIFEST
 from .pipeline import (
     STORE,
@@ -53,18 +53,19 @@ CHOICES = (*EXPERIMENTS, "all")
 def register(sub) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="reproduce the paper's experiments E1-E3 and the authors' E4: figures, CSV, report",
+        help="reproduce the paper's experiments E1-E3, the authors' E4 and E5 (dropout instead "
+        "of weight decay): figures, CSV and a claim report",
         description="Run the paper's experiments at a profile, draw the figures with theory "
         "overlays, write every plotted number as CSV and report.md/report.html with a "
         "computed verdict for each claim.",
     )
-    p.add_argument("experiment", help="E1, E2, E3, E4 or all")
+    p.add_argument("experiment", help="E1, E2, E3, E4, E5 or all")
     p.add_argument(
         "--profile",
         default=None,
         help=f"smoke (tests, {CPU_TIMES['smoke']}), quick ({CPU_TIMES['quick']}), standard "
         f"({CPU_TIMES['standard']}), full (the paper's settings; {CPU_TIMES['full']}); times "
-        "for all three experiments on 2 CPU cores. Default quick (with --report-only: "
+        "for all the experiments on 2 CPU cores. Default quick (with --report-only: "
         "the directory's).",
     )
     p.add_argument(
@@ -173,6 +174,7 @@ OUTPUTS = {
         "E3/metrics.pdf",
     ],
     "E4": ["E4/metrics.csv", "E4/backprop.csv", "E4/metrics.png", "E4/metrics.pdf"],
+    "E5": ["E5/alignment.csv", "E5/alignment.png", "E5/alignment.pdf"],
 }
 REPORT = ["report.md", "report.html", "summary.json"]
 
@@ -207,6 +209,15 @@ def write_outputs(exp: str, res: dict, out: Path, prof, write) -> tuple[str, str
             "kernels at initialisation H(0)+G(0); dotted: the predicted settle level for "
             "lambda > 0; lambda_min(H(0)+G(0)) and its rate in each panel title. The y-axis "
             "stops 14 decades below its top (E2/loss.csv holds every value).",
+        )
+    if exp == "E5":
+        write(d / "alignment.csv", csv_bytes(e5.COLUMNS, res["rows"]))
+        e5_figure(res["rows"], d / "alignment", write)
+        return (
+            "E5/alignment.png",
+            "dropout in place of weight decay (lambda = 0): alignment cos(beta, b) at the end "
+            "of training against width (log scale), mean +- 1 s.d. over repetitions, one line "
+            "per dropout probability q (q = 0: no regulariser).",
         )
     base = res["baseline"]["rows"]
     write(d / "backprop.csv", csv_bytes(baselines.COLUMNS, base))
@@ -268,7 +279,7 @@ def reproduce(
     report_only: bool = False,
     dry_run: bool = False,
 ) -> dict:
-    """Run ``experiment`` (E1, E2, E3, E4 or all) at ``profile`` into ``out``; return a summary.
+    """Run ``experiment`` (E1, E2, E3, E4, E5 or all) at ``profile`` into ``out``; return a summary.
 
     The runs go into ``out/store.sqlite``; a rerun resumes (finished packs are kept and not
     run again) and another experiment of the same profile and seed adds to it. Every file

@@ -3,12 +3,13 @@
 The packs per experiment, their runs and work (multiply-adds, :mod:`.work`), the peak
 memory of the largest pack (what one worker must hold), and the projected time: each
 group of packs that run at one rate (two-layer packs by kind, activation and width; the
-deep trainer of E3, E4 and the baselines) is timed on this machine on one thread with its
-largest pack's own function and shape (the deep trainer: one short pack), cut short (the
-fit alone is timed, after a warm-up that builds and picks the kernels), and the pack times
-are then scheduled largest first on N workers. E1 counts its minimum run length (the
-paper's rule can train longer: linear lambda > 0 members up to ~5x), so the projection is
-a floor.
+engine with dropout masks, E5; the deep trainer of E3, E4 and the baselines) is timed on
+this machine on one thread with its largest pack's own function and shape (E5 and the deep
+trainer: one short pack), cut short (the fit alone is timed, after a warm-up that builds
+and picks the kernels), and the pack times are then scheduled largest first on N workers.
+E1 and E5 count their minimum run lengths (the authors' rules can train longer: E1's
+linear lambda > 0 members up to ~5x; E5's members until their noisy alignment happens to
+change by < 1e-4 between checks, or the profile's cap), so the projection is a floor.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ def _calibrate(packs: list[Pack], prof: Profile) -> dict[str, float]:
                 largest[g] = pk
         for g, pk in largest.items():
             rates[g] = _pack_rate(pk)
+        drop = [pk for pk in packs if pk.work_kind == "dropout"]
+        if drop:  # E5: the engine's torch ops with masks, one short ReLU pack
+            from .e5 import run_cell as dropout_cell
+
+            # at p = 800 where the plan reaches it: narrower packs are dominated by the
+            # per-step overhead of the masks, which would understate the rate of wide ones
+            ps = [pk.kwargs["p"] for pk in drop]
+            p = max(min(ps), min(max(ps), 800))
+            res = dropout_cell("relu", p, [0], 0, prof.dtype, max_steps=600, rule_divisor=50)
+            steps = sum(m["stop_step"] for m in res["members"])
+            # the fit's own seconds: the teacher and network drawn once per pack, not per step
+            rates["dropout"] = twolayer_work(1, steps, p, N, D) / res["seconds"]
         deep = [pk for pk in packs if pk.work_kind == "deep"]
         if deep:
             pk = deep[0]  # E3, E4 or a baseline: the same trainer
@@ -133,7 +146,7 @@ def describe(packs: list[Pack], prof: Profile, seed: int, here: int) -> list[str
     shown = ", ".join(parts)
     lines.append(
         f"projected time (one thread per worker, measured here: {shown} G multiply-adds/s; "
-        "E1 at its minimum run length, so a floor):"
+        "E1 and E5 at their minimum run lengths, so a floor):"
     )
     lines.append(f"  this machine ({here} workers): {duration(makespan(seconds, here))}")
     for n in WORKERS:

@@ -25,6 +25,19 @@ def data_for(activation: str, p: int, seed: int):
     return task_data("linear" if activation == "linear" else "teacher", N, D, p, activation, seed)
 
 
+def rep_inputs(activation: str, p: int, reps: list[int], base_seed: int, key: tuple, copies: int):
+    """(X, y, seeds) of an ensemble of ``copies`` members per repetition: each repetition's
+    data and network seed drawn from (base seed, ``key`` = (experiment, activation index),
+    p, rep), shared by its copies (paired comparisons); fresh for every repetition."""
+    import torch
+
+    net_seeds = [seed_for(base_seed, *key, p, r, 0) for r in reps]
+    data = [data_for(activation, p, seed_for(base_seed, *key, p, r, 1)) for r in reps]
+    X = torch.stack([x for x, _ in data for _ in range(copies)])
+    y = torch.stack([t for _, t in data for _ in range(copies)])
+    return X, y, [s for s in net_seeds for _ in range(copies)]
+
+
 def run_cell(
     activation: str,
     p: int,
@@ -38,16 +51,10 @@ def run_cell(
 ) -> dict:
     """Train all repetitions x lambdas of one (activation, p); return the rows and timing.
     ``checkpoint`` (:mod:`.checkpoints`): the fit resumes from it and saves to it."""
-    import torch
-
     lams = LAMS[activation]
-    a = ACTIVATIONS.index(activation)
-    net_seeds = [seed_for(base_seed, _EXP, a, p, r, 0) for r in reps]
-    data = [data_for(activation, p, seed_for(base_seed, _EXP, a, p, r, 1)) for r in reps]
+    key = (_EXP, ACTIVATIONS.index(activation))
+    X, y, seeds = rep_inputs(activation, p, reps, base_seed, key, len(lams))
     L = len(lams)
-    X = torch.stack([x for x, _ in data for _ in lams])
-    y = torch.stack([t for _, t in data for _ in lams])
-    seeds = [s for s in net_seeds for _ in lams]
     lam = np.tile(np.asarray(lams, dtype=np.float64), len(reps))
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
     # the paper's run length, as the authors' code runs it (docs/reproduce.md)
@@ -97,9 +104,17 @@ def member_keys(kw: dict) -> list[dict]:
 
 def tasks(profile: Profile, seed: int) -> list:
     s = profile.e1
+    extra = {"min_base": s.min_base, "check_every": s.check_every}
+    return cell_tasks(run_cell, profile, s, profile.activations, LAMS, seed, extra)
+
+
+def cell_tasks(fn, profile: Profile, s, activations, lines: dict, seed: int, extra: dict) -> list:
+    """One task ``fn(**kwargs)`` per activation, width (widest first, so a pool's
+    stragglers are the short tasks) and pack of whole repetitions of settings ``s`` (its
+    widths, reps, max_steps), each repetition ``len(lines[act])`` members."""
     return [
         (
-            run_cell,
+            fn,
             {
                 "activation": act,
                 "p": p,
@@ -107,23 +122,27 @@ def tasks(profile: Profile, seed: int) -> list:
                 "base_seed": seed,
                 "dtype": profile.dtype,
                 "max_steps": s.max_steps,
-                "min_base": s.min_base,
-                "check_every": s.check_every,
+                **extra,
             },
         )
-        for act in profile.activations
-        # widest first so a pool's stragglers are the short tasks
+        for act in activations
         for p in sorted(s.widths, reverse=True)
-        for reps in rep_packs(s.reps, len(LAMS[act]), p, profile.dtype)
+        for reps in rep_packs(s.reps, len(lines[act]), p, profile.dtype)
     ]
 
 
 def from_store(runs: list[dict], max_steps: int | None) -> dict:
     """E1's rows and totals from its stored runs (``Store.runs`` dicts)."""
+    return rows_from_store(runs, max_steps, "E1", "lam", ACTIVATIONS)
+
+
+def rows_from_store(runs: list[dict], max_steps, exp: str, line: str, activations) -> dict:
+    """An alignment-vs-width experiment's rows (one per run: activation, ``line`` (the
+    quantity each line of its figure holds fixed), p, rep, alignment, steps) and totals."""
     rows = [
         {
             "activation": r["activation"],
-            "lam": float(r["lam"]),
+            line: float(r[line]),
             "p": int(r["p"]),
             "rep": int(r["rep"]),
             "alignment": float(r["final.alignment"]),
@@ -131,13 +150,13 @@ def from_store(runs: list[dict], max_steps: int | None) -> dict:
         }
         for r in runs
     ]
-    rows.sort(key=lambda x: (ACTIVATIONS.index(x["activation"]), x["lam"], x["p"], x["rep"]))
+    rows.sort(key=lambda x: (activations.index(x["activation"]), x[line], x["p"], x["rep"]))
     return {
         "rows": rows,
         "member_steps": sum(r["steps"] for r in rows),
         "capped": sum(r["steps"] >= max_steps for r in rows) if max_steps else 0,
         "diverged": [
-            f"E1 {r['activation']} p={r['p']} lam={r['lam']} rep {r['rep']}: {r['reason']}"
+            f"{exp} {r['activation']} p={r['p']} {line}={r[line]} rep {r['rep']}: {r['reason']}"
             for r in runs
             if r["status"] == "diverged"
         ],

@@ -6,8 +6,8 @@ mean with a +-1 s.d. band, the loss curve predicted from H(0)+G(0) dashed, the s
 of each lambda > 0 dotted and lambda_min(H(0)+G(0)) in the panel. E3: hidden-error
 alignment (and the weight cosine) against step, and test accuracy against step (backprop
 baseline dotted). E4: each layer's error-signal and weight alignment against step, test
-accuracy, the authors' single run as markers. E2's
-conservation figure: b.beta(t) split into the terms of the exact law.
+accuracy, the authors' single run as markers. E2's conservation figure: b.beta(t) split
+into the terms of the exact law. E5: E1's axes, one line per dropout probability.
 :func:`plot_comparison` draws one run beside its prediction (``twolayer.theory``).
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from ..outputs import atomic_write_bytes
 from .profiles import ACTIVATIONS, LAMS
 
-TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh"}
+TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
 # the conservation figure's terms (reproduce/conservation.py): label, colour, line style
 CONSERVATION_STYLE = {
     "initial": ("initial b.beta(0)", "tab:gray", ":"),
@@ -86,16 +86,41 @@ def _colors(n):
 def e1_figure(rows, path: Path, published: dict | None = None, write=None) -> list[Path]:
     """E1 figure; ``published`` ({(act, lam, p): (mean, sd)}) adds the paper's values as
     hollow markers with +-1 s.d. bars, shifted right a little, at the widths drawn."""
+    title = "E1: alignment at the end of training vs width (mean ± 1 s.d.)" + (
+        "; hollow squares: the paper's published values" if published else ""
+    )
+    return alignment_figure(
+        rows, path, ("lam", LAMS, "λ", "weight decay"), ACTIVATIONS, title, published, write
+    )
+
+
+def e5_figure(rows, path: Path, write=None) -> list[Path]:
+    """E5 figure: E1's axes, one line per dropout probability q (lambda = 0)."""
+    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
+    from .e5 import DROPOUTS
+
+    title = "E5: dropout instead of weight decay (λ = 0): alignment vs width (mean ± 1 s.d.)"
+    lines = ("dropout", DROPOUTS, "q", "dropout probability")
+    return alignment_figure(rows, path, lines, E5_ACTIVATIONS, title, None, write)
+
+
+def alignment_figure(rows, path: Path, lines, activations, title, published, write):
+    """Alignment at the end of training against width, one panel per activation of
+    ``activations`` found in ``rows``, one line per value of ``lines`` = (column, {act:
+    values}, label, legend title), mean +- 1 s.d. over repetitions."""
     from matplotlib.lines import Line2D
 
+    column, values, label, legend_title = lines
     plt = _plt()
-    acts = [a for a in ACTIVATIONS if any(r["activation"] == a for r in rows)]
+    acts = [a for a in activations if any(r["activation"] == a for r in rows)]
+    cols = len(acts) if len(acts) <= 3 else 2  # four panels as a 2 x 2 grid
+    rows_n = -(-len(acts) // cols)
     fig, axes = plt.subplots(
-        1, len(acts), figsize=(5.6 * len(acts), 3.8), squeeze=False, layout="constrained"
+        rows_n, cols, figsize=(5.6 * cols, 3.8 * rows_n), squeeze=False, layout="constrained"
     )
-    g = group(rows, ("activation", "lam", "p"), "alignment")
-    for ax, act in zip(axes[0], acts, strict=True):
-        lams = LAMS[act]
+    g = group(rows, ("activation", column, "p"), "alignment")
+    for ax, act in zip(axes.flat, acts, strict=False):
+        lams = values[act]
         for lam, color in zip(lams, _colors(len(lams)), strict=True):
             ps = sorted({k[2] for k in g if k[0] == act and k[1] == lam})
             if not ps:
@@ -105,7 +130,7 @@ def e1_figure(rows, path: Path, published: dict | None = None, write=None) -> li
                 [g[(act, lam, p)].std(ddof=1) if g[(act, lam, p)].size > 1 else 0 for p in ps]
             )
             ax.errorbar(
-                ps, m, yerr=s, marker="o", ms=4, capsize=3, color=color, label=f"λ = {lam:g}"
+                ps, m, yerr=s, marker="o", ms=4, capsize=3, color=color, label=f"{label} = {lam:g}"
             )
             pub = [p for p in ps if published and (act, lam, p) in published]
             if pub:
@@ -140,12 +165,9 @@ def e1_figure(rows, path: Path, published: dict | None = None, write=None) -> li
             ]
             labels += ["this run", "paper (50 reps)"]
         # beside the panel, not over it: the lines span the whole axis
-        ax.legend(handles, labels, title="weight decay", loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.legend(handles, labels, title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
-    fig.suptitle(
-        "E1: alignment at the end of training vs width (mean ± 1 s.d.)"
-        + ("; hollow squares: the paper's published values" if published else ""),
-    )
+    fig.suptitle(title)
     out = _save(fig, path, write)
     plt.close(fig)
     return out

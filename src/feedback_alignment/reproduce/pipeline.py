@@ -2,12 +2,13 @@
 
 Every experiment of a profile is a list of packs (:class:`Pack`): E1 one per activation
 and width, E2 one per activation plus the two conservation-law runs, E3 one per
-repetition. A pack trains several runs together (an engine ensemble, or E3's three lambdas
-sharing one initialisation) and returns one result per run. Each run has an identity (its
-experiment, its pack's settings, its lambda and repetition, the profile's seed) hashed
-into its ``run_id``; its randomness is drawn from the profile seed and that identity
-(``profiles.seed_for``), never from the pack's neighbours, the executor or the order in
-which packs finish, so every executor gives the same numbers.
+repetition, E5 (dropout) one per activation and width as E1. A pack trains several runs
+together (an engine ensemble, or E3's three lambdas sharing one initialisation) and
+returns one result per run. Each run has an identity (its experiment, its pack's
+settings, its lambda and repetition, the profile's seed) hashed into its ``run_id``; its
+randomness is drawn from the profile seed and that identity (``profiles.seed_for``),
+never from the pack's neighbours, the executor or the order in which packs finish, so
+every executor gives the same numbers.
 
 Results go into the SQLite store of :mod:`feedback_alignment.experiments.store` (one
 transaction per pack, so a kill leaves a pack's runs all there or all absent). A pack
@@ -25,7 +26,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..progress import twolayer_work
-from . import baselines, conservation, e1, e2, e3, e4
+from . import baselines, conservation, e1, e2, e3, e4, e5
 from .profiles import EXPERIMENTS, D, N, Profile
 from .work import INPUTS, task_work
 
@@ -40,6 +41,8 @@ KINDS = {
     "E3bp": (baselines.E3_BP, "E3", "deep"),
     "E4": (e4, "E4", "deep"),
     "E4bp": (baselines.E4_BP, "E4", "deep"),
+    # E5 trains on the engine's torch ops (dropout takes no native kernel): its own rate
+    "E5": (e5, "E5", "dropout"),
 }
 
 
@@ -90,11 +93,12 @@ def _pack_bytes(kind: str, kw: dict, dtype: str) -> float:
     """Planned peak memory of one pack: the engine's state per member (weights,
     feedback, per-sample activations, data) or E3's / E4's data set and three networks."""
     itemsize = 4 if dtype == "float32" else 8
-    if kind in ("E1", "E2", "E2c"):
+    if kind in ("E1", "E2", "E2c", "E5"):
         members = len(KINDS[kind][0].member_keys(kw))
         per = kw["p"] * (2 * D + 4 * N) + N * (D + 1)
         extra = 2 * N * N * members * 8 if kind == "E2" else 0  # the kernels H(0), G(0)
-        return float(members * per * (8 if kind != "E1" else itemsize) + extra)
+        exact = kind in ("E2", "E2c")  # float64 at every profile
+        return float(members * per * (8 if exact else itemsize) + extra)
     inputs = INPUTS.get(kw["source"], 784)
     data = 70000 * inputs * itemsize
     h = kw["hidden"]
@@ -218,6 +222,8 @@ def results_from_store(st, prof: Profile, exps) -> dict:
         elif exp == "E2":
             res = e2.from_store(by_kind.get("E2", []), st.series)
             res["conservation"] = conservation.from_store(by_kind.get("E2c", []), st.series)
+        elif exp == "E5":
+            res = e5.from_store(by_kind.get("E5", []), prof.e5.max_steps)
         elif exp == "E3":
             res = e3.from_store(by_kind.get("E3", []), st.series)
             res["baseline"] = baselines.from_store(by_kind.get("E3bp", []), st.series)

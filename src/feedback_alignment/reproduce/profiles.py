@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import choice
 from ..twolayer.schema import PAPER_LR
 
-EXPERIMENTS = ("E1", "E2", "E3", "E4")
+EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
 ACTIVATIONS = ("linear", "relu", "tanh")
 N, D = 50, 150
 LR = {act: PAPER_LR[act] for act in ACTIVATIONS}  # the paper's step sizes
@@ -117,6 +117,23 @@ class E4Settings:
 
 
 @dataclass(frozen=True)
+class E5Settings:
+    """E5, dropout in place of weight decay (the authors' dropout runs): E1's setting at
+    lambda = 0, one line per dropout probability (``e5.DROPOUTS``), the authors' step sizes
+    and their alignment-watching stop rule (``Plateau.paper_dropout``).
+
+    ``rule_divisor`` scales the rule's constants (N and N/5) down for the smoke profile
+    only (tests check files, not the science); 1 is the authors' rule. ``max_steps`` is a
+    safety cap (None: none); the report counts the members that reached it.
+    """
+
+    widths: tuple[int, ...] = (200, 800, 3200, 12800)
+    reps: int = 50
+    max_steps: int | None = None
+    rule_divisor: int = 1
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     purpose: str
@@ -125,6 +142,7 @@ class Profile:
     e2: E2Settings
     e3: E3Settings
     e4: E4Settings = E4Settings()
+    e5: E5Settings = field(default_factory=E5Settings)
     activations: tuple[str, ...] = ACTIVATIONS
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -180,8 +198,18 @@ class Profile:
         differ("e4", "reps", "E4 {} repetition(s) instead of the authors' {}")
         differ("e4", "eval_every", "E4 test accuracy every {} steps instead of {}")
         differ("e4", "bp_reps", "E4 backprop baseline: {} repetition(s) instead of {}")
+        e5 = self.e5
+        differ("e5", "widths", "E5 widths {} instead of {}")
+        differ("e5", "reps", "E5 {} repetitions per point instead of {}")
+        if e5.rule_divisor != 1:
+            out.append(
+                f"E5 run-length rule scaled down {e5.rule_divisor}x (tests only): the "
+                "authors' N and N/5 divided by it"
+            )
+        if e5.max_steps is not None:
+            out.append(f"E5 runs capped at {e5.max_steps} steps")
         if self.dtype != "float64":
-            out.append(f"{self.dtype} arithmetic in E1, E3 and E4 (E2 is always float64)")
+            out.append(f"{self.dtype} arithmetic in E1, E3, E4 and E5 (E2 is always float64)")
         return out
 
 
@@ -190,6 +218,7 @@ _PAPER = {
     "e2": E2Settings(),
     "e3": E3Settings(),
     "e4": E4Settings(),
+    "e5": E5Settings(),
 }  # the paper's settings
 
 
@@ -206,6 +235,7 @@ PROFILES: dict[str, Profile] = {
         e2=E2Settings(p=200, steps=300, reps=2, points=40),
         e3=E3Settings(source="digits", hidden=200, batch=100, steps=60, reps=1, eval_every=20),
         e4=E4Settings(source="digits", hidden=64, batch=100, steps=60, eval_every=20),
+        e5=E5Settings(widths=(50, 100), reps=2, max_steps=300, rule_divisor=25),
     ),
     "quick": Profile(
         name="quick",
@@ -217,6 +247,9 @@ PROFILES: dict[str, Profile] = {
         # E4's lambda = 0.1 copy leaves lambda = 0 between steps 2000 and 3000; its backprop
         # baseline (as long again as E4 itself) is left to standard and full
         e4=E4Settings(steps=3000, bp_reps=0),
+        # under dropout the alignment moves by ~1e-3 between checks for tens of thousands of
+        # steps, so the authors' 1e-4 rarely ends a run: a cap keeps quick in its budget
+        e5=E5Settings(widths=(200, 800), reps=2, max_steps=25000),
     ),
     "standard": Profile(
         name="standard",
@@ -226,6 +259,7 @@ PROFILES: dict[str, Profile] = {
         e2=E2Settings(reps=12),
         e3=E3Settings(steps=12000, reps=2),
         e4=E4Settings(),
+        e5=E5Settings(widths=(200, 800, 3200), reps=6, max_steps=100000),
     ),
     "full": Profile(
         name="full",
@@ -244,7 +278,7 @@ PROFILES: dict[str, Profile] = {
 # the CPU they ran on are in docs/reproduce.md
 CPU_TIMES = {
     "smoke": "1-4 min",
-    "quick": "~11 min",
+    "quick": "~18 min",
     "standard": "several hours",
     "full": "GPU or cluster",
 }

@@ -209,6 +209,57 @@ def e4_blocks(e4: dict) -> list[tuple]:
     ]
 
 
+def e5_blocks(e5: dict, max_steps: int | None) -> list[tuple]:
+    """E5 in numbers: mean alignment per activation, q and width, the run lengths, and the
+    settings of the authors' dropout runs."""
+    from ..twolayer.schema import PAPER_DROPOUT_LR
+    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
+    from .e5 import DROPOUTS
+
+    rows = e5["rows"]
+    ps = sorted({r["p"] for r in rows})
+    table = []
+    for act in E5_ACTIVATIONS:
+        for q in DROPOUTS[act]:
+            cells = []
+            for p in ps:
+                a = [
+                    r["alignment"]
+                    for r in rows
+                    if (r["activation"], r["dropout"], r["p"]) == (act, q, p)
+                ]
+                cells.append(f"{sum(a) / len(a):.3f}" if a else "")
+            steps = sorted(r["steps"] for r in rows if (r["activation"], r["dropout"]) == (act, q))
+            span = f"{steps[0]}-{steps[-1]}" if steps else ""
+            table.append([TITLES[act], f"{q:g}", *cells, span])
+    capped = (
+        f" {e5['capped']} of {len(rows)} runs reached the profile's cap of {max_steps} steps "
+        "(their alignment was still moving by more than the rule's 1e-4 between checks)."
+        if max_steps
+        else ""
+    )
+    return [
+        ("h2", "E5: dropout instead of weight decay"),
+        (
+            "p",
+            "The authors' dropout runs: E1's setting (n = 50, d = 150, a teacher of the same "
+            "activation and width, fresh data, network and b for every repetition) with "
+            "lambda = 0 and inverted dropout (torch.nn.Dropout) on the hidden activations "
+            "psi(Wx) at every training step; the probabilities of one repetition share its "
+            "data, network and b. Step sizes: "
+            + ", ".join(f"{PAPER_DROPOUT_LR[a]:g} {TITLES[a]}" for a in E5_ACTIVATIONS)
+            + ". Stop rule: at least rint(N sqrt(p) // 14) steps (N = 5000, 10,000 linear), "
+            "the alignment checked every N/5 steps, on until it changes by less than 1e-4 "
+            "between checks." + capped,
+        ),
+        (
+            "table",
+            ["activation", "q", *[f"p = {p}" for p in ps], "steps (min-max)"],
+            table,
+        ),
+    ]
+
+
 def build_blocks(
     *, profile: Profile, meta: dict, verdicts, figures: dict, results: dict | None = None
 ) -> list[tuple]:
@@ -256,6 +307,8 @@ def build_blocks(
         b += e3_blocks(results["E3"])
     if "E4" in results:
         b += e4_blocks(results["E4"])
+    if "E5" in results:
+        b += e5_blocks(results["E5"], profile.e5.max_steps)
     b.append(("h2", "Settings"))
     b.append(("p", STEP_SIZE_NOTE))
     b.append(

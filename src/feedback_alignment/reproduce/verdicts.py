@@ -308,23 +308,28 @@ def claim2_bounded(rows) -> Verdict:
             if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
                 cases.append((NOT_SHOWN, f"{act}, lambda = {lam:g}: one width only"))
                 continue
-            d = wide.mean() - C2B_KEEP * narrow.mean()
-            se_w, se_n = _se(wide), _se(narrow)
-            t = _t(d, float(np.sqrt(se_w**2 + (C2B_KEEP * se_n) ** 2)))
-            if np.isnan(t):
-                vd = NOT_SHOWN
-            else:
-                vd = _outcome(
-                    t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w,
-                    t < -C2B_T or wide.mean() <= 0,
-                )
-            text = (
-                f"{act}, lambda = {lam:g}: alignment {narrow.mean():.3g} at p = {ps[0]} -> "
-                f"{wide.mean():.3g} +- {se_w:.2g} (SE) at p = {ps[-1]} (kept "
-                f"{wide.mean() / narrow.mean():.2f}; t = {t:.3g})"
-            )
-            cases.append((vd, text))
+            cases.append(_kept(f"{act}, lambda = {lam:g}", narrow, wide, ps[0], ps[-1]))
     return _judge(v, cases)
+
+
+def _kept(label: str, narrow: np.ndarray, wide: np.ndarray, p0: int, p1: int) -> tuple[str, str]:
+    """(outcome, evidence) of claim 2b's test on the alignments at the narrowest width
+    ``p0`` and the widest ``p1``: does the widest keep at least C2B_KEEP of the narrowest's
+    mean, above zero (E1 and E5)?"""
+    d = wide.mean() - C2B_KEEP * narrow.mean()
+    se_w, se_n = _se(wide), _se(narrow)
+    t = _t(d, float(np.sqrt(se_w**2 + (C2B_KEEP * se_n) ** 2)))
+    vd = NOT_SHOWN
+    if not np.isnan(t):
+        vd = _outcome(
+            t > C2B_T and wide.mean() > C2B_ZERO_SE * se_w,
+            t < -C2B_T or wide.mean() <= 0,
+        )
+    text = (
+        f"{label}: alignment {narrow.mean():.3g} at p = {p0} -> {wide.mean():.3g} +- "
+        f"{se_w:.2g} (SE) at p = {p1} (kept {wide.mean() / narrow.mean():.2f}; t = {t:.3g})"
+    )
+    return vd, text
 
 
 def claim2_published(rows) -> Verdict:
@@ -519,6 +524,69 @@ def claim4_alignment(rows, layer: str) -> Verdict:
     return _judge(v, cases)
 
 
+# ------------------------------------------------------------------ E5 (dropout)
+def claim5_dropout(rows, max_steps: int | None = None) -> list[Verdict]:
+    """One verdict per activation (claims 5a-5d in E5's activation order): does dropout
+    keep the alignment away from zero as p grows, as weight decay does (claim 2b)?"""
+    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
+    from .e5 import DROPOUTS
+
+    out = []
+    for i, act in enumerate(E5_ACTIVATIONS):
+        v = Verdict(
+            f"5{'abcd'[i]}",
+            f"{act}: with dropout in place of weight decay (lambda = 0, dropout probability q > "
+            "0) the alignment stays bounded away from zero as p grows, as it does with weight "
+            "decay (claim 2b).",
+            "E5, every q > 0, narrowest vs widest width, claim 2b's test: 'holds' if the "
+            f"widest width keeps at least {C2B_KEEP:g} of the narrowest width's mean alignment "
+            f"with t > {C2B_T} and its mean is {C2B_ZERO_SE} standard errors above zero; 'does "
+            f"not hold' if t < -{C2B_T} or the widest mean is not above zero; otherwise 'not "
+            "shown at this profile'. A q whose widest-width runs reached the profile's step cap "
+            "(the alignment still moving by more than the rule's 1e-4 per check) cannot show a "
+            "fall: 'does not hold' becomes 'not shown at this profile' there. All q > 0 must "
+            "hold. The q = 0 line (no regulariser) is given for contrast.",
+            NOT_SHOWN,
+        )
+        ps = sorted({r["p"] for r in rows if r["activation"] == act})
+        if not ps:
+            continue
+
+        def align(p, q, act=act):
+            return np.array(
+                [
+                    r["alignment"]
+                    for r in rows
+                    if (r["activation"], r["p"], r["dropout"]) == (act, p, q)
+                ]
+            )
+
+        cases = []
+        for q in DROPOUTS[act][1:]:
+            narrow, wide = align(ps[0], q), align(ps[-1], q)
+            if len(ps) < 2 or wide.size == 0 or narrow.size == 0:
+                cases.append((NOT_SHOWN, f"q = {q:g}: one width only"))
+                continue
+            vd, text = _kept(f"q = {q:g}", narrow, wide, ps[0], ps[-1])
+            capped = max_steps is not None and any(
+                r["steps"] >= max_steps
+                for r in rows
+                if (r["activation"], r["p"], r["dropout"]) == (act, ps[-1], q)
+            )
+            if capped:
+                text += f"; runs at p = {ps[-1]} capped at {max_steps} steps"
+                vd = NOT_SHOWN if vd == FAILS else vd
+            cases.append((vd, text))
+        base_n, base_w = align(ps[0], 0.0), align(ps[-1], 0.0)
+        if len(ps) > 1 and base_n.size and base_w.size:
+            v.evidence.append(
+                f"q = 0 (contrast): alignment {base_n.mean():.3g} at p = {ps[0]} -> "
+                f"{base_w.mean():.3g} at p = {ps[-1]}"
+            )
+        out.append(_judge(v, cases))
+    return out
+
+
 def all_verdicts(results: dict) -> list[Verdict]:
     out = []
     if "E2" in results:
@@ -537,4 +605,6 @@ def all_verdicts(results: dict) -> list[Verdict]:
     if "E4" in results:
         r = results["E4"]["rows"]
         out += [claim4_alignment(r, "fc3"), claim4_alignment(r, "fc2")]
+    if "E5" in results:
+        out += claim5_dropout(results["E5"]["rows"], results["E5"].get("max_steps"))
     return out

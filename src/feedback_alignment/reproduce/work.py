@@ -2,9 +2,9 @@
 
 Each task's cost is computed from its arguments before it runs, in multiply-adds
 (:mod:`feedback_alignment.progress`): E1 and E2 members x steps x p n (n + d) for the
-two-layer engine (E1 under the paper's run-length rule counts its minimum steps, so the
-estimate can grow when members train longer), E3 and E4 (and their backprop baselines)
-3 x lambdas x steps x batch x weights.
+two-layer engine (E1 and E5 under the authors' run-length rules count their minimum steps,
+so the estimate can grow when members train longer), E3 and E4 (and their backprop
+baselines) 3 x lambdas x steps x batch x weights.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ..progress import deep_work, twolayer_work
 from ..twolayer.engine import paper_min_steps
 from .profiles import E3_LAMS, E4_LAMS, LAMS, D, N
 
-KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep", "E4": "deep"}
+KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep", "E4": "deep", "E5": "dropout"}
 INPUTS = {"digits": 64}  # every other source is 28 x 28 images
 CLASSES = 10
 
@@ -27,6 +27,11 @@ def task_work(exp: str, kw: dict) -> float:
     if exp == "E2":
         members = _count(kw["reps"]) * len(LAMS[kw["activation"]])
         return twolayer_work(members, kw["steps"], kw["p"], N, D)
+    if exp == "E5":
+        from .e5 import DROPOUTS, min_steps
+
+        members = _count(kw["reps"]) * len(DROPOUTS[kw["activation"]])
+        return twolayer_work(members, min_steps(kw), kw["p"], N, D)
     if exp == "E3":
         inputs = INPUTS.get(kw["source"], 784)
         layers = [(inputs, kw["hidden"]), (kw["hidden"], CLASSES)]

@@ -1,0 +1,116 @@
+"""E5: dropout in place of weight decay: alignment cos(beta, b) against width p, one line
+per dropout probability q, per activation (the authors' dropout runs).
+
+E1's setting (n = 50, d = 150, a teacher of the same activation and width, fresh data,
+network and b for every repetition) at lambda = 0, with inverted dropout on the hidden
+activations psi(Wx) at every training step (``TwoLayerEnsemble.fit(dropout=q)``,
+:mod:`feedback_alignment.twolayer.dropout`). The authors' step sizes for these runs
+(``lr="paper_dropout"``: 1e-3 ReLU, 1e-1 tanh and sigmoid, 1e-2 linear) and their stop rule
+(``Plateau.paper_dropout``: at least rint(N sqrt(p) // 14) steps, N = 5000, 10,000 for
+linear; the alignment checked every N/5 steps, on until it changes by < 1e-4 between
+checks). One pack per (activation, width): every repetition and probability in one engine
+ensemble, as E1 packs its lambdas (:func:`.e1.rep_inputs`): within a repetition the
+probabilities share the data, the initial network and b; each member's masks come from
+its own seed and step, so no member's numbers depend on its pack-mates.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
+from ..twolayer.monitor import (
+    DROPOUT_BASE_OTHER,
+    DROPOUT_BASE_STEPS,
+    DROPOUT_CHECKS_PER_BASE,
+    DROPOUT_TOL,
+)
+from .e1 import cell_tasks, rep_inputs, rows_from_store, stored_members
+from .profiles import D, E5Settings, Profile
+
+# the authors' dropout runs: their activations and, per activation, the probabilities q of
+# dropping a hidden unit (0: no regulariser at all, E1's lambda = 0 line)
+ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+DROPOUTS = {
+    "linear": (0.0, 0.1, 0.2, 0.3),
+    "relu": (0.0, 0.4, 0.6, 0.8),
+    "tanh": (0.0, 0.5, 0.7, 0.9),
+    "sigmoid": (0.0, 0.5, 0.7, 0.9),
+}
+COLUMNS = ("activation", "dropout", "p", "rep", "alignment", "steps")
+_EXP = 5
+
+
+def stop_rule(activation: str, p: int, s: E5Settings) -> Plateau:
+    """The authors' rule (``Plateau.paper_dropout``), its N and N/5 divided by
+    ``s.rule_divisor`` (1 but in the smoke profile), capped at ``s.max_steps``."""
+    if s.rule_divisor == 1:
+        return Plateau.paper_dropout(p, activation, s.max_steps)
+    base = DROPOUT_BASE_STEPS.get(activation, DROPOUT_BASE_OTHER) // s.rule_divisor
+    every = max(1, base // DROPOUT_CHECKS_PER_BASE)
+    return Plateau(
+        paper_min_steps(p, base), every, DROPOUT_TOL, s.max_steps, "authors", "alignment"
+    )
+
+
+def run_cell(
+    activation: str,
+    p: int,
+    reps: list[int],
+    base_seed: int,
+    dtype: str,
+    max_steps: int | None = None,
+    rule_divisor: int = 1,
+    checkpoint=None,
+) -> dict:
+    """Train all repetitions x dropout probabilities of one (activation, p); return the
+    stored runs and the seconds. ``checkpoint`` (:mod:`.checkpoints`): the fit resumes from
+    it and saves to it (its dropout masks are functions of the seed and step)."""
+    import numpy as np
+
+    qs = DROPOUTS[activation]
+    key = (_EXP, ACTIVATIONS.index(activation))
+    X, y, seeds = rep_inputs(activation, p, reps, base_seed, key, len(qs))
+    q = np.tile(np.asarray(qs, dtype=np.float64), len(reps))
+    ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
+    stop = stop_rule(activation, p, E5Settings(max_steps=max_steps, rule_divisor=rule_divisor))
+    t0 = time.perf_counter()
+    h = ens.fit(
+        X,
+        y,
+        rule="fa",
+        lr="paper_dropout",
+        lam=0.0,
+        dropout=q,
+        metrics=("mse", "alignment"),
+        stop=stop,
+        keep_weights=False,
+        checkpoint=checkpoint,
+    )
+    seconds = time.perf_counter() - t0
+    members = stored_members(h, len(seeds), lambda k: {"alignment": float(h.final["alignment"][k])})
+    return {"members": members, "seconds": seconds}
+
+
+def member_keys(kw: dict) -> list[dict]:
+    """The runs of one task, in the order :func:`run_cell` returns them."""
+    return [{"dropout": q, "rep": r} for r in kw["reps"] for q in DROPOUTS[kw["activation"]]]
+
+
+def tasks(profile: Profile, seed: int) -> list:
+    extra = {"rule_divisor": profile.e5.rule_divisor}
+    return cell_tasks(run_cell, profile, profile.e5, ACTIVATIONS, DROPOUTS, seed, extra)
+
+
+def min_steps(kw: dict) -> int:
+    """The shortest run of a task under its stop rule (what its cost is planned from)."""
+    s = E5Settings(max_steps=kw["max_steps"], rule_divisor=kw["rule_divisor"])
+    return stop_rule(kw["activation"], kw["p"], s).min_steps
+
+
+def from_store(runs: list[dict], max_steps: int | None) -> dict:
+    """E5's rows and totals from its stored runs (``Store.runs`` dicts)."""
+    return {
+        **rows_from_store(runs, max_steps, "E5", "dropout", ACTIVATIONS),
+        "max_steps": max_steps,
+    }
