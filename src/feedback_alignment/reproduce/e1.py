@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..activations import get_activation
 from ..twolayer.data import linear_teacher, random_teacher
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
 from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
@@ -22,7 +23,7 @@ _EXP = 1
 
 def data_for(activation: str, p: int, seed: int):
     """The paper's task for one repetition: linear teacher or same-width random teacher."""
-    if activation == "linear":
+    if get_activation(activation).identity:
         return linear_teacher(N, D, seed=seed)
     return random_teacher(N, D, p, activation=activation, seed=seed)
 
