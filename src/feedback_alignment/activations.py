@@ -16,7 +16,8 @@ package uses about it:
 * ``lr`` / ``dropout_lr``: the authors' step size with weight decay (``lr = "paper"``) and in
   their dropout runs (``"paper_dropout"``); None where they train no such network
   (:data:`PAPER_LR_OTHER`);
-* ``dropout_base_steps``: the base N of their dropout runs' stopping rule.
+* ``dropout_base_steps``: the base N of their dropout runs' stopping rule;
+* ``label``: the name as figures write it ("ReLU"; the name where None).
 
 No code outside this module asks an activation's name: it asks the object. Adding an
 activation is one declaration, ``register_activation(Activation(...))``; the name is then
@@ -68,6 +69,7 @@ class Activation:
     lr: float | None = None
     dropout_lr: float | None = None
     dropout_base_steps: int = DROPOUT_BASE_OTHER
+    label: str | None = None
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return self.fn(z)
@@ -79,6 +81,11 @@ class Activation:
         """The step size ``lr = "paper"`` (``"paper_dropout"`` with ``dropout``) stands for."""
         lr = self.dropout_lr if dropout else self.lr
         return PAPER_LR_OTHER if lr is None else lr
+
+    @property
+    def title(self) -> str:
+        """The name as figures and reports write it (``label``, else the name)."""
+        return self.label or self.name
 
     @property
     def compile_pair(self) -> tuple[Fn, Fn]:
@@ -204,7 +211,7 @@ for _act in (
     ),
     Activation(
         "relu", torch.relu, _relu_deriv, _relu_h, _relu_g, native="relu", relu_like=True,
-        lr=1e-2, dropout_lr=1e-3,
+        lr=1e-2, dropout_lr=1e-3, label="ReLU",
     ),
     Activation(
         "tanh", torch.tanh, _tanh_deriv, compile_form=(_tanh_for_compile, _tanh_deriv_for_compile),

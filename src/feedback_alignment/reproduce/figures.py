@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..activations import get_activation
 from ..outputs import atomic_write_bytes
 from .profiles import ACTIVATIONS, LAMS
 
-TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh"}
+TITLES = {act: get_activation(act).title for act in ACTIVATIONS}  # "ReLU", as the paper writes it
 # the conservation figure's terms (reproduce/conservation.py): label, colour, line style
 CONSERVATION_STYLE = {
     "initial": ("initial b.beta(0)", "tab:gray", ":"),
