@@ -136,7 +136,7 @@ def _run(quick: bool) -> int:  # pragma: no cover - needs a GPU
             best = min(best, time.perf_counter() - t0)
         return best
 
-    from feedback_alignment.twolayer.schema import PAPER_LR as LR
+    from feedback_alignment.activations import paper_lr
 
     widths = (200, 3200, 12800) if quick else (200, 400, 800, 1600, 3200, 6400, 12800)
     Kc = 200  # one (activation, width) cell of E1: 4 lambdas x 50 repetitions
@@ -159,7 +159,7 @@ def _run(quick: bool) -> int:  # pragma: no cover - needs a GPU
                 h = ens.fit(
                     X,
                     y,
-                    lr=LR[act],
+                    lr=paper_lr(act),
                     lam=0.01,
                     steps=steps,
                     keep_weights=False,

@@ -49,13 +49,13 @@ import time
 import torch
 
 import roofline
+from feedback_alignment.activations import paper_lr
 from feedback_alignment.twolayer.data import linear_teacher, random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
-from feedback_alignment.twolayer.schema import PAPER_LR
 
 K, N, D = 50, 50, 150
 WIDTHS_E1 = (200, 400, 800, 1600, 3200, 6400, 12800)
-LR = PAPER_LR  # the authors' code
+LR = {act: paper_lr(act) for act in ("linear", "relu", "tanh", "sigmoid")}  # the authors' code
 LAM = {"linear": 0.2, "relu": 0.02, "tanh": 0.002}
 E1_RUNS = 4 * 50  # lambdas x repetitions per (activation, width)
 

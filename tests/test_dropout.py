@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from feedback_alignment.activations import ACTIVATIONS, paper_lr
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.twolayer import reference
 from feedback_alignment.twolayer.data import random_teacher
 from feedback_alignment.twolayer.dropout import draw_keep, mask_generator
 from feedback_alignment.twolayer.engine import Plateau, TwoLayerEnsemble
 from feedback_alignment.twolayer.monitor import paper_min_steps
-from feedback_alignment.twolayer.schema import FIELDS, PAPER_DROPOUT_LR, paper_lr
+from feedback_alignment.twolayer.schema import FIELDS
 
 N, D, P, STEPS = 8, 12, 30, 20
 SEEDS, LR, Q = [3, 4, 5], [0.01, 0.005, 0.01], [0.4, 0.0, 0.7]
@@ -153,7 +154,8 @@ def test_auto_avoids_the_linear_fa_path_and_the_native_kernels():
 
 
 def test_paper_dropout_constants():
-    assert PAPER_DROPOUT_LR == {"linear": 1e-2, "relu": 1e-3, "tanh": 1e-1, "sigmoid": 1e-1}
+    declared = {n: a.dropout_lr for n, a in ACTIVATIONS.items() if a.dropout_lr is not None}
+    assert declared == {"linear": 1e-2, "relu": 1e-3, "tanh": 1e-1, "sigmoid": 1e-1}
     assert paper_lr("relu", dropout=True) == 1e-3 and paper_lr("relu") == 1e-2
     assert FIELDS["dropout"].validate(0.4) == 0.4
     with pytest.raises(ConfigError, match="dropout = 1.0 is not accepted"):

@@ -275,7 +275,8 @@ def test_fit_and_the_ensemble_take_their_defaults_from_the_schema():
     """One declaration (twolayer/schema.py): the sweep spec's defaults are fit's defaults."""
     import inspect
 
-    from feedback_alignment.twolayer.schema import FIELDS, paper_lr
+    from feedback_alignment.activations import paper_lr
+    from feedback_alignment.twolayer.schema import FIELDS
 
     params = {
         **inspect.signature(TwoLayerEnsemble.fit).parameters,

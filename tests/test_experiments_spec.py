@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from feedback_alignment.activations import paper_lr
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.experiments import load_spec, parse_spec, plan
 from feedback_alignment.experiments.spec import derived_seeds
@@ -212,7 +213,7 @@ def test_two_layer_fields_come_from_the_schema(monkeypatch):
 
     (run,) = parse_spec({}).runs()
     defaults = {k: f.default for k, f in schema.FIELDS.items()}
-    assert run.config == defaults | {"lr": schema.PAPER_LR["linear"]}
+    assert run.config == defaults | {"lr": paper_lr("linear")}
     with pytest.raises(ConfigError, match='fixed.rule = "scaled" is not accepted'):
         parse_spec({"fixed": {"rule": "scaled"}})
     monkeypatch.setitem(rules.RULES, "scaled", rules.RULES["fa"])

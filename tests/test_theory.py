@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from feedback_alignment.activations import Activation
+from feedback_alignment.activations import Activation, paper_lr
 from feedback_alignment.errors import ConfigError
-from feedback_alignment.twolayer.schema import PAPER_LR
 from feedback_alignment.twolayer.theory import (
     LossPrediction,
     compare_with_prediction,
@@ -373,7 +372,7 @@ def test_prediction_follows_simulation_linear_p3200():
     Measured max |ln measured - ln predicted| over seeds 0..3: 0.111, 0.036, 0.048, 0.084;
     the 0.1 target holds for seeds 1-3 and is missed by seed 0 after step 860.
     """
-    steps, dev = _simulate("linear", PAPER_LR["linear"], 3200, [0, 1])
+    steps, dev = _simulate("linear", paper_lr("linear"), 3200, [0, 1])
     assert steps[-1] == 1000
     assert dev.max() <= 0.15
     assert dev[steps <= 800].max() <= 0.1
@@ -388,13 +387,13 @@ def test_prediction_follows_simulation_early_p3200(act):
     measured loss falls faster than predicted; at step 1000 the gap is 1.2-1.6 (relu) and
     6.4-8.9 (tanh) in ln (seeds 0-3).
     """
-    steps, dev = _simulate(act, PAPER_LR[act], 3200, [0, 1], steps=EARLY[act])
+    steps, dev = _simulate(act, paper_lr(act), 3200, [0, 1], steps=EARLY[act])
     assert dev.max() <= 0.1
 
 
 @pytest.mark.slow
 def test_relu_prediction_gap_shrinks_with_width():
     """The relu gap over 1000 steps shrinks with p: 1.46, 1.28 at p=3200; 0.45, 0.40 at 12800."""
-    _, dev_small = _simulate("relu", PAPER_LR["relu"], 3200, [0, 1])
-    _, dev_large = _simulate("relu", PAPER_LR["relu"], 12800, [0, 1])
+    _, dev_small = _simulate("relu", paper_lr("relu"), 3200, [0, 1])
+    _, dev_large = _simulate("relu", paper_lr("relu"), 12800, [0, 1])
     assert (dev_large.max(0) < dev_small.max(0) / 2.5).all()

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import tomlfile
+from ..activations import paper_lr
 from ..bounds import BOUNDS, MAX_SEED, MAX_STEPS, fmt_int
 from ..errors import ConfigError
 from ..twolayer.schema import (
@@ -46,7 +47,6 @@ from ..twolayer.schema import (
     integer,
     is_int,
     one_of,
-    paper_lr,
     refusal,
 )
 

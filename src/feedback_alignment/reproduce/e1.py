@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..activations import get_activation
 from ..twolayer.data import task_data
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
 from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
@@ -22,7 +23,8 @@ _EXP = 1
 
 def data_for(activation: str, p: int, seed: int):
     """The paper's task for one repetition: linear teacher or same-width random teacher."""
-    return task_data("linear" if activation == "linear" else "teacher", N, D, p, activation, seed)
+    task = "linear" if get_activation(activation).identity else "teacher"
+    return task_data(task, N, D, p, activation, seed)
 
 
 def rep_inputs(activation: str, p: int, reps: list[int], base_seed: int, key: tuple, copies: int):

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import time
 
+from ..activations import get_activation
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
-from ..twolayer.monitor import (
-    DROPOUT_BASE_OTHER,
-    DROPOUT_BASE_STEPS,
-    DROPOUT_CHECKS_PER_BASE,
-    DROPOUT_TOL,
-)
+from ..twolayer.monitor import DROPOUT_CHECKS_PER_BASE, DROPOUT_TOL
 from .e1 import cell_tasks, rep_inputs, rows_from_store, stored_members
 from .profiles import D, E5Settings, Profile
 
@@ -46,7 +42,7 @@ def stop_rule(activation: str, p: int, s: E5Settings) -> Plateau:
     ``s.rule_divisor`` (1 but in the smoke profile), capped at ``s.max_steps``."""
     if s.rule_divisor == 1:
         return Plateau.paper_dropout(p, activation, s.max_steps)
-    base = DROPOUT_BASE_STEPS.get(activation, DROPOUT_BASE_OTHER) // s.rule_divisor
+    base = get_activation(activation).dropout_base_steps // s.rule_divisor
     every = max(1, base // DROPOUT_CHECKS_PER_BASE)
     return Plateau(
         paper_min_steps(p, base), every, DROPOUT_TOL, s.max_steps, "authors", "alignment"

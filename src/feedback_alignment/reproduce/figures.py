@@ -19,10 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..activations import get_activation
 from ..outputs import atomic_write_bytes
 from .profiles import ACTIVATIONS, LAMS
 
-TITLES = {"linear": "linear", "relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
+
+def title(act: str) -> str:
+    """An activation's title as the paper writes it ("ReLU"), declared with the activation."""
+    return get_activation(act).title
+
+
 # the conservation figure's terms (reproduce/conservation.py): label, colour, line style
 CONSERVATION_STYLE = {
     "initial": ("initial b.beta(0)", "tab:gray", ":"),
@@ -156,7 +162,7 @@ def alignment_figure(rows, path: Path, lines, activations, title, published, wri
         ax.axhline(0, color="grey", lw=0.6, ls=":")
         ax.set_xlabel("width p (hidden units, log scale)")
         ax.set_ylabel("alignment cos(β, b)")
-        ax.set_title(f"{TITLES[act]} network")
+        ax.set_title(f"{title(act)} network")
         handles, labels = ax.get_legend_handles_labels()
         if published:
             handles += [
@@ -221,15 +227,15 @@ def e2_figure(rows, prediction, kernels, path: Path, p: int, write=None) -> list
             ax.set_ylim(max(min(lo_all) / 3, top * 1e-14), top)
         ax.set_xlabel("step")
         ax.set_ylabel("training MSE (log scale)")
-        title = f"{TITLES[act]} network, p = {p}"
+        head = f"{title(act)} network, p = {p}"
         if (act,) in lmin:
-            title += (
+            head += (
                 f"\nλ_min(H(0)+G(0)) = {lmin[(act,)].mean():.3g}, "
                 f"predicted rate {rate[(act,)].mean():.2g}/step"
             )
         if pred_up:
-            title += "\n(H(0)+G(0) not PSD: the prediction grows)"
-        ax.set_title(title, fontsize=10)
+            head += "\n(H(0)+G(0) not PSD: the prediction grows)"
+        ax.set_title(head, fontsize=10)
         ax.grid(alpha=0.3, which="major")
         handles, labels = ax.get_legend_handles_labels()
         handles += [
@@ -419,10 +425,10 @@ def conservation_figure(results: dict, path: Path, p: int, write=None) -> list[P
                     continue
                 ax.plot(step, [r[t] for r in rows], color=color, ls=ls, label=label)
             ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-            ax.set_title(f"{TITLES[act]}, lambda = {lam:g}: b.beta split")
+            ax.set_title(f"{title(act)}, lambda = {lam:g}: b.beta split")
             ax.set_xlabel("step")
             ax.legend(loc="best")
-        axes[0, c].set_title(f"{TITLES[act]}, p = {p}: alignment cos(beta, b)")
+        axes[0, c].set_title(f"{title(act)}, p = {p}: alignment cos(beta, b)")
         axes[0, c].set_xlabel("step")
         axes[0, c].axhline(0, color="0.8", lw=0.8, zorder=0)
         axes[0, c].legend(loc="best")

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..activations import paper_lr
 from ..errors import choice
-from ..twolayer.schema import PAPER_LR
 
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
 ACTIVATIONS = ("linear", "relu", "tanh")
 N, D = 50, 150
-LR = {act: PAPER_LR[act] for act in ACTIVATIONS}  # the paper's step sizes
+LR = {act: paper_lr(act) for act in ACTIVATIONS}  # the paper's step sizes
 LAMS = {
     "linear": (0.0, 0.2, 0.3, 0.5),
     "relu": (0.0, 0.02, 0.05, 0.2),

@@ -370,10 +370,7 @@ class TwoLayerEnsemble:
         """The first-layer representation for this fit, starting from the current W and
         bound to the data; with why the native kernels do not run ("" where they do)."""
         n = o.n
-        linear = (
-            self.activation.name == "linear"
-            and self.activation.fn(torch.tensor([2.0])).item() == 2.0
-        )
+        linear = self.activation.identity  # psi(z) = z
         name, dropout = o.path, bool(o.dropout.any())
         if name == "auto":  # the cheapest exact form that applies
             name = "rowspace" if n < self.d else "explicit"

@@ -20,25 +20,6 @@ import torch
 from ..activations import Activation
 
 
-def _tanh_for_compile(z):
-    """tanh through expm1: the compiled CPU code for torch.tanh is slower than this
-    (docs/performance.md); within 2 ulp of torch.tanh, exact limits +-1 (|z| > 20)."""
-    t = torch.expm1(2 * z.clamp(-20.0, 20.0))
-    return t / (t + 2)
-
-
-def _tanh_deriv_for_compile(z):
-    t = _tanh_for_compile(z)
-    return 1 - t * t
-
-
-def _compile_friendly(act: Activation):
-    """(psi, psi') written the way the compiler makes fast code."""
-    if act.fn is torch.tanh:
-        return _tanh_for_compile, _tanh_deriv_for_compile
-    return act.fn, act.deriv
-
-
 def _forward(fn):
     def forward(Z, beta):
         """u = beta^T psi(Z) (the 1/sqrt p is applied by the caller)."""
@@ -84,9 +65,9 @@ class Kernels:
         self.act = act
         self.compiled = False
         if compiled:
-            key = (act.name, act.fn, act.deriv)
+            key = act.compile_pair  # (psi, psi') written the way the compiler likes
             if key not in Kernels._cache:
-                fn, deriv = _compile_friendly(act)
+                fn, deriv = key
                 Kernels._cache[key] = (
                     torch.compile(_forward(fn), dynamic=False),
                     torch.compile(_backward(fn, deriv), dynamic=False),

@@ -3,7 +3,8 @@
 * ``"torch"``: eager torch ops, no set-up cost.
 * ``"compiled"``: two ``torch.compile`` kernels a step (:mod:`.fused`) on the explicit and
   row-space paths; compiling costs seconds a shape, so it pays only on long runs.
-* ``"native"``: the C++ row-space kernels (:mod:`.native`): row-space path, ReLU or tanh,
+* ``"native"``: the C++ row-space kernels (:mod:`.native`): row-space path, an activation
+  that has them (``Activation.native``: ReLU, tanh),
   CPU, float32/64, n <= 1024 and a C++ compiler. Asked for where they cannot run, the fit
   is refused with a :class:`ConfigError` saying why (so is ``"compiled"`` on the linear-FA
   path, which has no element-wise work).
@@ -70,7 +71,7 @@ def choose(
         )
         return "native", ""
     if why is None and native.mode() == "auto":
-        why = selfcheck.verdict(act.name, X.dtype, X.dim() == 2, K, p, n, keep_weights)
+        why = selfcheck.verdict(act, X.dtype, X.dim() == 2, K, p, n, keep_weights)
     if why is None:
         return "native", ""
     compiled = X.device.type == "cuda" or work >= _COMPILE_MIN_WORK

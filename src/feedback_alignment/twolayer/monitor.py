@@ -15,16 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..activations import get_activation
 from ..bounds import within
 from ..errors import check, choice
 
 PLATEAU_CHECKS = ("after_min", "authors")
 PLATEAU_QUANTITIES = ("mse", "alignment")  # what a plateau rule watches
 # The authors' dropout runs' stopping rule (Plateau.paper_dropout): the base N of the
-# minimum length (10000 for linear networks, else 5000), the alignment checked every N/5
-# steps, on until it changes by less than DROPOUT_TOL between checks.
-DROPOUT_BASE_STEPS = {"linear": 10000}
-DROPOUT_BASE_OTHER = 5000
+# minimum length (the activation's dropout_base_steps: 10000 for linear networks, else
+# 5000), the alignment checked every N/5 steps, on until it changes by less than DROPOUT_TOL
+# between checks.
 DROPOUT_CHECKS_PER_BASE = 5
 DROPOUT_TOL = 1e-4
 # most steps between two divergence checks (the ring buffer of MSEs holds this many)
@@ -78,7 +78,7 @@ class Plateau:
         """The authors' dropout runs' rule: at least rint(N sqrt(p) // 14) steps with N =
         5000 (10000 for linear networks), the ALIGNMENT checked at t % (N/5) == N/5 - 1,
         on until it changed by < 1e-4 between checks (the same loop as :meth:`paper`)."""
-        base = DROPOUT_BASE_STEPS.get(activation, DROPOUT_BASE_OTHER)
+        base = get_activation(activation).dropout_base_steps
         every = base // DROPOUT_CHECKS_PER_BASE
         return cls(paper_min_steps(p, base), every, DROPOUT_TOL, max_steps, "authors", "alignment")
 

@@ -23,7 +23,6 @@ from .paths import PATHS
 from .recorder import CONSERVATION_METRICS, METRICS
 from .rules import rule_names
 from .schedules import get_schedule
-from .schema import paper_lr
 
 
 def per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool = False):
@@ -136,7 +135,7 @@ class FitOptions:
         rules = rule_names(rule, K)
         choice("loss", loss, LOSSES)
         if isinstance(lr, str) and lr in ("paper", "paper_dropout"):  # the authors' step
-            lr = paper_lr(ens.activation.name, dropout=lr == "paper_dropout")
+            lr = ens.activation.paper_lr(dropout=lr == "paper_dropout")
         lr = per_member("lr", lr, K, strict=True)
         lam = per_member("lam", lam, K)
         w_decay = per_member("w_decay", w_decay, K)

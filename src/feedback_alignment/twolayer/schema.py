@@ -23,20 +23,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..activations import ACTIVATIONS, PAPER_LR_OTHER
 from ..bounds import BOUNDS, MAX_SIZE, MAX_STEPS, fmt_int
 from ..errors import ConfigError
 from .data import TASKS
 from .recorder import METRICS
 from .rules import RULES
 
-# The paper's step sizes: the authors' code values (the paper's text quotes values ten
-# times smaller, a transcription slip: the code writes 10e-4, 10e-3, 10e-2). Sigmoid is not
-# in the paper; it takes tanh's.
-PAPER_LR = {"linear": 1e-3, "relu": 1e-2, "tanh": 1e-1, "sigmoid": 1e-1}
-PAPER_LR_OTHER = 1e-2  # lr = "paper" for an activation the paper does not train
-# The step sizes of the authors' dropout runs (E1's setting with dropout in place of weight
-# decay, lambda = 0): lr = "paper_dropout". Other activations take PAPER_LR_OTHER.
-PAPER_DROPOUT_LR = {"linear": 1e-2, "relu": 1e-3, "tanh": 1e-1, "sigmoid": 1e-1}
 # MAX_STEPS, MAX_SIZE and the other bounds: bounds.py
 MAX_RECORDS = BOUNDS["records"].hi
 
@@ -123,9 +116,7 @@ def _metrics() -> tuple:
 
 
 def _activations() -> tuple:
-    from ..activations import BUILTIN
-
-    return tuple(BUILTIN)
+    return tuple(ACTIVATIONS)
 
 
 # --------------------------------------------------------------------------- special values
@@ -163,8 +154,18 @@ def _e(x: float) -> str:
     return f"{x:.0e}".replace("e-0", "e-")  # 1e-3, as the paper writes it
 
 
-_PAPER_LR_WORDS = ", ".join(f"{_e(lr)} {act}" for act, lr in PAPER_LR.items())
-_PAPER_DROPOUT_LR_WORDS = ", ".join(f"{_e(lr)} {act}" for act, lr in PAPER_DROPOUT_LR.items())
+def _paper_lr_words(dropout: bool) -> str:
+    """The step sizes the activations declare (``Activation.lr`` / ``dropout_lr``)."""
+    lrs = {n: a.dropout_lr if dropout else a.lr for n, a in ACTIVATIONS.items()}
+    return ", ".join(f"{_e(lr)} {n}" for n, lr in lrs.items() if lr is not None)
+
+
+def _lr_accepted() -> str:
+    return (
+        f'a finite number > 0, "paper" ({_paper_lr_words(False)}; {_e(PAPER_LR_OTHER)} '
+        f'otherwise) or "paper_dropout" ({_paper_lr_words(True)})'
+    )
+
 
 FIELDS: dict[str, Field] = by_name(
     Field(
@@ -182,8 +183,7 @@ FIELDS: dict[str, Field] = by_name(
         "lr",
         "paper",
         Check(
-            f'a finite number > 0, "paper" ({_PAPER_LR_WORDS}; {_e(PAPER_LR_OTHER)} otherwise) '
-            f'or "paper_dropout" ({_PAPER_DROPOUT_LR_WORDS})',
+            _lr_accepted,
             lambda v: v in ("paper", "paper_dropout") or (is_num(v) and v > 0),
             lambda v: v if isinstance(v, str) else float(v),
         ),
@@ -283,12 +283,6 @@ FIELDS: dict[str, Field] = by_name(
     Field("dtype", "float64", one_of(("float32", "float64")), "arithmetic precision"),
     Field("device", "cpu", one_of(("cpu", "cuda", "auto")), "where the ensemble runs"),
 )
-
-
-def paper_lr(activation: str, dropout: bool = False) -> float:
-    """The step size ``lr = "paper"`` (``"paper_dropout"`` with ``dropout``) stands for
-    with ``activation``."""
-    return (PAPER_DROPOUT_LR if dropout else PAPER_LR).get(activation, PAPER_LR_OTHER)
 
 
 def markdown_table() -> str:

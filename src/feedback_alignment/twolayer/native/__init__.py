@@ -25,7 +25,9 @@ threads, not a second pool competing with them for the cores (the kernels are li
 against the libgomp file torch loaded, whatever it is called). Sums are cut into fixed
 blocks of rows, so the numbers depend neither on the thread count nor on chunking.
 
-Whether the kernels can run a fit is :func:`why_not` (activation, CPU, dtype, n <= 1024,
+Which activations have kernels here is theirs to say (``Activation.native``, the name of
+their functions in ``rowspace.cpp``). Whether the kernels can run a fit is :func:`why_not`
+(activation, CPU, dtype, n <= 1024,
 a compiler); whether they do is the fit's ``kernels`` option (:mod:`..kernels`), with
 ``FA_NATIVE`` (:func:`mode`) overriding its ``"auto"``. Every tensor is checked at the
 boundary (device, dtype, shape, contiguity) before the kernels read its memory. Results
@@ -49,11 +51,10 @@ from pathlib import Path
 
 import torch
 
+from ...activations import Activation, get_activation, with_native
 from ...errors import ConfigError
 
 _SOURCE = Path(__file__).with_name("rowspace.cpp")
-# activations with native kernels: name -> the torch function they must be
-KERNELS = {"relu": torch.relu, "tanh": torch.tanh}
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC", "-fopenmp"]
 VEC_BYTES = (16, 32, 64)
 _BUILD_TIMEOUT = 120.0  # seconds; a compiler that hangs must not hang the fit
@@ -301,13 +302,6 @@ def _load(path: Path, width: int, key: str) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suf in ("f32", "f64"):
-        for act in KERNELS:
-            getattr(lib, f"fa_forward_{act}_{suf}").argtypes = (
-                [i64] * 4 + [ptr] * 4 + [ctypes.c_int]
-            )
-            getattr(lib, f"fa_update_{act}_{suf}").argtypes = (
-                [i64] * 4 + [ptr] * 3 + [i64] + [ptr] * 8 + [ctypes.c_int]
-            )
         getattr(lib, f"fa_eval_tanh_{suf}").argtypes = [i64, ptr, ptr, ptr]
     lib.fa_max_n.restype = i64
     lib.fa_vec_bytes.restype = i64
@@ -363,12 +357,23 @@ def check_environment() -> None:
     _build_timeout()
 
 
-def why_not(act, X: torch.Tensor, n: int) -> str | None:
-    """Why the kernels cannot run this fit, or None where they can: ReLU or tanh (the
-    built-in ones), the CPU, X (n, d) shared or (K, n, d) one per member, float32/64,
-    n <= 1024 and a compiler."""
-    if KERNELS.get(act.name) is not act.fn:
-        return f"no native kernels for activation {act.name!r} (only relu, tanh)"
+def _entry(lib: ctypes.CDLL, kind: str, act: Activation, suf: str):
+    """The library's function ``fa_{kind}_{native}_{suf}`` for ``act``, typed."""
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn = getattr(lib, f"fa_{kind}_{act.native}_{suf}")
+    if kind == "forward":
+        fn.argtypes = [i64] * 4 + [ptr] * 4 + [ctypes.c_int]
+    else:
+        fn.argtypes = [i64] * 4 + [ptr] * 3 + [i64] + [ptr] * 8 + [ctypes.c_int]
+    return fn
+
+
+def why_not(act: Activation, X: torch.Tensor, n: int) -> str | None:
+    """Why the kernels cannot run this fit, or None where they can: an activation that has
+    native kernels (``act.native``: ReLU, tanh), the CPU, X (n, d) shared or (K, n, d) one
+    per member, float32/64, n <= 1024 and a compiler."""
+    if act.native is None:
+        return f"no native kernels for activation {act.name!r} (only {', '.join(with_native())})"
     if X.device.type != "cpu":
         return f"native kernels run on the CPU, X is on {X.device.type}"
     if X.dtype not in (torch.float32, torch.float64):
@@ -411,14 +416,15 @@ class RowSpaceKernels:
     """The kernels for one activation, bound to one fit's G: (n, n) shared by the members
     or (K, n, n) one per member."""
 
-    def __init__(self, G: torch.Tensor, activation: str):
+    def __init__(self, G: torch.Tensor, activation: str | Activation):
         self.lib = library()
         if self.lib is None:
             raise ConfigError(f"native kernels unavailable: {_failed}")
-        if activation not in KERNELS:
+        activation = get_activation(activation)
+        if activation.native is None:
             raise ConfigError(
-                f"native kernels: no kernels for activation {activation!r}; "
-                f"accepted: {', '.join(KERNELS)}"
+                f"native kernels: no kernels for activation {activation.name!r}; "
+                f"accepted: {', '.join(with_native())}"
             )
         if G.dim() not in (2, 3) or G.shape[-1] != G.shape[-2]:
             raise ConfigError(
@@ -441,8 +447,8 @@ class RowSpaceKernels:
         self.Gp[..., : self.n] = G
         self.g_stride = 0 if self.shared else self.n * self.npad
         self.suf = "f32" if G.dtype == torch.float32 else "f64"
-        self._fwd = getattr(self.lib, f"fa_forward_{activation}_{self.suf}")
-        self._upd = getattr(self.lib, f"fa_update_{activation}_{self.suf}")
+        self._fwd = _entry(self.lib, "forward", activation, self.suf)
+        self._upd = _entry(self.lib, "update", activation, self.suf)
         self._scratch: dict = {}  # buffers the kernels only write and read within a call
 
     def _u_buffers(self, Z: torch.Tensor):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ...activations import Activation, get_activation
 from . import _cache_dir, library
 
 # pre-activations (members x p x n) a self-check moves per step: big enough to leave the
@@ -114,9 +115,10 @@ def _store(key: str, entry: dict) -> None:
         pass  # a read-only cache: the verdict stays in memory for this process
 
 
-def measure(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool = True) -> dict:
+def measure(
+    act: str | Activation, dtype, shared: bool, K: int, p: int, n: int, keep: bool = True
+) -> dict:
     """Seconds a step for the native kernels and the torch ops on a cut of this shape."""
-    from ...activations import get_activation
     from ..paths import RowSpacePath
 
     k = max(1, min(K, CHECK_ELEMENTS // max(1, p * n)))
@@ -161,9 +163,10 @@ def measure(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool = 
     return {"native_s": best["native"], "torch_s": best["torch"], "members": k}
 
 
-def verdict(act: str, dtype, shared: bool, K: int, p: int, n: int, keep: bool = True):
-    """None where the native kernels were the faster on this shape class, else why not."""
-    key = shape_key(act, dtype, shared, K, p, n, keep)
+def verdict(act: str | Activation, dtype, shared: bool, K: int, p: int, n: int, keep: bool = True):
+    """None where the native kernels were the faster on this shape class, else why not
+    (``act``: an activation with native kernels, or its name; keyed by its kernels)."""
+    key = shape_key(get_activation(act).native, dtype, shared, K, p, n, keep)
     with _lock:
         entry = _memo.get(key)
         if entry is None:

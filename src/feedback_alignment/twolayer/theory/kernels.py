@@ -5,9 +5,10 @@
 
 with fb = b (feedback alignment) or beta (backprop). :func:`empirical_kernels` computes
 them at given weights; :func:`h_inf` and :func:`g_inf_bp` give their limits for
-w ~ N(0, I_d), in closed form for linear, relu and erf and by quadrature
-(:mod:`.quadrature`) otherwise; :func:`h_monte_carlo` and :func:`g_bp_monte_carlo` are the
-independent sampled references beside them. See docs/theory.md.
+w ~ N(0, I_d), in closed form where the activation declares one (linear, relu and erf:
+:mod:`feedback_alignment.activations`) and by quadrature (:mod:`.quadrature`) otherwise;
+:func:`h_monte_carlo` and :func:`g_bp_monte_carlo` are the independent sampled references
+beside them. See docs/theory.md.
 """
 
 from __future__ import annotations
@@ -16,22 +17,13 @@ import math
 
 import torch
 
-from ...activations import BUILTIN, Activation, get_activation
+from ...activations import get_activation, with_closed_form
 from ...bounds import check_memory, within
 from ...errors import ConfigError, check, choice
 from ._checks import F64, as_f64
 from .quadrature import bivariate_expectation
 
 METHODS = ("auto", "closed", "quadrature")
-CLOSED_FORMS = ("linear", "relu", "erf")
-
-
-def _builtin_name(act: Activation) -> str | None:
-    """The built-in whose functions ``act`` uses (closed forms apply only to those)."""
-    ref = BUILTIN.get(act.name)
-    if ref is not None and act.fn is ref.fn and act.deriv is ref.deriv:
-        return act.name
-    return None
 
 
 def _gram(X: torch.Tensor):
@@ -101,65 +93,51 @@ def _pairwise_quadrature(f, X: torch.Tensor, order: int, levels: int) -> torch.T
     return out
 
 
-def _kernel_inputs(X, activation, method, order, levels):
+def _kernel_inputs(X, activation, method, order, levels, kernel):
+    """(X as float64, the activation, its closed form of ``kernel`` or None to use quadrature)."""
     X = as_f64("X", X, (2, 3))
     within("order", order, "quadrature_order")
     within("levels", levels, "quadrature_levels")
     act = get_activation(activation)
     choice("method", method, METHODS)
-    name = _builtin_name(act)
-    closed = name in CLOSED_FORMS
-    if method == "closed" and not closed:
+    closed = getattr(act, f"{kernel}_closed")
+    if method == "closed" and closed is None:
         raise ConfigError(
             f"no closed form for activation {act.name!r}; closed forms exist for "
-            f"{', '.join(CLOSED_FORMS)}; use method='auto' or 'quadrature'"
+            f"{', '.join(with_closed_form(kernel))}; use method='auto' or 'quadrature'"
         )
-    use_closed = closed and method != "quadrature"
-    return X, act, name, use_closed
+    return X, act, (closed if method != "quadrature" else None)
 
 
 def h_inf(X, activation="relu", method: str = "auto", order: int = 10, levels: int = 5):
     """Infinite-width second-layer kernel H_inf(x, x') = E_w[psi(w.x) psi(w.x')], w ~ N(0, I_d).
 
-    X is (n, d) or (K, n, d). Closed forms for linear (x.x'), relu (arc-cosine degree 1)
-    and erf (Williams' arcsine kernel); otherwise polar Gauss-Legendre quadrature of the
-    bivariate normal of (w.x, w.x') with ``order`` points per piece (``method`` forces one).
-    There is no 1/sqrt(d): w.x ~ N(0, |x|^2), as in the paper's initialisation.
+    X is (n, d) or (K, n, d). The activation's closed form where it declares one (linear:
+    x.x'; relu: arc-cosine degree 1; erf: Williams' arcsine kernel); otherwise polar
+    Gauss-Legendre quadrature of the bivariate normal of (w.x, w.x') with ``order`` points
+    per piece (``method`` forces one). There is no 1/sqrt(d): w.x ~ N(0, |x|^2), as in the
+    paper's initialisation.
     """
-    X, act, name, use_closed = _kernel_inputs(X, activation, method, order, levels)
-    if not use_closed:
+    X, act, closed = _kernel_inputs(X, activation, method, order, levels, "h")
+    if closed is None:
         return _pairwise_quadrature(act.fn, X, order, levels)
     gram, norms = _gram(X)
-    if name == "linear":
-        return gram
-    if name == "relu":
-        t = torch.arccos(_cos(gram, norms))
-        nn = norms[..., :, None] * norms[..., None, :]
-        return nn / (2 * math.pi) * (torch.sin(t) + (math.pi - t) * torch.cos(t))
-    sq = norms * norms  # erf
-    den = torch.sqrt((1 + 2 * sq)[..., :, None] * (1 + 2 * sq)[..., None, :])
-    return (2 / math.pi) * torch.arcsin((2 * gram / den).clamp(-1, 1))
+    return closed(gram, norms, _cos(gram, norms))
 
 
 def g_inf_bp(X, activation="relu", method: str = "auto", order: int = 10, levels: int = 5):
     """Infinite-width backprop first-layer kernel x.x' E_w[psi'(w.x) psi'(w.x')], w ~ N(0, I_d).
 
     The limit of G at initialisation when fb = beta (for feedback alignment E[G] = 0).
-    Closed forms: linear x.x'; relu x.x' (pi - t)/(2 pi) (arc-cosine degree 0); erf
-    (4/pi) x.x' / sqrt((1+2|x|^2)(1+2|x'|^2) - 4 (x.x')^2); otherwise quadrature.
+    The activation's closed form where it declares one (linear x.x'; relu x.x' (pi - t)/(2 pi),
+    arc-cosine degree 0; erf (4/pi) x.x' / sqrt((1+2|x|^2)(1+2|x'|^2) - 4 (x.x')^2));
+    otherwise quadrature.
     """
-    X, act, name, use_closed = _kernel_inputs(X, activation, method, order, levels)
+    X, act, closed = _kernel_inputs(X, activation, method, order, levels, "g")
     gram, norms = _gram(X)
-    if not use_closed:
+    if closed is None:
         return gram * _pairwise_quadrature(act.deriv, X, order, levels)
-    if name == "linear":
-        return gram
-    if name == "relu":
-        t = torch.arccos(_cos(gram, norms))
-        return gram * (math.pi - t) / (2 * math.pi)
-    sq = norms * norms  # erf
-    det = (1 + 2 * sq)[..., :, None] * (1 + 2 * sq)[..., None, :] - 4 * gram * gram
-    return gram * (4 / math.pi) / torch.sqrt(det.clamp_min(1.0))
+    return closed(gram, norms, _cos(gram, norms))
 
 
 # --------------------------------------------------------------------------- Monte Carlo
