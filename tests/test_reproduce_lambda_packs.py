@@ -128,3 +128,39 @@ def test_one_e4_backprop_step_is_autograd_with_lambda_on_layers_2_and_3():
             decay = lam * v.detach() if n != "fc1.weight" else 0
             want = v.detach() - 0.05 * (v.grad + decay)
             assert torch.allclose(got[n].detach(), want, rtol=0, atol=1e-12), (n, lam)
+
+
+def test_the_pipelines_checkpoint_carries_an_e4_pack_across_a_kill(
+    tmp_path, one_thread, monkeypatch
+):
+    """The real reproduce.checkpoints.Checkpoint (header, hash, weights_only load) between
+    an E4 pack killed right after its first save and the same pack started again: the
+    numbers of an uninterrupted run, byte for byte, and the file is cleared afterwards."""
+    from feedback_alignment.reproduce import e4
+    from feedback_alignment.reproduce.checkpoints import Checkpoint
+
+    class KilledAfterSave(Checkpoint):
+        def save(self, state):
+            super().save(state)
+            raise KeyboardInterrupt("killed after a save")
+
+    kw = {**SMALL, "rep": 0, "base_seed": 4, "steps": lambda_packs.CHUNK + 20}
+    whole = e4.run_rep(**kw)
+    ident = {"profile": "test", "seed": 4, "version": "0"}
+    with pytest.raises(KeyboardInterrupt):
+        e4.run_rep(**kw, checkpoint=KilledAfterSave(tmp_path, ident, "e4pack", every=0.0))
+    ck = Checkpoint(tmp_path, ident, "e4pack", every=0.0)
+    assert ck.path.is_file() and ck.load()["done"] == lambda_packs.CHUNK
+    starts = []
+    real = lambda_packs.train_lambdas
+
+    def spy(*a, **k):
+        starts.append(k["start"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(lambda_packs, "train_lambdas", spy)
+    resumed = e4.run_rep(**kw, checkpoint=Checkpoint(tmp_path, ident, "e4pack", every=1e9))
+    assert starts[0] == lambda_packs.CHUNK  # it went on from the save, not from step 0
+    assert _bytes(resumed) == _bytes(whole)
+    ck.clear()
+    assert not ck.path.exists()
