@@ -16,8 +16,7 @@ the stored runs hold the test accuracy and the training loss.
 
 from __future__ import annotations
 
-from . import e3, e4
-from .lambda_packs import members, pack_kwargs, run_lambda_pack
+from .lambda_packs import lambda_rep, pack_kwargs, rep_seeds
 from .profiles import E3_LAMS, E4_LAMS, Profile, seed_for
 
 STORED = {"test_accuracy": "test_accuracy", "loss": "loss"}
@@ -25,35 +24,17 @@ COLUMNS = ("lam", "rep", "step", "test_accuracy")
 LAMS = {"E3": E3_LAMS, "E4": E4_LAMS}
 
 
-def _seeds(experiment: str, base_seed: int, rep: int) -> dict:
-    if experiment == "E3":  # the authors' baseline draws its own (default) initialisation
-        return {**e3.seeds(base_seed, rep), "net_seed": seed_for(base_seed, 3, rep, 3)}
-    return e4.seeds(base_seed, rep)
-
-
-def run_rep(
-    experiment: str,
-    rep: int,
-    base_seed: int,
-    source: str,
-    train: int | None,
-    test: int | None,
-    hidden: int,
-    batch: int,
-    steps: int,
-    eval_every: int,
-    lr: float,
-    dtype: str,
-    checkpoint=None,
-) -> dict:
-    """Repetition ``rep`` of experiment ``experiment``'s backprop baseline."""
+def run_rep(experiment: str, rep: int, base_seed: int, checkpoint=None, **settings) -> dict:
+    """Repetition ``rep`` of experiment ``experiment``'s backprop baseline: the order of the
+    FA repetition of the same number; E4's starts from its weights, E3's (the authors'
+    baseline) draws its own default initialisation."""
+    exp = {"E3": 3, "E4": 4}[experiment]
+    seeds = rep_seeds(base_seed, exp, rep)
+    if experiment == "E3":
+        seeds["net_seed"] = seed_for(base_seed, exp, rep, 3)
     study = {"E3": "bp_baseline", "E4": "e4"}[experiment]
-    res = run_lambda_pack(
-        study=study, rule="bp", lams=LAMS[experiment], **_seeds(experiment, base_seed, rep),
-        source=source, train=train, test=test, hidden=hidden, batch=batch, steps=steps,
-        eval_every=eval_every, lr=lr, dtype=dtype, checkpoint=checkpoint,
-    )  # fmt: skip
-    return {"members": members(res, LAMS[experiment], STORED), "seconds": res["seconds"]}
+    lams = LAMS[experiment]
+    return lambda_rep(study, "bp", lams, STORED, seeds, checkpoint, **settings)
 
 
 class Baseline:

@@ -15,8 +15,8 @@ mean_i cos(e_i B, e_i beta) and the weight cosine cos(B, beta); test accuracy ev
 
 from __future__ import annotations
 
-from .lambda_packs import members, pack_kwargs, run_lambda_pack
-from .profiles import E3_LAMS, Profile, seed_for
+from .lambda_packs import lambda_rep, pack_kwargs, rep_seeds
+from .profiles import E3_LAMS, Profile
 
 COLUMNS = ("lam", "rep", "step", "alignment", "test_accuracy")
 # the paper's end point after 30,000 steps: {lambda: (hidden-error alignment, test accuracy %)}
@@ -30,37 +30,11 @@ STORED = {  # stored metric -> the pack's series
 }
 
 
-def seeds(base_seed: int, rep: int) -> dict:
-    """Repetition ``rep``'s network, feedback and minibatch-order seeds (the backprop
-    baseline of the same repetition shares the order)."""
-    return {
-        "net_seed": seed_for(base_seed, _EXP, rep, 0),
-        "feedback_seed": seed_for(base_seed, _EXP, rep, 1),
-        "order_seed": seed_for(base_seed, _EXP, rep, 2),
-    }
-
-
-def run_rep(
-    rep: int,
-    base_seed: int,
-    source: str,
-    train: int | None,
-    test: int | None,
-    hidden: int,
-    batch: int,
-    steps: int,
-    eval_every: int,
-    lr: float,
-    dtype: str,
-    checkpoint=None,
-) -> dict:
-    """Repetition ``rep`` of E3: its three lambdas, one stored run each."""
-    res = run_lambda_pack(
-        study="e3", rule="fa", lams=E3_LAMS, **seeds(base_seed, rep), source=source,
-        train=train, test=test, hidden=hidden, batch=batch, steps=steps,
-        eval_every=eval_every, lr=lr, dtype=dtype, checkpoint=checkpoint,
-    )  # fmt: skip
-    return {"members": members(res, E3_LAMS, STORED), "seconds": res["seconds"]}
+def run_rep(rep: int, base_seed: int, checkpoint=None, **settings) -> dict:
+    """Repetition ``rep`` of E3: its three lambdas, one stored run each (``settings``:
+    the rest of :func:`.lambda_packs.pack_kwargs`)."""
+    seeds = rep_seeds(base_seed, _EXP, rep)
+    return lambda_rep("e3", "fa", E3_LAMS, STORED, seeds, checkpoint, **settings)
 
 
 def member_keys(kw: dict) -> list[dict]:

@@ -18,8 +18,8 @@ The authors recorded only the output layer; layer 2's alignment is a new measure
 
 from __future__ import annotations
 
-from .lambda_packs import members, pack_kwargs, run_lambda_pack
-from .profiles import E4_LAMS, Profile, seed_for
+from .lambda_packs import lambda_rep, pack_kwargs, rep_seeds
+from .profiles import E4_LAMS, Profile
 
 LAYERS = ("fc2", "fc3")
 METRICS = tuple(f"{layer}_{m}" for layer in LAYERS for m in ("alignment", "weight_alignment"))
@@ -32,37 +32,11 @@ STORED = {
 _EXP = 4
 
 
-def seeds(base_seed: int, rep: int) -> dict:
-    """Repetition ``rep``'s network, feedback and minibatch-order seeds (its backprop
-    baseline starts from the same weights and sees the same batches)."""
-    return {
-        "net_seed": seed_for(base_seed, _EXP, rep, 0),
-        "feedback_seed": seed_for(base_seed, _EXP, rep, 1),
-        "order_seed": seed_for(base_seed, _EXP, rep, 2),
-    }
-
-
-def run_rep(
-    rep: int,
-    base_seed: int,
-    source: str,
-    train: int | None,
-    test: int | None,
-    hidden: int,
-    batch: int,
-    steps: int,
-    eval_every: int,
-    lr: float,
-    dtype: str,
-    checkpoint=None,
-) -> dict:
-    """Repetition ``rep`` of E4: its three lambdas, one stored run each."""
-    res = run_lambda_pack(
-        study="e4", rule="fa", lams=E4_LAMS, **seeds(base_seed, rep), source=source,
-        train=train, test=test, hidden=hidden, batch=batch, steps=steps,
-        eval_every=eval_every, lr=lr, dtype=dtype, checkpoint=checkpoint,
-    )  # fmt: skip
-    return {"members": members(res, E4_LAMS, STORED), "seconds": res["seconds"]}
+def run_rep(rep: int, base_seed: int, checkpoint=None, **settings) -> dict:
+    """Repetition ``rep`` of E4: its three lambdas, one stored run each (``settings``:
+    the rest of :func:`.lambda_packs.pack_kwargs`)."""
+    seeds = rep_seeds(base_seed, _EXP, rep)
+    return lambda_rep("e4", "fa", E4_LAMS, STORED, seeds, checkpoint, **settings)
 
 
 def member_keys(kw: dict) -> list[dict]:

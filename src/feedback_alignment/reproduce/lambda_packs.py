@@ -21,6 +21,7 @@ import numpy as np
 
 from ..deep.data import load_dataset
 from ..deep.lambdas import STUDIES, paper_network, replicate, train_lambdas
+from .profiles import seed_for
 
 CHUNK = 100  # steps between checkpoint opportunities (train_lambdas calls)
 _SERIES = ("step", "loss", "eval_step", "test_accuracy")
@@ -104,6 +105,25 @@ def run_lambda_pack(
         "n_test": int(data[2].shape[0]),
         "dataset": ds.name,
     }
+
+
+def rep_seeds(base_seed: int, experiment: int, rep: int) -> dict:
+    """Repetition ``rep``'s network, feedback and minibatch-order seeds in experiment number
+    ``experiment`` (3: E3, 4: E4), from the profile seed and that identity alone."""
+    roles = ("net_seed", "feedback_seed", "order_seed")
+    return {name: seed_for(base_seed, experiment, rep, role) for role, name in enumerate(roles)}
+
+
+def lambda_rep(
+    study: str, rule: str, lams, stored: dict, seeds: dict, checkpoint=None, **settings
+) -> dict:
+    """One repetition's pack as the pipeline stores it: :func:`run_lambda_pack` of study
+    ``study`` under ``rule`` with ``seeds`` and the pack's ``settings`` (:func:`pack_kwargs`
+    less rep and base_seed), its runs renamed by ``stored`` (:func:`members`)."""
+    res = run_lambda_pack(
+        study=study, rule=rule, lams=lams, **seeds, checkpoint=checkpoint, **settings
+    )
+    return {"members": members(res, lams, stored), "seconds": res["seconds"]}
 
 
 def pack_kwargs(s, rep: int, seed: int, dtype: str) -> dict:
