@@ -13,8 +13,8 @@ import pytest
 from feedback_alignment.cli import main
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.reproduce import reproduce
-from feedback_alignment.reproduce.e5 import DROPOUTS, stop_rule
 from feedback_alignment.reproduce.profiles import (
+    DROPOUTS,
     E3_LAMS,
     LAMS,
     PROFILES,
@@ -112,7 +112,7 @@ def test_smoke_files_and_columns(smoke):
     }
     assert sorted((a, float(q), int(p), int(r)) for a, q, p, r, _, _ in rows) == sorted(expected)
     for r in rows:  # the stop rule: its minimum at least, the cap at most
-        least = stop_rule(r[0], int(r[2]), prof.e5).min_steps
+        least = prof.e5.stop_rule(r[0], int(r[2])).min_steps
         assert least <= int(r[5]) <= prof.e5.max_steps and -1 <= float(r[4]) <= 1, r
 
 

@@ -104,6 +104,14 @@ def _header(path: Path) -> tuple[dict, bytes]:
     return head, payload
 
 
+def describe(ident: dict) -> str:
+    """A reproduction's identity in words: its profile, seed and package version."""
+    return (
+        f"profile {ident.get('profile')!s}, seed {ident.get('seed')!s}, "
+        f"feedback-alignment {ident.get('version')!s}"
+    )
+
+
 def verify(path, identity: dict, pack_id: str | None = None) -> tuple[dict, bytes]:
     """(header, payload) of checkpoint ``path`` after proving it a checkpoint of the
     reproduction ``identity`` (and of pack ``pack_id``, default: the one its name says);
@@ -112,8 +120,6 @@ def verify(path, identity: dict, pack_id: str | None = None) -> tuple[dict, byte
     head, payload = _header(path)
     pack_id = path.name.removesuffix(SUFFIX) if pack_id is None else pack_id
     if head.get("identity") != identity or head.get("pack_id") != pack_id:
-        from .outdir import describe
-
         held = head.get("identity") if isinstance(head.get("identity"), dict) else {}
         raise ConfigError(
             f"checkpoint {str(path)!r} is from another run (pack {head.get('pack_id')!r} of "

@@ -18,35 +18,12 @@ from __future__ import annotations
 
 import time
 
-from ..activations import get_activation
-from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
-from ..twolayer.monitor import DROPOUT_CHECKS_PER_BASE, DROPOUT_TOL
+from ..twolayer.engine import TwoLayerEnsemble
 from .e1 import cell_tasks, rep_inputs, rows_from_store, stored_members
-from .profiles import D, E5Settings, Profile
+from .profiles import DROPOUTS, E5_ACTIVATIONS, D, E5Settings, Profile
 
-# the authors' dropout runs: their activations and, per activation, the probabilities q of
-# dropping a hidden unit (0: no regulariser at all, E1's lambda = 0 line)
-ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
-DROPOUTS = {
-    "linear": (0.0, 0.1, 0.2, 0.3),
-    "relu": (0.0, 0.4, 0.6, 0.8),
-    "tanh": (0.0, 0.5, 0.7, 0.9),
-    "sigmoid": (0.0, 0.5, 0.7, 0.9),
-}
 COLUMNS = ("activation", "dropout", "p", "rep", "alignment", "steps")
 _EXP = 5
-
-
-def stop_rule(activation: str, p: int, s: E5Settings) -> Plateau:
-    """The authors' rule (``Plateau.paper_dropout``), its N and N/5 divided by
-    ``s.rule_divisor`` (1 but in the smoke profile), capped at ``s.max_steps``."""
-    if s.rule_divisor == 1:
-        return Plateau.paper_dropout(p, activation, s.max_steps)
-    base = get_activation(activation).dropout_base_steps // s.rule_divisor
-    every = max(1, base // DROPOUT_CHECKS_PER_BASE)
-    return Plateau(
-        paper_min_steps(p, base), every, DROPOUT_TOL, s.max_steps, "authors", "alignment"
-    )
 
 
 def run_cell(
@@ -65,11 +42,11 @@ def run_cell(
     import numpy as np
 
     qs = DROPOUTS[activation]
-    key = (_EXP, ACTIVATIONS.index(activation))
+    key = (_EXP, E5_ACTIVATIONS.index(activation))
     X, y, seeds = rep_inputs(activation, p, reps, base_seed, key, len(qs))
     q = np.tile(np.asarray(qs, dtype=np.float64), len(reps))
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
-    stop = stop_rule(activation, p, E5Settings(max_steps=max_steps, rule_divisor=rule_divisor))
+    stop = E5Settings(max_steps=max_steps, rule_divisor=rule_divisor).stop_rule(activation, p)
     t0 = time.perf_counter()
     h = ens.fit(
         X,
@@ -95,18 +72,12 @@ def member_keys(kw: dict) -> list[dict]:
 
 def tasks(profile: Profile, seed: int) -> list:
     extra = {"rule_divisor": profile.e5.rule_divisor}
-    return cell_tasks(run_cell, profile, profile.e5, ACTIVATIONS, DROPOUTS, seed, extra)
-
-
-def min_steps(kw: dict) -> int:
-    """The shortest run of a task under its stop rule (what its cost is planned from)."""
-    s = E5Settings(max_steps=kw["max_steps"], rule_divisor=kw["rule_divisor"])
-    return stop_rule(kw["activation"], kw["p"], s).min_steps
+    return cell_tasks(run_cell, profile, profile.e5, E5_ACTIVATIONS, DROPOUTS, seed, extra)
 
 
 def from_store(runs: list[dict], max_steps: int | None) -> dict:
     """E5's rows and totals from its stored runs (``Store.runs`` dicts)."""
     return {
-        **rows_from_store(runs, max_steps, "E5", "dropout", ACTIVATIONS),
+        **rows_from_store(runs, max_steps, "E5", "dropout", E5_ACTIVATIONS),
         "max_steps": max_steps,
     }

@@ -24,7 +24,7 @@ from ..outputs import atomic_write_bytes
 from .profiles import ACTIVATIONS, LAMS
 
 
-def title(act: str) -> str:
+def act_title(act: str) -> str:
     """An activation's title as the paper writes it ("ReLU"), declared with the activation."""
     return get_activation(act).title
 
@@ -102,8 +102,7 @@ def e1_figure(rows, path: Path, published: dict | None = None, write=None) -> li
 
 def e5_figure(rows, path: Path, write=None) -> list[Path]:
     """E5 figure: E1's axes, one line per dropout probability q (lambda = 0)."""
-    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
-    from .e5 import DROPOUTS
+    from .profiles import DROPOUTS, E5_ACTIVATIONS
 
     title = "E5: dropout instead of weight decay (λ = 0): alignment vs width (mean ± 1 s.d.)"
     lines = ("dropout", DROPOUTS, "q", "dropout probability")
@@ -162,7 +161,7 @@ def alignment_figure(rows, path: Path, lines, activations, title, published, wri
         ax.axhline(0, color="grey", lw=0.6, ls=":")
         ax.set_xlabel("width p (hidden units, log scale)")
         ax.set_ylabel("alignment cos(β, b)")
-        ax.set_title(f"{title(act)} network")
+        ax.set_title(f"{act_title(act)} network")
         handles, labels = ax.get_legend_handles_labels()
         if published:
             handles += [
@@ -227,7 +226,7 @@ def e2_figure(rows, prediction, kernels, path: Path, p: int, write=None) -> list
             ax.set_ylim(max(min(lo_all) / 3, top * 1e-14), top)
         ax.set_xlabel("step")
         ax.set_ylabel("training MSE (log scale)")
-        head = f"{title(act)} network, p = {p}"
+        head = f"{act_title(act)} network, p = {p}"
         if (act,) in lmin:
             head += (
                 f"\nλ_min(H(0)+G(0)) = {lmin[(act,)].mean():.3g}, "
@@ -425,10 +424,10 @@ def conservation_figure(results: dict, path: Path, p: int, write=None) -> list[P
                     continue
                 ax.plot(step, [r[t] for r in rows], color=color, ls=ls, label=label)
             ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-            ax.set_title(f"{title(act)}, lambda = {lam:g}: b.beta split")
+            ax.set_title(f"{act_title(act)}, lambda = {lam:g}: b.beta split")
             ax.set_xlabel("step")
             ax.legend(loc="best")
-        axes[0, c].set_title(f"{title(act)}, p = {p}: alignment cos(beta, b)")
+        axes[0, c].set_title(f"{act_title(act)}, p = {p}: alignment cos(beta, b)")
         axes[0, c].set_xlabel("step")
         axes[0, c].axhline(0, color="0.8", lw=0.8, zorder=0)
         axes[0, c].legend(loc="best")

@@ -36,6 +36,7 @@ from ..outputs import (
     write_manifest,
 )
 from . import checkpoints
+from .checkpoints import describe
 from .pipeline import STORE, STUDY
 
 MANIFEST = ".fa-reproduce.json"
@@ -50,13 +51,6 @@ def identity(profile: str, seed: int) -> dict:
     from .. import __version__
 
     return {"profile": profile, "seed": int(seed), "version": __version__}
-
-
-def describe(ident: dict) -> str:
-    return (
-        f"profile {ident.get('profile')!s}, seed {ident.get('seed')!s}, "
-        f"feedback-alignment {ident.get('version')!s}"
-    )
 
 
 def _q(p) -> str:

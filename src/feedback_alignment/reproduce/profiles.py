@@ -116,10 +116,21 @@ class E4Settings:
     bp_reps: int = 1
 
 
+# the authors' dropout runs (E5): their activations and, per activation, the probabilities q
+# of dropping a hidden unit (0: no regulariser at all, E1's lambda = 0 line)
+E5_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+DROPOUTS = {
+    "linear": (0.0, 0.1, 0.2, 0.3),
+    "relu": (0.0, 0.4, 0.6, 0.8),
+    "tanh": (0.0, 0.5, 0.7, 0.9),
+    "sigmoid": (0.0, 0.5, 0.7, 0.9),
+}
+
+
 @dataclass(frozen=True)
 class E5Settings:
     """E5, dropout in place of weight decay (the authors' dropout runs): E1's setting at
-    lambda = 0, one line per dropout probability (``e5.DROPOUTS``), the authors' step sizes
+    lambda = 0, one line per dropout probability (:data:`DROPOUTS`), the authors' step sizes
     and their alignment-watching stop rule (``Plateau.paper_dropout``).
 
     ``rule_divisor`` scales the rule's constants (N and N/5) down for the smoke profile
@@ -131,6 +142,25 @@ class E5Settings:
     reps: int = 50
     max_steps: int | None = None
     rule_divisor: int = 1
+
+    def stop_rule(self, activation: str, p: int):
+        """The authors' rule (``Plateau.paper_dropout``), its N and N/5 divided by
+        ``rule_divisor`` (1 but in the smoke profile), capped at ``max_steps``."""
+        from ..activations import get_activation
+        from ..twolayer.monitor import (
+            DROPOUT_CHECKS_PER_BASE,
+            DROPOUT_TOL,
+            Plateau,
+            paper_min_steps,
+        )
+
+        if self.rule_divisor == 1:
+            return Plateau.paper_dropout(p, activation, self.max_steps)
+        base = get_activation(activation).dropout_base_steps // self.rule_divisor
+        every = max(1, base // DROPOUT_CHECKS_PER_BASE)
+        return Plateau(
+            paper_min_steps(p, base), every, DROPOUT_TOL, self.max_steps, "authors", "alignment"
+        )
 
 
 @dataclass(frozen=True)

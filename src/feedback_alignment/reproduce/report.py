@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..activations import get_activation
-from .figures import title
+from .figures import act_title
 from .profiles import ACTIVATIONS, E3_LAMS, LAMS, STEP_SIZE_NOTE, D, N, Profile
 from .published import AGREE_RULE, PAPER_REPS, compare, headline, provenance
 
@@ -213,8 +213,7 @@ def e4_blocks(e4: dict) -> list[tuple]:
 def e5_blocks(e5: dict, max_steps: int | None) -> list[tuple]:
     """E5 in numbers: mean alignment per activation, q and width, the run lengths, and the
     settings of the authors' dropout runs."""
-    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
-    from .e5 import DROPOUTS
+    from .profiles import DROPOUTS, E5_ACTIVATIONS
 
     rows = e5["rows"]
     ps = sorted({r["p"] for r in rows})
@@ -231,7 +230,7 @@ def e5_blocks(e5: dict, max_steps: int | None) -> list[tuple]:
                 cells.append(f"{sum(a) / len(a):.3f}" if a else "")
             steps = sorted(r["steps"] for r in rows if (r["activation"], r["dropout"]) == (act, q))
             span = f"{steps[0]}-{steps[-1]}" if steps else ""
-            table.append([title(act), f"{q:g}", *cells, span])
+            table.append([act_title(act), f"{q:g}", *cells, span])
     capped = (
         f" {e5['capped']} of {len(rows)} runs reached the profile's cap of {max_steps} steps "
         "(their alignment was still moving by more than the rule's 1e-4 between checks)."
@@ -247,7 +246,7 @@ def e5_blocks(e5: dict, max_steps: int | None) -> list[tuple]:
             "lambda = 0 and inverted dropout (torch.nn.Dropout) on the hidden activations "
             "psi(Wx) at every training step; the probabilities of one repetition share its "
             "data, network and b. Step sizes: "
-            + ", ".join(f"{get_activation(a).dropout_lr:g} {title(a)}" for a in E5_ACTIVATIONS)
+            + ", ".join(f"{get_activation(a).dropout_lr:g} {act_title(a)}" for a in E5_ACTIVATIONS)
             + ". Stop rule: at least rint(N sqrt(p) // 14) steps (N = 5000, 10,000 linear), "
             "the alignment checked every N/5 steps, on until it changes by less than 1e-4 "
             "between checks." + capped,
@@ -318,7 +317,7 @@ def build_blocks(
             "ReLU/tanh networks a random teacher of the same activation and width; fresh data, "
             "network and feedback vector b for every repetition. Within a repetition the "
             "lambdas share the data, the initial network and b (paired comparisons). Lambda sets: "
-            + ", ".join(f"{title(a)} {_set(LAMS[a])}" for a in ACTIVATIONS)
+            + ", ".join(f"{act_title(a)} {_set(LAMS[a])}" for a in ACTIVATIONS)
             + ". E3: 784 -> 1000 ReLU -> 10 (1/sqrt(1000) output scale), SGD lr 1e-2, "
             f"cross-entropy, 10 x 1000 feedback matrix B, lambda in {_set(E3_LAMS)} on the last "
             f"layer, the {len(E3_LAMS)} runs sharing initialisation, B and batch order. E4 (the "

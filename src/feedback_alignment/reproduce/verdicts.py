@@ -528,8 +528,7 @@ def claim4_alignment(rows, layer: str) -> Verdict:
 def claim5_dropout(rows, max_steps: int | None = None) -> list[Verdict]:
     """One verdict per activation (claims 5a-5d in E5's activation order): does dropout
     keep the alignment away from zero as p grows, as weight decay does (claim 2b)?"""
-    from .e5 import ACTIVATIONS as E5_ACTIVATIONS
-    from .e5 import DROPOUTS
+    from .profiles import DROPOUTS, E5_ACTIVATIONS
 
     out = []
     for i, act in enumerate(E5_ACTIVATIONS):

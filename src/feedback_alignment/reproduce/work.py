@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..progress import deep_work, twolayer_work
 from ..twolayer.engine import paper_min_steps
-from .profiles import E3_LAMS, E4_LAMS, LAMS, D, N
+from .profiles import DROPOUTS, E3_LAMS, E4_LAMS, LAMS, D, E5Settings, N
 
 KIND = {"E1": "twolayer", "E2": "twolayer", "E3": "deep", "E4": "deep", "E5": "dropout"}
 INPUTS = {"digits": 64}  # every other source is 28 x 28 images
@@ -28,10 +28,11 @@ def task_work(exp: str, kw: dict) -> float:
         members = _count(kw["reps"]) * len(LAMS[kw["activation"]])
         return twolayer_work(members, kw["steps"], kw["p"], N, D)
     if exp == "E5":
-        from .e5 import DROPOUTS, min_steps
-
         members = _count(kw["reps"]) * len(DROPOUTS[kw["activation"]])
-        return twolayer_work(members, min_steps(kw), kw["p"], N, D)
+        rule = E5Settings(max_steps=kw["max_steps"], rule_divisor=kw["rule_divisor"])
+        return twolayer_work(
+            members, rule.stop_rule(kw["activation"], kw["p"]).min_steps, kw["p"], N, D
+        )
     if exp == "E3":
         inputs = INPUTS.get(kw["source"], 784)
         layers = [(inputs, kw["hidden"]), (kw["hidden"], CLASSES)]
