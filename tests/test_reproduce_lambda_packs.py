@@ -164,3 +164,11 @@ def test_the_pipelines_checkpoint_carries_an_e4_pack_across_a_kill(
     assert _bytes(resumed) == _bytes(whole)
     ck.clear()
     assert not ck.path.exists()
+
+
+def test_a_pack_of_no_steps_records_the_initial_state(one_thread):
+    res = e3.run_rep(**{**SMALL, "rep": 0, "base_seed": 1, "steps": 0})
+    for m in res["members"]:
+        assert m["stop_step"] == 0
+        assert m["series"]["alignment"][0].tolist() == [0]
+        assert m["series"]["test_accuracy"][0].tolist() == [0]

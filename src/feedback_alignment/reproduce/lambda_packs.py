@@ -79,7 +79,7 @@ def run_lambda_pack(
             m.load_state_dict(sd)
         done, seconds = int(saved["done"]), float(saved["seconds"])
         parts = [{k: v.numpy() for k, v in saved["series"].items()}]
-    while done < steps:
+    while done < steps or not parts:  # steps = 0: the initial state alone is recorded
         stop = min(done + CHUNK, steps)
         r = train_lambdas(
             nets, data, spec, order_seed=order_seed, start=done, stop=stop,
