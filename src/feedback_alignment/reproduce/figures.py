@@ -83,6 +83,16 @@ def group(rows, keys, value):
     return {k: np.asarray(v) for k, v in g.items()}
 
 
+def over_reps(g: dict, head: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, s.d.) of the groups ``g[(*head, x)]`` of :func:`group`, in x order: the
+    mean and sample s.d. over repetitions of each point (s.d. 0 for a single value)."""
+    xs = np.array(sorted(k[-1] for k in g if k[:-1] == head))
+    vals = [g[(*head, x)] for x in xs]
+    mean = np.array([v.mean() for v in vals])
+    sd = np.array([v.std(ddof=1) if v.size > 1 else 0 for v in vals])
+    return xs, mean, sd
+
+
 def _colors(n):
     plt = _plt()
     cmap = plt.get_cmap("viridis")
@@ -127,13 +137,9 @@ def alignment_figure(rows, path: Path, lines, activations, title, published, wri
     for ax, act in zip(axes.flat, acts, strict=False):
         lams = values[act]
         for lam, color in zip(lams, _colors(len(lams)), strict=True):
-            ps = sorted({k[2] for k in g if k[0] == act and k[1] == lam})
-            if not ps:
+            ps, m, s = over_reps(g, (act, lam))
+            if not ps.size:
                 continue
-            m = np.array([g[(act, lam, p)].mean() for p in ps])
-            s = np.array(
-                [g[(act, lam, p)].std(ddof=1) if g[(act, lam, p)].size > 1 else 0 for p in ps]
-            )
             ax.errorbar(
                 ps, m, yerr=s, marker="o", ms=4, capsize=3, color=color, label=f"{label} = {lam:g}"
             )
@@ -195,16 +201,9 @@ def e2_figure(rows, prediction, kernels, path: Path, p: int, write=None) -> list
         lams = LAMS[act]
         lo_all, hi_all, pred_up = [], [], False
         for lam, color in zip(lams, _colors(len(lams)), strict=True):
-            steps = np.array(sorted({k[2] for k in meas if k[0] == act and k[1] == lam}))
+            steps, m, sd = over_reps(meas, (act, lam))
             if steps.size == 0:
                 continue
-            m = np.array([meas[(act, lam, s)].mean() for s in steps])
-            sd = np.array(
-                [
-                    meas[(act, lam, s)].std(ddof=1) if meas[(act, lam, s)].size > 1 else 0
-                    for s in steps
-                ]
-            )
             lo = np.maximum(m - sd, m * 1e-2)
             ax.plot(steps, m, color=color, lw=1.6, label=f"λ = {lam:g}")
             ax.fill_between(steps, lo, m + sd, color=color, alpha=0.2, lw=0)
@@ -274,16 +273,12 @@ def e3_figure(rows, weight_rows, path: Path, write=None, baseline=None) -> list[
     wal = group(weight_rows, ("lam", "step"), "weight_alignment")
     lams = sorted({k[0] for k in al})
     for lam, color in zip(lams, _colors(len(lams)), strict=True):
-        steps = np.array(sorted({k[1] for k in al if k[0] == lam}))
-        m = np.array([al[(lam, s)].mean() for s in steps])
-        sd = np.array([al[(lam, s)].std(ddof=1) if al[(lam, s)].size > 1 else 0 for s in steps])
+        steps, m, sd = over_reps(al, (lam,))
         a1.plot(steps, m, color=color, lw=1.2, label=f"λ = {lam:g}: error signals")
         a1.fill_between(steps, m - sd, m + sd, color=color, alpha=0.2, lw=0)
         wm = np.array([wal[(lam, s)].mean() for s in steps])
         a1.plot(steps, wm, color=color, lw=1.0, ls="--", label=f"λ = {lam:g}: cos(B, β)")
-        es = np.array(sorted({k[1] for k in acc if k[0] == lam}))
-        am = np.array([acc[(lam, s)].mean() for s in es])
-        asd = np.array([acc[(lam, s)].std(ddof=1) if acc[(lam, s)].size > 1 else 0 for s in es])
+        es, am, asd = over_reps(acc, (lam,))
         a2.errorbar(
             es,
             am,
@@ -336,9 +331,7 @@ def e4_figure(
         al = group(rows, ("lam", "step"), f"{layer}_alignment")
         wal = group(rows, ("lam", "step"), f"{layer}_weight_alignment")
         for k, (lam, color) in enumerate(zip(lams, colors, strict=True)):
-            steps = np.array(sorted({s[1] for s in al if s[0] == lam}))
-            m = np.array([al[(lam, t)].mean() for t in steps])
-            sd = np.array([al[(lam, t)].std(ddof=1) if al[(lam, t)].size > 1 else 0 for t in steps])
+            steps, m, sd = over_reps(al, (lam,))
             ax.plot(steps, m, color=color, lw=1.0, label=f"λ = {lam:g}: error signals")
             ax.fill_between(steps, m - sd, m + sd, color=color, alpha=0.2, lw=0)
             wm = np.array([wal[(lam, t)].mean() for t in steps])
@@ -365,8 +358,8 @@ def e4_figure(
     acc = group(rows, ("lam", "step"), "test_accuracy")
     a2 = axes[2]
     for k, (lam, color) in enumerate(zip(lams, colors, strict=True)):
-        es = np.array(sorted({s[1] for s in acc if s[0] == lam}))
-        a2.plot(es, [acc[(lam, t)].mean() for t in es], color=color, marker="o", ms=3,
+        es, am, _ = over_reps(acc, (lam,))
+        a2.plot(es, am, color=color, marker="o", ms=3,
                 label=f"λ = {lam:g}, FA")  # fmt: skip
         a2.plot(edge, authors["test_accuracy_percent"][k] / 100, "o", color=color, mfc="none",
                 ms=7, mew=1.5)  # fmt: skip
