@@ -189,7 +189,7 @@ class Profile:
             if ours != paper:
                 out.append(words.format(_shown(ours), _shown(paper)))
 
-        e1, e3 = self.e1, self.e3
+        e1 = self.e1
         differ("e1", "widths", "E1 widths {} instead of {}")
         differ("e1", "reps", "E1 {} repetitions per point instead of {}")
         if not e1.paper_rule:
@@ -202,26 +202,25 @@ class Profile:
         differ("e2", "p", "E2 width p = {} instead of {}")
         differ("e2", "steps", "E2 {} steps instead of {}")
         differ("e2", "reps", "E2 {} repetitions instead of {}")
-        p3 = _PAPER["e3"]
-        if (e3.source, e3.train, e3.test) != (p3.source, p3.train, p3.test):
-            out.append(
-                f"E3 data: {e3.source}"
-                + (f", first {e3.train} training samples" if e3.train else "")
-                + (f", first {e3.test} test samples" if e3.test else "")
-            )
+
+        def data(exp: str) -> None:
+            """The MNIST experiment ``exp``'s data where it is not the paper's."""
+            ours, paper = getattr(self, exp), _PAPER[exp]
+            if (ours.source, ours.train, ours.test) != (paper.source, paper.train, paper.test):
+                out.append(
+                    f"{exp.upper()} data: {ours.source}"
+                    + (f", first {ours.train} training samples" if ours.train else "")
+                    + (f", first {ours.test} test samples" if ours.test else "")
+                )
+
+        data("e3")
         differ("e3", "hidden", "E3 {} hidden units instead of {}")
         differ("e3", "batch", "E3 batch {} instead of {}")
         differ("e3", "steps", "E3 {} SGD steps instead of {:,} (300 epochs)")
         differ("e3", "reps", "E3 {} repetition(s) instead of {}")
         differ("e3", "eval_every", "E3 test accuracy every {} steps instead of {}")
         differ("e3", "bp_reps", "E3 backprop baseline: {} repetition(s) instead of {}")
-        e4, p4 = self.e4, _PAPER["e4"]
-        if (e4.source, e4.train, e4.test) != (p4.source, p4.train, p4.test):
-            out.append(
-                f"E4 data: {e4.source}"
-                + (f", first {e4.train} training samples" if e4.train else "")
-                + (f", first {e4.test} test samples" if e4.test else "")
-            )
+        data("e4")
         differ("e4", "hidden", "E4 {} units per hidden layer instead of {}")
         differ("e4", "batch", "E4 batch {} instead of {}")
         differ("e4", "steps", "E4 {} SGD steps instead of {:,} (150 epochs)")
