@@ -87,9 +87,9 @@ def run_lambda_pack(
         )  # fmt: skip
         seconds += r["seconds"]
         parts.append(_flat(r))
-        parts = [{k: np.concatenate([p[k] for p in parts]) for k in parts[-1]}]
         done = stop
         if checkpoint is not None and done < steps and checkpoint.due():
+            parts = [_joined(parts)]  # joined only when saved, not after every chunk
             checkpoint.save(
                 {
                     "done": done,
@@ -99,7 +99,7 @@ def run_lambda_pack(
                 }
             )
     return {
-        "series": parts[0],
+        "series": _joined(parts),
         "seconds": seconds,
         "n_train": n,
         "n_test": int(data[2].shape[0]),
@@ -142,6 +142,11 @@ def pack_kwargs(s, rep: int, seed: int, dtype: str) -> dict:
         "lr": s.lr,
         "dtype": dtype,
     }
+
+
+def _joined(parts: list[dict]) -> dict[str, np.ndarray]:
+    """The series of consecutive chunks, one array per key."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[-1]}
 
 
 def _flat(r: dict) -> dict[str, np.ndarray]:
