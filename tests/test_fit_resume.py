@@ -57,6 +57,16 @@ def _fit(make, X, y, checkpoint=None, **kw):
     return ens, h
 
 
+def _killed_and_resumed(make, X, y, every: int, kill_after: int, **kw):
+    """(uninterrupted fit, fit killed after ``kill_after`` saves every ``every`` steps and
+    resumed in a new ensemble, as a fresh process would): each (ensemble, history)."""
+    ck = MemoryCheckpoint(every=every, kill_after=kill_after)
+    with pytest.raises(Killed):
+        _fit(make, X, y, checkpoint=ck, **kw)
+    ck.kill_after = None
+    return _fit(make, X, y, **kw), _fit(make, X, y, checkpoint=ck, **kw)
+
+
 def _same(a, b):
     (ens_a, h_a), (ens_b, h_b) = a, b
     assert np.array_equal(h_a.steps, h_b.steps)
@@ -106,12 +116,7 @@ def test_killed_and_resumed_fit_equals_uninterrupted(case, dtype):
         "metrics": metrics,
         **opts,
     }
-    whole = _fit(make, X, y, **kw)
-    ck = MemoryCheckpoint(every=37, kill_after=3)  # killed at step 111, mid-run
-    with pytest.raises(Killed):
-        _fit(make, X, y, checkpoint=ck, **kw)
-    ck.kill_after = None
-    resumed = _fit(make, X, y, checkpoint=ck, **kw)  # a fresh process: a new ensemble
+    whole, resumed = _killed_and_resumed(make, X, y, 37, 3, **kw)  # killed at step 111
     _same(whole, resumed)
     if opts.get("keep_weights", True):
         assert torch.equal(whole[0].W, resumed[0].W)
@@ -129,13 +134,9 @@ def test_resume_keeps_the_stopping_rule_state(checks):
 
     stop = Plateau(120, 40, 1e-2, 2000, checks)
     kw = {"rule": "fa", "lr": [0.02, 0.05, 0.1, 0.2], "lam": 0.01, "stop": stop}
-    whole = _fit(make, X, y, **kw)
+    whole, resumed = _killed_and_resumed(make, X, y, 53, 2, **kw)
     assert len(set(whole[1].stop_step.tolist())) > 1  # the members stop apart
-    ck = MemoryCheckpoint(every=53, kill_after=2)
-    with pytest.raises(Killed):
-        _fit(make, X, y, checkpoint=ck, **kw)
-    ck.kill_after = None
-    _same(whole, _fit(make, X, y, checkpoint=ck, **kw))
+    _same(whole, resumed)
 
 
 @pytest.mark.skipif(native.unavailable() is not None, reason="no native kernels here")
@@ -150,13 +151,9 @@ def test_resume_on_the_native_kernels(dtype):
     kw = {"rule": "fa", "lr": 0.05, "lam": 0.01, "steps": 150, "record_every": 25}
     kw["metrics"] = ("mse", "alignment", "beta_change")
     kw |= {"path": "rowspace", "kernels": "native", "keep_weights": False}
-    whole = _fit(make, X, y, **kw)
+    whole, resumed = _killed_and_resumed(make, X, y, 41, 2, **kw)
     assert whole[1].kernels == "native"
-    ck = MemoryCheckpoint(every=41, kill_after=2)
-    with pytest.raises(Killed):
-        _fit(make, X, y, checkpoint=ck, **kw)
-    ck.kill_after = None
-    _same(whole, _fit(make, X, y, checkpoint=ck, **kw))
+    _same(whole, resumed)
 
 
 def test_a_state_of_another_fit_is_refused():
@@ -181,13 +178,8 @@ def test_resume_on_the_compiled_kernels():
 
     kw = {"rule": ["fa", "bp", "fa"], "lr": 0.05, "lam": 0.1, "steps": 300, "record_every": 100}
     kw |= {"path": "rowspace", "kernels": "compiled"}
-    whole = _fit(make, X, y, **kw)
+    whole, resumed = _killed_and_resumed(make, X, y, 70, 2, **kw)
     assert whole[1].kernels == "compiled"
-    ck = MemoryCheckpoint(every=70, kill_after=2)
-    with pytest.raises(Killed):
-        _fit(make, X, y, checkpoint=ck, **kw)
-    ck.kill_after = None
-    resumed = _fit(make, X, y, checkpoint=ck, **kw)
     _same(whole, resumed)
     assert torch.equal(whole[0].W, resumed[0].W)
 
