@@ -99,7 +99,7 @@ def test_smoke_files_and_columns(smoke):
     for exp, s in (("E3", prof.e3), ("E4", prof.e4)):
         h, rows = _read(out / f"{exp}/backprop.csv")
         assert h == ["lam", "rep", "step", "test_accuracy"]
-        assert len(rows) == len(E3_LAMS) * s.bp_reps * len(evaluated)
+        assert len(rows) == len(s.bp_lams) * s.bp_reps * len(evaluated)
         assert all(0 <= float(r[3]) <= 1 for r in rows)
     h, rows = _read(out / "E5/alignment.csv")
     assert h == ["activation", "dropout", "p", "rep", "alignment", "steps"]
@@ -310,8 +310,8 @@ def test_the_store_is_the_source_and_other_experiments_add(smoke, tmp_path):
         assert st.meta()["profile"] == "smoke" and st.meta()["seed"] == "3"
     prof = get_profile("smoke")
     e1 = len(LAMS) * 4 * len(prof.e1.widths) * prof.e1.reps
-    e3 = len(E3_LAMS) * (prof.e3.reps + prof.e3.bp_reps)  # FA and the backprop baseline
-    e4 = len(E3_LAMS) * (prof.e4.reps + prof.e4.bp_reps)
+    e3 = len(E3_LAMS) * prof.e3.reps + len(prof.e3.bp_lams) * prof.e3.bp_reps  # FA, backprop
+    e4 = len(E3_LAMS) * prof.e4.reps + len(prof.e4.bp_lams) * prof.e4.bp_reps
     e5 = 4 * 4 * len(prof.e5.widths) * prof.e5.reps
     assert n == e1 + 3 * 4 * prof.e2.reps + 2 * 2 + e3 + e4 + e5
     (out / ".report.md.notes.tmp").write_text("a user's file that looks like a temp file")

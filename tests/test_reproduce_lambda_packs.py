@@ -90,8 +90,8 @@ def test_e4_and_the_baselines_store_what_their_figures_draw(one_thread):
     fa = e4.run_rep(**kw)["members"]
     assert sorted(fa[0]["series"]) == sorted([*e4.METRICS, "test_accuracy"])
     assert fa[0]["series"]["fc2_alignment"][0].tolist() == list(range(61))
-    bp4 = baselines.run_rep("E4", **kw)["members"]
-    bp3 = baselines.run_rep("E3", **kw)["members"]
+    bp4 = baselines.run_rep("E4", lams=[0.0, 0.1, 0.3], **kw)["members"]
+    bp3 = baselines.run_rep("E3", lams=[0.0, 0.1, 0.3], **kw)["members"]
     for m in (*bp4, *bp3):
         assert sorted(m["series"]) == ["loss", "test_accuracy"]
         assert m["series"]["test_accuracy"][0].tolist() == [0, 50, 60]
@@ -100,6 +100,20 @@ def test_e4_and_the_baselines_store_what_their_figures_draw(one_thread):
     a_fa = fa[1]["series"]["test_accuracy"][1]
     a_bp = bp4[1]["series"]["test_accuracy"][1]
     assert a_fa[0] == a_bp[0] and not np.array_equal(a_fa, a_bp)
+
+
+def test_a_baseline_lambda_does_not_depend_on_the_others_in_its_pack(one_thread):
+    """A profile may run the baseline at fewer lambdas (quick: lambda = 0 alone); the runs
+    it keeps are the very runs of the authors' three-lambda pack."""
+    from feedback_alignment.reproduce import baselines
+
+    kw = {**SMALL, "rep": 0, "base_seed": 2, "steps": 60}
+    for exp in ("E3", "E4"):
+        three = baselines.run_rep(exp, lams=[0.0, 0.1, 0.3], **kw)["members"]
+        (alone,) = baselines.run_rep(exp, lams=[0.0], **kw)["members"]
+        for name in ("test_accuracy", "loss"):
+            for a, b in zip(alone["series"][name], three[0]["series"][name], strict=True):
+                assert np.array_equal(a, b), (exp, name)
 
 
 def test_one_e4_backprop_step_is_autograd_with_lambda_on_layers_2_and_3():

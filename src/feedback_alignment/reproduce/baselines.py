@@ -9,32 +9,34 @@ that E3's and E4's accuracy panels show what feedback alignment gives up.
   initial weights (``paper_network("e4", "bp")``), lambda W added to the gradients of
   layers 2 and 3 as in E4.
 
-Each repetition is one pack of the three lambdas (copies of one network, one minibatch
-order: the order of the FA repetition of the same number), run by :mod:`.lambda_packs`;
-the stored runs hold the test accuracy and the training loss.
+Each repetition is one pack of the profile's baseline lambdas (``bp_lams``, the authors'
+three unless a profile reduces them; copies of one network, one minibatch order: the
+order of the FA repetition of the same number), run by :mod:`.lambda_packs`; a lambda's
+run does not depend on which others share its pack. The stored runs hold the test
+accuracy and the training loss.
 """
 
 from __future__ import annotations
 
 from .lambda_packs import lambda_rep, pack_kwargs, rep_seeds
-from .profiles import E3_LAMS, E4_LAMS, Profile, seed_for
+from .profiles import Profile, seed_for
 
 STORED = {"test_accuracy": "test_accuracy", "loss": "loss"}
 COLUMNS = ("lam", "rep", "step", "test_accuracy")
-LAMS = {"E3": E3_LAMS, "E4": E4_LAMS}
 
 
-def run_rep(experiment: str, rep: int, base_seed: int, checkpoint=None, **settings) -> dict:
-    """Repetition ``rep`` of experiment ``experiment``'s backprop baseline: the order of the
-    FA repetition of the same number; E4's starts from its weights, E3's (the authors'
-    baseline) draws its own default initialisation."""
+def run_rep(
+    experiment: str, rep: int, base_seed: int, lams: list[float], checkpoint=None, **settings
+) -> dict:
+    """Repetition ``rep`` of experiment ``experiment``'s backprop baseline at ``lams``: the
+    order of the FA repetition of the same number; E4's starts from its weights, E3's (the
+    authors' baseline) draws its own default initialisation."""
     exp = {"E3": 3, "E4": 4}[experiment]
     seeds = rep_seeds(base_seed, exp, rep)
     if experiment == "E3":
         seeds["net_seed"] = seed_for(base_seed, exp, rep, 3)
     study = {"E3": "bp_baseline", "E4": "e4"}[experiment]
-    lams = LAMS[experiment]
-    return lambda_rep(study, "bp", lams, STORED, seeds, checkpoint, **settings)
+    return lambda_rep(study, "bp", tuple(lams), STORED, seeds, checkpoint, **settings)
 
 
 class Baseline:
@@ -45,13 +47,21 @@ class Baseline:
 
     def tasks(self, profile: Profile, seed: int) -> list:
         s = getattr(profile, self.experiment.lower())
+        lams = [float(lam) for lam in s.bp_lams]
         return [
-            (run_rep, {"experiment": self.experiment, **pack_kwargs(s, r, seed, profile.dtype)})
+            (
+                run_rep,
+                {
+                    "experiment": self.experiment,
+                    "lams": lams,
+                    **pack_kwargs(s, r, seed, profile.dtype),
+                },
+            )
             for r in range(s.bp_reps)
         ]
 
     def member_keys(self, kw: dict) -> list[dict]:
-        return [{"lam": float(lam), "rep": kw["rep"]} for lam in LAMS[self.experiment]]
+        return [{"lam": float(lam), "rep": kw["rep"]} for lam in kw["lams"]]
 
 
 E3_BP, E4_BP = Baseline("E3"), Baseline("E4")

@@ -4,7 +4,7 @@ Each task's cost is computed from its arguments before it runs, in multiply-adds
 (:mod:`feedback_alignment.progress`): E1 and E2 members x steps x p n (n + d) for the
 two-layer engine (E1 and E5 under the authors' run-length rules count their minimum steps,
 so the estimate can grow when members train longer), E3 and E4 (and their backprop
-baselines) 3 x lambdas x steps x batch x weights.
+baselines, whose tasks name their own ``lams``) 3 x lambdas x steps x batch x weights.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def task_work(exp: str, kw: dict) -> float:
     if exp == "E3":
         inputs = INPUTS.get(kw["source"], 784)
         layers = [(inputs, kw["hidden"]), (kw["hidden"], CLASSES)]
-        return deep_work(kw["steps"], kw["batch"], layers, copies=len(E3_LAMS))
+        return deep_work(kw["steps"], kw["batch"], layers, copies=len(kw.get("lams", E3_LAMS)))
     if exp == "E4":
         inputs, h = INPUTS.get(kw["source"], 784), kw["hidden"]
         layers = [(inputs, h), (h, h), (h, CLASSES)]
-        return deep_work(kw["steps"], kw["batch"], layers, copies=len(E4_LAMS))
+        return deep_work(kw["steps"], kw["batch"], layers, copies=len(kw.get("lams", E4_LAMS)))
     raise ValueError(f"unknown experiment {exp!r}")
 
 
