@@ -264,12 +264,7 @@ def test_plateau_that_cannot_end_and_its_default_cap():
     from feedback_alignment.twolayer.options import FitOptions
 
     ens = TwoLayerEnsemble(5, 4, seeds=[0])
-    o = FitOptions.check(
-        ens, X, Y, rule="fa", lr=0.01, lam=0.0, lam_schedule="constant", w_decay=0.0,
-        loss="mse", steps=None, stop=Plateau(0, 10, 1e-3), record_every=0, record_steps=None,
-        metrics=("mse",), blowup=1e10, check_every=100, path="auto", chunk_members=None,
-        kernels="auto", keep_weights=True, dropout=0.0,
-    )  # fmt: skip
+    o = FitOptions(ens, X, Y, lr=0.01, stop=Plateau(0, 10, 1e-3), metrics=("mse",))
     assert o.max_steps == MAX_STEPS
 
 

@@ -51,7 +51,7 @@ def test_fa_train_writes_results(tmp_path, capsys):
     [
         ("bogus = 1\n" + CONFIG, [], "unknown config key 'bogus'"),
         (CONFIG + "bogus = 1\n", [], "metrics.bogus"),
-        (CONFIG, ["--set", "train.lr=-1"], "lr must be > 0"),
+        (CONFIG, ["--set", "train.lr=-1"], "train.lr = -1 is not accepted; accepted: a number > 0"),
         (CONFIG, ["--set", "data.source=idx", "--set", "data.path=/nonexistent"], "/nonexistent"),
         (CONFIG, ["--set", "nodots"], "KEY=VALUE"),
         ("[train\n", [], "not valid TOML"),

@@ -110,7 +110,7 @@ def test_fa_train_runs_the_new_rule(fa_scaled, tmp_path, capsys):
 
 
 def test_config_reads_the_rule_registry():
-    with pytest.raises(ConfigError, match="rule.name = 'fa_scaled' is not accepted"):
+    with pytest.raises(ConfigError, match='rule.name = "fa_scaled" is not accepted'):
         parse_config({"rule": {"name": "fa_scaled"}})
     register(ScaledFeedback)
     try:

@@ -132,9 +132,9 @@ def test_dropout_zero_is_the_plain_step_and_dropout_changes_the_run():
         ({"path": "linear_fa"}, "path 'linear_fa' cannot run dropout"),
         ({"kernels": "native"}, "kernels='native' cannot run dropout"),
         ({"kernels": "compiled"}, "kernels='compiled' cannot run dropout"),
-        ({"dropout": 1.0}, "dropout must be < 1"),
-        ({"dropout": -0.1}, "dropout must be finite and >= 0"),
-        ({"dropout": [0.1, 0.2]}, "dropout must be a scalar or 1 values"),
+        ({"dropout": 1.0}, "dropout = 1.0 is not accepted; accepted: a number >= 0 and < 1"),
+        ({"dropout": -0.1}, "dropout = -0.1 is not accepted; accepted: a number >= 0 and < 1"),
+        ({"dropout": [0.1, 0.2]}, r"1 such numbers, one per member \(got shape \(2,\)\)"),
     ],
 )
 def test_paths_and_kernels_without_a_mask_refuse_in_one_line(kwargs, match):

@@ -245,4 +245,4 @@ def test_every_deep_default_is_accepted_by_its_field():
 
     for section, keys in FIELDS.items():
         for key, f in keys.items():
-            assert f.ok(f.default), (section, key)
+            assert f.check.test(f.default), (section, key)

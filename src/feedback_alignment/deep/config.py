@@ -1,19 +1,22 @@
 """``fa train`` configuration: TOML (stdlib ``tomllib``), parsed, never evaluated.
 
-:data:`FIELDS` declares every key once: its default, accepted types, what it means,
-and the names, bounds or condition it accepts. :func:`parse_config` checks a config
-against it (unknown keys, wrong types, unknown names and values out of bounds raise a
-one-line :class:`~feedback_alignment.errors.ConfigError`), and the
-:class:`~.trainer.Trainer` takes its settings and their defaults from it
-(:func:`trainer_settings`, :func:`trainer_kwargs`). See docs/rules.md for the layout.
+:data:`FIELDS` declares every key once, as a :class:`feedback_alignment.fields.Field`
+(the package's one kind of field: the two-layer fields and a sweep's study keys are the
+same): its default, accepted types, names, bounds and condition, and what it means.
+:func:`parse_config` checks a config against it: an unknown key or a refused value is a
+one-line :class:`~feedback_alignment.errors.ConfigError` in the package's one format
+("config key train.lr = -1 is not accepted; accepted: a number > 0"). The
+:class:`~.trainer.Trainer` checks its keywords against the same fields
+(:func:`trainer_settings`, :func:`trainer_kwargs`), and a sweep spec's deep
+keys are these fields. See docs/rules.md for the layout.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +24,8 @@ import torch
 from .. import tomlfile
 from ..backend import DTYPES
 from ..bounds import check_memory
-from ..errors import ConfigError, check, choice
+from ..errors import ConfigError, check
+from ..fields import Check, Field, fmt, refusal
 from .convert import convert
 from .data import SOURCES, load_dataset
 from .models import ACTIVATIONS, E3_HIDDEN, MODELS, WIDTH_MODELS, build_model
@@ -31,66 +35,54 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "exponential")
 
 
-@dataclass(frozen=True)
-class Field:
-    """One config key.
+def _key(
+    default,
+    types: tuple,
+    meaning: str,
+    accepted: tuple | Callable[[], tuple] | None = None,
+    bounds: tuple | None = None,
+    must: tuple[str, Callable] | None = None,
+) -> Callable[[str], Field]:
+    """A config key's :class:`Field`, given its dotted name: values of ``types`` (a float
+    finite, a bool only where ``bool`` is named), one of ``accepted`` (a function when the
+    names come from a registry, read at check time, so a rule registered at run time is
+    accepted), within ``bounds`` (lowest, highest or None: a guard on memory and time) and
+    meeting ``must`` (phrase, test), for a config and a Trainer keyword alike."""
 
-    ``accepted``: the names it takes (a function when they come from a registry, read at
-    check time, so a rule registered at run time is accepted); ``bounds``: (lowest,
-    highest or None), a guard on memory and time checked when a config is read;
-    ``must``: (phrase, test), a condition the :class:`~.trainer.Trainer` checks for every
-    caller, Python or config ("lr must be > 0").
-    """
+    def names() -> tuple | None:
+        return accepted() if callable(accepted) else accepted
 
-    default: object
-    types: tuple
-    meaning: str
-    accepted: tuple | Callable[[], tuple] | None = None
-    bounds: tuple | None = None
-    must: tuple[str, Callable] | None = None
-
-    def names(self) -> tuple | None:
-        """The accepted names, or None when any value of the right type is."""
-        return self.accepted() if callable(self.accepted) else self.accepted
-
-    def check(self, where: str, value) -> None:
-        """A one-line ConfigError naming config key ``where`` unless ``value`` has the
-        field's type, is a finite number where a number, one of its names and within its
-        bounds (``must`` is the Trainer's: see :meth:`ok`)."""
-        _check_type(where, value, self.types)
-        names = self.names()
-        if names is not None and value not in names:
-            raise ConfigError(
-                f"config key {where} = {value!r} is not accepted; accepted: "
-                f"{', '.join(map(repr, names))}"
-            )
-        if self.bounds is not None:
-            _check_bounds(where, value, self.bounds)
-
-    def ok(self, value) -> bool:
-        """Whether ``value`` passes :meth:`check` and the ``must`` condition (a sweep spec
-        asks this of every value before any run starts)."""
-        try:
-            self.check("", value)
-        except ConfigError:
+    def test(value) -> bool:
+        if not _typed(value, types):
             return False
-        return self.must is None or value is None or bool(self.must[1](value))
+        if value is None:
+            return True
+        ns = names()
+        return (
+            (ns is None or value in ns)
+            and (bounds is None or _in_bounds(value, bounds))
+            and (must is None or bool(must[1](value)))
+        )
 
-    def describe(self, fmt: Callable = repr) -> str:
-        """What the field accepts, in words: its names, or its type with its condition
-        and bounds ("a number > 0", "an integer in [1, 1e+07]")."""
-        names = self.names()
-        if names is not None:
-            return ", ".join(map(fmt, names))
-        types = tuple(t for t in self.types if t is not type(None))
-        kind = "number" if {int, float} <= set(types) else _typename(types)
-        words = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
-        if self.bounds is not None:  # the bounds say more than a condition such as ">= 1"
-            words += f" {_range(*self.bounds)}"
-        elif self.must is not None:
-            phrase = self.must[0]
-            words = phrase if phrase.startswith(("a ", "an ")) else f"{words} {phrase}"
-        return words + (" (or absent)" if len(types) < len(self.types) else "")
+    def words() -> str:
+        ns = names()
+        if ns is not None:
+            return ", ".join(map(fmt, ns))
+        kinds = tuple(t for t in types if t is not type(None))
+        kind = "number" if {int, float} <= set(kinds) else _typename(kinds)
+        out = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+        if bounds is not None:  # the bounds say more than a condition such as ">= 1"
+            out += f" {_range(*bounds)}"
+        elif must is not None:
+            out = must[0] if must[0].startswith(("a ", "an ")) else f"{out} {must[0]}"
+        return out + (" (or absent)" if len(kinds) < len(types) else "")
+
+    return lambda name: Field(name, default, Check(words, test), meaning)
+
+
+def _section(section: str, **keys: Callable[[str], Field]) -> dict[str, Field]:
+    """A section's keys, key -> Field named by its dotted config key."""
+    return {k: make(f"{section}.{k}" if section else k) for k, make in keys.items()}
 
 
 NUM = (int, float)
@@ -109,78 +101,84 @@ def _rule_names() -> tuple:
 
 # section -> key -> Field; top-level keys live under "".
 FIELDS: dict[str, dict[str, Field]] = {
-    "": {
-        "seed": Field(0, (int,), "model init, feedback draws, data order, mirror noise"),
-        "device": Field("cpu", (str,), "cpu, cuda, cuda:N, auto"),
-        "dtype": Field("float32", (str,), "floating-point type", tuple(DTYPES)),
-        "threads": Field(0, (int,), "torch threads; 0 leaves torch's setting", bounds=(0, 4096)),
-    },
-    "data": {
-        "source": Field("digits", (str,), "where the data come from", SOURCES),
-        "path": Field(None, (str, *NONE), "directory of IDX files"),
-        "train_limit": Field(None, (int, *NONE), "first N training samples", bounds=(1, None)),
-        "test_limit": Field(None, (int, *NONE), "first N test samples", bounds=(1, None)),
-        "normalize": Field(
+    "": _section(
+        "",
+        seed=_key(0, (int,), "model init, feedback draws, data order, mirror noise"),
+        device=_key("cpu", (str,), "cpu, cuda, cuda:N, auto"),
+        dtype=_key("float32", (str,), "floating-point type", tuple(DTYPES)),
+        threads=_key(0, (int,), "torch threads; 0 leaves torch's setting", bounds=(0, 4096)),
+    ),
+    "data": _section(
+        "data",
+        source=_key("digits", (str,), "where the data come from", SOURCES),
+        path=_key(None, (str, *NONE), "directory of IDX files"),
+        train_limit=_key(None, (int, *NONE), "first N training samples", bounds=(1, None)),
+        test_limit=_key(None, (int, *NONE), "first N test samples", bounds=(1, None)),
+        normalize=_key(
             True, (bool, list), "data set mean/std; false: pixels in [0, 1]; or [mean, std]"
         ),
-    },
-    "model": {
-        "name": Field("mlp", (str,), "the network", tuple(MODELS)),
-        "hidden": Field(
+    ),
+    "model": _section(
+        "model",
+        name=_key("mlp", (str,), "the network", tuple(MODELS)),
+        hidden=_key(
             [256], (int, list), "mlp: hidden sizes; e3, e4, bp_baseline: the width (default 1000)"
         ),
-        "activation": Field("relu", (str,), "mlp: between layers", tuple(ACTIVATIONS)),
-        "bias": Field(True, (bool,), "mlp: layers with biases"),
-        "width": Field(16, (int,), "cnn: channels of the first conv", bounds=(1, 10**5)),
-        "seed": Field(None, (int, *NONE), "model seed; default: the top-level seed"),
-    },
-    "rule": {
-        "name": Field("fa", (str,), "the learning rule (any registered rule)", _rule_names),
-        "init": Field("gaussian", (str,), "how the feedback is drawn", INITS),
-        "scale": Field(None, NUM + NONE, "feedback std; default: each layer's W std (e3, e4: 1)"),
-        "seed": Field(None, (int, *NONE), "feedback seed; default: the top-level seed"),
-        "options": Field({}, (dict,), "the rule's options (wm: lr, decay, batch)"),
-    },
-    "train": {
-        "optimizer": Field("sgd", (str,), "the optimiser", OPTIMIZERS),
-        "lr": Field(0.01, NUM, "learning rate", must=("> 0", _positive)),
-        "momentum": Field(0.0, NUM, "SGD momentum", must=("in [0, 1)", lambda v: 0 <= v < 1)),
-        "nesterov": Field(False, (bool,), "SGD with Nesterov momentum"),
-        "betas": Field([0.9, 0.999], (list,), "Adam's betas"),
-        "schedule": Field(
+        activation=_key("relu", (str,), "mlp: between layers", tuple(ACTIVATIONS)),
+        bias=_key(True, (bool,), "mlp: layers with biases"),
+        width=_key(16, (int,), "cnn: channels of the first conv", bounds=(1, 10**5)),
+        seed=_key(None, (int, *NONE), "model seed; default: the top-level seed"),
+    ),
+    "rule": _section(
+        "rule",
+        name=_key("fa", (str,), "the learning rule (any registered rule)", _rule_names),
+        init=_key("gaussian", (str,), "how the feedback is drawn", INITS),
+        scale=_key(None, NUM + NONE, "feedback std; default: each layer's W std (e3, e4: 1)"),
+        seed=_key(None, (int, *NONE), "feedback seed; default: the top-level seed"),
+        options=_key({}, (dict,), "the rule's options (wm: lr, decay, batch)"),
+    ),
+    "train": _section(
+        "train",
+        optimizer=_key("sgd", (str,), "the optimiser", OPTIMIZERS),
+        lr=_key(0.01, NUM, "learning rate", must=("> 0", _positive)),
+        momentum=_key(0.0, NUM, "SGD momentum", must=("in [0, 1)", lambda v: 0 <= v < 1)),
+        nesterov=_key(False, (bool,), "SGD with Nesterov momentum"),
+        betas=_key([0.9, 0.999], (list,), "Adam's betas"),
+        schedule=_key(
             "constant",
             (str,),
             "step: times gamma at each milestone; cosine: to 0 over the run; "
             "exponential: gamma over the run",
             SCHEDULES,
         ),
-        "gamma": Field(0.1, NUM, "the schedule's factor"),
-        "milestones": Field([], (list,), "steps at which the step schedule multiplies"),
-        "warmup_steps": Field(0, (int,), "linear warm-up steps", must=_INT_GE0),
-        "batch_size": Field(600, (int,), "training batch", bounds=(1, 10**7), must=_INT_GE1),
-        "epochs": Field(1, NUM + NONE, "passes over the training data", bounds=(0, 10**6)),
-        "steps": Field(None, (int, *NONE), "optimiser steps (not epochs)", bounds=(1, 10**9)),
-        "eval_every": Field(
+        gamma=_key(0.1, NUM, "the schedule's factor"),
+        milestones=_key([], (list,), "steps at which the step schedule multiplies"),
+        warmup_steps=_key(0, (int,), "linear warm-up steps", must=_INT_GE0),
+        batch_size=_key(600, (int,), "training batch", bounds=(1, 10**7), must=_INT_GE1),
+        epochs=_key(1, NUM + NONE, "passes over the training data", bounds=(0, 10**6)),
+        steps=_key(None, (int, *NONE), "optimiser steps (not epochs)", bounds=(1, 10**9)),
+        eval_every=_key(
             100, (int,), "test every N steps (and at the start and end)", must=_INT_GE0
         ),
-        "eval_batch": Field(2000, (int,), "test batch", bounds=(1, 10**7), must=_INT_GE1),
-        "weight_decay": Field(
+        eval_batch=_key(2000, (int,), "test batch", bounds=(1, 10**7), must=_INT_GE1),
+        weight_decay=_key(
             0.0, NUM + (dict,), "a number, or {layer: lambda} with 'last' and 'default'"
         ),
-        "mirror_every": Field(1, (int,), "wm: mirror phase every N steps", must=_INT_GE0),
-        "checkpoint_dir": Field(None, (str, *NONE), "directory for checkpoints"),
-        "checkpoint_every": Field(0, (int,), "checkpoint every N steps", must=_INT_GE0),
-        "progress": Field(False, (bool,), "elapsed time and time left on stderr"),
-    },
-    "metrics": {
-        "record_every": Field(
+        mirror_every=_key(1, (int,), "wm: mirror phase every N steps", must=_INT_GE0),
+        checkpoint_dir=_key(None, (str, *NONE), "directory for checkpoints"),
+        checkpoint_every=_key(0, (int,), "checkpoint every N steps", must=_INT_GE0),
+        progress=_key(False, (bool,), "elapsed time and time left on stderr"),
+    ),
+    "metrics": _section(
+        "metrics",
+        record_every=_key(
             0, (int,), "cheap metrics on the training batch every N steps", must=_INT_GE0
         ),
-        "layers": Field(None, (list, *NONE), "the layers to record (default: all)"),
-        "measure_every": Field(
+        layers=_key(None, (list, *NONE), "the layers to record (default: all)"),
+        measure_every=_key(
             0, (int,), "all metrics, one extra backprop pass, every N steps", must=_INT_GE0
         ),
-    },
+    ),
 }
 
 # the Trainer's settings that live outside [train], as keyword -> config key
@@ -208,18 +206,13 @@ def _typename(types) -> str:
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
-def _check_type(where: str, value, types) -> None:
-    if isinstance(value, float) and not math.isfinite(value) and float in types:
-        raise ConfigError(f"config key {where} = {value!r} must be a finite number")
-    ok = isinstance(value, types)
+def _typed(value, types) -> bool:
+    """``value`` is of ``types``: a bool only where bool is named, a float only finite."""
     if isinstance(value, bool) and bool not in types:
-        ok = False
-    if ok and isinstance(value, float) and not math.isfinite(value):
-        ok = False
-    if not ok:
-        name = _typename(types)
-        article = "an" if name[0] in "aeiou" else "a"
-        raise ConfigError(f"config key {where} = {value!r} must be {article} {name}")
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, types)
 
 
 def _range(lo, hi) -> str:
@@ -229,14 +222,9 @@ def _range(lo, hi) -> str:
     return f"in [{lo}, {hi:.0e}]" if hi >= 10**6 else f"in [{lo}, {hi}]"
 
 
-def _check_bounds(where: str, value, bounds) -> None:
+def _in_bounds(value, bounds) -> bool:
     lo, hi = bounds
-    if value is None or isinstance(value, bool):
-        return
-    if value < lo or (hi is not None and value > hi):
-        raise ConfigError(
-            f"config key {where} = {value!r} is out of bounds; accepted: {_range(lo, hi)}"
-        )
+    return isinstance(value, bool) or (value >= lo and (hi is None or value <= hi))
 
 
 def parse_config(config: dict) -> dict:
@@ -261,16 +249,11 @@ def parse_config(config: dict) -> dict:
         given = config.get(s, {}) if s else config
         into = out.setdefault(s, {}) if s else out
         for k, f in keys.items():
-            v = given.get(k, copy.deepcopy(f.default))
-            f.check(f"{s}.{k}" if s else k, v)
-            into[k] = v
+            into[k] = f.validate(given.get(k, copy.deepcopy(f.default)), f"config key {f.name}")
     hidden = out["model"]["hidden"]
     widths = [hidden] if isinstance(hidden, int) else hidden
     if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
-        raise ConfigError(
-            f"config key model.hidden = {hidden!r} is not accepted; accepted: an integer >= 1 "
-            "or an array of them"
-        )
+        raise refusal("config key model.hidden", hidden, "an integer >= 1 or an array of them")
     return out
 
 
@@ -303,15 +286,26 @@ def trainer_settings(**given) -> dict:
     out = {}
     for k, (_, f) in fields.items():
         v = given[k] if k in given else copy.deepcopy(f.default)
-        names = f.names()
-        if names is not None and not isinstance(v, torch.dtype):  # dtype: a name or a dtype
-            choice(k, v, names)
-        if f.must is not None:
-            check(f.must[1](v), f"{k} must be {f.must[0]}; got {v!r}")
+        if isinstance(v, torch.dtype):  # Python may name the dtype by the torch object
+            check(v in DTYPES.values(), f"dtype = {v} is not accepted; accepted: {_dtypes()}")
+        else:  # Python's tuples and paths where a config writes arrays and strings
+            f.validate(_as_written(v), k)
         out[k] = v
     out["betas"] = tuple(out["betas"])
     out["milestones"] = tuple(out["milestones"])
     return out
+
+
+def _as_written(v):
+    """A Trainer keyword's value as a config would write it: a tuple as an array, a path
+    as a string."""
+    if isinstance(v, tuple):
+        return list(v)
+    return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+
+def _dtypes() -> str:
+    return ", ".join(f"{name} (torch.{name})" for name in DTYPES)
 
 
 def read_toml(path, what: str = "config file") -> dict:

@@ -95,13 +95,6 @@ def _record_steps(cfg: dict) -> list[int] | None:
     return [0, *pts.tolist()]
 
 
-def _schedule(spec: str):
-    if spec == "constant":
-        return None
-    kind, _, arg = spec.partition(":")
-    return ("cutoff", int(arg)) if kind == "cutoff" else ("exp", float(arg))
-
-
 def _twolayer(pack: Pack) -> list[dict]:
     import torch
 
@@ -135,7 +128,7 @@ def _twolayer(pack: Pack) -> list[dict]:
             rule=[r.config["rule"] for r in runs],
             lr=[r.config["lr"] for r in runs],
             lam=[r.config["lam"] for r in runs],
-            lam_schedule=_schedule(c["lam_schedule"]),
+            lam_schedule=c["lam_schedule"],  # parsed by fit, as the spec checked it
             w_decay=[r.config["w_decay"] for r in runs],
             dropout=[r.config["dropout"] for r in runs],
             loss=c["loss"],

@@ -38,17 +38,8 @@ from .. import tomlfile
 from ..activations import paper_lr
 from ..bounds import BOUNDS, MAX_SEED, MAX_STEPS, fmt_int
 from ..errors import ConfigError
-from ..twolayer.schema import (
-    FIELDS,
-    Check,
-    Field,
-    by_name,
-    fmt,
-    integer,
-    is_int,
-    one_of,
-    refusal,
-)
+from ..fields import Check, Field, by_name, fmt, integer, is_int, one_of, refusal
+from ..twolayer.schema import FIELDS
 
 SYSTEMS = ("twolayer", "deep")
 TOP_KEYS = ("study", "fixed", "grid", "zip", "profiles")
@@ -224,22 +215,17 @@ def _resolve(system: str, cfg: dict) -> dict:
 
 # --------------------------------------------------------------------------- deep fields
 def _deep_fields() -> dict[str, Field]:
-    """The ``fa train`` config's keys as spec fields, read from their one declaration
-    (:data:`feedback_alignment.deep.config.FIELDS`); seed and threads come from the study."""
+    """The ``fa train`` config's keys as spec fields: their one declaration
+    (:data:`feedback_alignment.deep.config.FIELDS`, fields named by their dotted keys);
+    seed and threads come from the study."""
     from ..deep.config import FIELDS as DEEP_FIELDS
 
     out = {}
-    for section, keys in DEEP_FIELDS.items():
-        for k, f in keys.items():
-            name = k if not section else f"{section}.{k}"
-            if name not in ("seed", "threads"):
-                out[name] = Field(name, f.default, _deep_check(f), f.meaning)
+    for keys in DEEP_FIELDS.values():
+        for f in keys.values():
+            if f.name not in ("seed", "threads"):
+                out[f.name] = f
     return out
-
-
-def _deep_check(f) -> Check:
-    """A deep key's check, as its declaration states it (type, names, bounds, condition)."""
-    return Check(lambda: f.describe(fmt), f.ok)
 
 
 def deep_config(run: Run, threads: int = 1) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 from ..activations import get_activation
 from ..twolayer.data import task_data
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
+from ..twolayer.monitor import PAPER_CHECK_EVERY, PAPER_MIN_BASE, PAPER_TOL
 from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
 from .work import rep_packs
 
@@ -47,8 +48,8 @@ def run_cell(
     base_seed: int,
     dtype: str,
     max_steps: int | None = None,
-    min_base: int = 5000,
-    check_every: int = 1000,
+    min_base: int = PAPER_MIN_BASE,
+    check_every: int = PAPER_CHECK_EVERY,
     checkpoint=None,
 ) -> dict:
     """Train all repetitions x lambdas of one (activation, p); return the rows and timing.
@@ -60,7 +61,7 @@ def run_cell(
     lam = np.tile(np.asarray(lams, dtype=np.float64), len(reps))
     ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
     # the paper's run length, as the authors' code runs it (docs/reproduce.md)
-    stop = Plateau(paper_min_steps(p, min_base), check_every, 1e-3, max_steps, "authors")
+    stop = Plateau(paper_min_steps(p, min_base), check_every, PAPER_TOL, max_steps, "authors")
     t0 = time.perf_counter()
     # only MSE and alignment are read, so the row-space path may drop A (a lighter step)
     h = ens.fit(

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..activations import paper_lr
 from ..errors import choice
+from ..twolayer.monitor import PAPER_CHECK_EVERY, PAPER_MIN_BASE
 
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
 ACTIVATIONS = ("linear", "relu", "tanh")
@@ -54,12 +55,12 @@ class E1Settings:
     max_steps: int | None = None
     # the rule's constants: the paper's 5000 and 1000 at every profile but smoke, which
     # scales both down 10x so the test suite can run it (it checks files, not the science)
-    min_base: int = 5000
-    check_every: int = 1000
+    min_base: int = PAPER_MIN_BASE
+    check_every: int = PAPER_CHECK_EVERY
 
     @property
     def paper_rule(self) -> bool:
-        return (self.min_base, self.check_every) == (5000, 1000)
+        return (self.min_base, self.check_every) == (PAPER_MIN_BASE, PAPER_CHECK_EVERY)
 
     def plateau_min(self, p: int) -> int:
         from ..twolayer.engine import paper_min_steps

@@ -25,7 +25,6 @@ paths (the row-space form W = s W0 + A X) plug in behind the same methods.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
@@ -213,39 +212,17 @@ class TwoLayerEnsemble:
         return y.contiguous()
 
     # ------------------------------------------------------------------ training
-    def fit(
-        self,
-        X,
-        y,
-        *,
-        rule: str | Sequence[str] = FIELDS["rule"].default,
-        lr: float | str | Sequence[float] = FIELDS["lr"].default,
-        lam: float | Sequence[float] = FIELDS["lam"].default,
-        lam_schedule=FIELDS["lam_schedule"].default,
-        w_decay: float | Sequence[float] = FIELDS["w_decay"].default,
-        loss: str = FIELDS["loss"].default,
-        steps: int | None = None,
-        stop: Plateau | None = None,
-        record_every: int | None = FIELDS["record_every"].default,
-        record_steps: Sequence[int] | None = FIELDS["record_steps"].default,
-        metrics: Sequence[str] = METRICS,
-        blowup: float = 1e10,
-        check_every: int = 100,
-        path: str = "auto",
-        chunk_members: int | None = None,
-        kernels: str = "auto",
-        keep_weights: bool = True,
-        dropout: float | Sequence[float] = FIELDS["dropout"].default,
-        checkpoint=None,
-    ) -> History:
+    def fit(self, X, y, *, checkpoint=None, **options) -> History:
         """Train every member by full-batch gradient descent; return a :class:`History`.
 
-        ``rule``: a name of :mod:`.rules`, or one per member; ``lr``, ``lam`` (beta's
+        The options and their defaults are declared once, as the fields of
+        :class:`.options.FitOptions` (this signature is built from them). ``rule``: a name
+        of :mod:`.rules`, or one per member; ``lr``, ``lam`` (beta's
         decay, times ``lam_schedule``'s factor) and ``w_decay`` (W's): a number or one per
         member. Give ``steps`` or ``stop`` (a :class:`Plateau`). ``metrics`` are recorded
         at multiples of ``record_every``, at ``record_steps`` (updates applied in this
         call; 0 is before the first) and at the last step. A member whose MSE turns
-        non-finite or grows ``blowup``-fold (judged at least every ``check_every`` steps)
+        non-finite or grows ``blowup``-fold (judged at least every ``divergence_every`` steps)
         is marked diverged and frozen; the others go on. ``path`` picks the first layer's
         exact form (:mod:`.paths`), ``chunk_members`` the members a pass (never changing
         the numbers), ``kernels`` what runs the element-wise work (:mod:`.kernels`);
@@ -260,23 +237,23 @@ class TwoLayerEnsemble:
         state whenever it is due; the numbers equal an uninterrupted fit's. More in
         docs/twolayer.md.
         """
-        args = {k: v for k, v in locals().items() if k not in ("self", "checkpoint")}
-        o = FitOptions.check(self, **args)
+        o = FitOptions.given(self, X, y, options)
         key = saved = None
+        asked_kernels = o.kernels
         if checkpoint is not None:
             key = fitstate.fingerprint(self, o)
             saved = fitstate.loaded(checkpoint, key)
             if saved is not None and o.kernels == "auto":  # the kernels that ran, same sums
-                o = dataclasses.replace(o, kernels=saved["kernels"])
+                o = o.with_kernels(saved["kernels"])
         K, y, to = self.K, o.y, {"dtype": self.dtype, "device": self.device}
         c_p = loss_factor(o.loss, o.n) / math.sqrt(self.p)  # e -> the error the updates use
         lr_t, lam_t = torch.as_tensor(o.lr, **to), torch.as_tensor(o.lam, **to)
         wd_t = torch.as_tensor(o.w_decay, **to) if o.w_decay.any() else None
-        feedback = MemberFeedback(o.rules, self.b)
+        feedback = MemberFeedback(o.rule, self.b)
         try:
             fl, kernels_why = self._make_path(o, feedback)
         except ConfigError as exc:
-            if saved is None or args["kernels"] != "auto":
+            if saved is None or asked_kernels != "auto":
                 raise
             # the saved state's kernels cannot run here (another machine): its numbers
             # cannot be continued exactly, so the fit starts afresh, saying why
@@ -286,12 +263,12 @@ class TwoLayerEnsemble:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            saved, o = None, dataclasses.replace(o, kernels="auto")
+            saved, o = None, o.with_kernels("auto")
             fl, kernels_why = self._make_path(o, feedback)
         chunks = self._chunks(o.chunk_members, fl, o.n)
-        mon = Monitor(K, o.stop, o.max_steps, o.check_every, o.blowup, self.dtype, self.device)
+        mon = Monitor(K, o.stop, o.max_steps, o.divergence_every, o.blowup, self.dtype, self.device)
         rec = Recorder(self, fl, o.metrics, o.record_every, o.record_steps, wd_t, c_p)
-        constant_schedule, lam_now = isinstance(o.schedule, Constant), lam_t
+        constant_schedule, lam_now = isinstance(o.lam_schedule, Constant), lam_t
         t0, t = time.perf_counter(), 0
         if saved is not None:
             t = fitstate.restore(saved, self, fl, mon, rec)
@@ -300,7 +277,7 @@ class TwoLayerEnsemble:
         rates = _rates(lr_t, mon.active, lam_now, wd_t)
         while True:
             if not constant_schedule:
-                lam_now = lam_t * torch.as_tensor(o.schedule(self.t), **to)
+                lam_now = lam_t * torch.as_tensor(o.lam_schedule(self.t), **to)
                 rates = _rates(lr_t, mon.active, lam_now, wd_t)
             mon.begin(t)
             if fl.dropout is not None:
@@ -358,6 +335,8 @@ class TwoLayerEnsemble:
             extra={"resumed_at": t_resumed} if t_resumed else {},
         )
 
+    fit.__signature__ = FitOptions.signature(fit)
+
     def _alignment(self, sl: slice, fl) -> torch.Tensor:
         """cos(beta, b) of members ``sl`` now (for a plateau rule that watches it)."""
         if fl.owns_beta:
@@ -379,7 +358,7 @@ class TwoLayerEnsemble:
         check(
             name != "linear_fa" or (linear and feedback.linear_fa),
             f"path 'linear_fa' needs the linear activation and rule 'fa' for every member, "
-            f"got activation {self.activation.name!r} and rules {sorted(set(o.rules))}",
+            f"got activation {self.activation.name!r} and rules {sorted(set(o.rule))}",
         )
         work = self.K * self.p * o.work
         if dropout:  # options.py refused the paths and kernels that take no mask
@@ -390,9 +369,9 @@ class TwoLayerEnsemble:
             )
         W, act = self.W, self.activation
         if name == "explicit":
-            fl = ExplicitPath(W.clone() if W is self.W0 else W, self.W0, act, kind == "compiled")
+            fl = ExplicitPath(W.clone() if W is self.W0 else W, self.W0, act, kind)
         elif name == "rowspace":
-            fl = RowSpacePath(W, self.W0, act, kind == "compiled", kind == "native", o.keep_weights)
+            fl = RowSpacePath(W, self.W0, act, kind, o.keep_weights)
         else:
             fl = LinearFAPath(W, self.W0, act, self.b)
         if dropout:

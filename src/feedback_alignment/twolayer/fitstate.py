@@ -43,39 +43,35 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 def fingerprint(ens, o) -> str:
     """A digest of everything that decides a fit's numbers: the ensemble as the fit finds
-    it and the fit's checked options (:class:`.options.FitOptions`)."""
+    it and every checked option of the fit (:class:`.options.FitOptions`, read from its
+    fields, so an option added there is covered) but ``kernels``, which a resumed fit takes
+    from the saved state."""
     h = hashlib.sha256(FORMAT.encode())
     for t in (ens.W, ens.beta, ens.b, ens.W0, ens.beta0, o.X, o.y):
         h.update(_tensor_bytes(t))
-    schedule = o.schedule
-    sched = repr(schedule) if dataclasses.is_dataclass(schedule) else type(schedule).__qualname__
     plain = {
         "shape": (ens.d, ens.p, ens.K),
         "seeds": ens.seeds,
         "activation": ens.activation.name,
         "dtype": str(ens.dtype),
         "t": ens.t,
-        "rules": o.rules,
-        "lr": o.lr.tolist(),
-        "lam": o.lam.tolist(),
-        "w_decay": o.w_decay.tolist(),
-        "dropout": o.dropout.tolist(),
-        "schedule": sched,
-        "loss": o.loss,
-        "steps": o.steps,
-        "stop": repr(o.stop),
-        "max_steps": o.max_steps,
-        "record_every": o.record_every,
-        "record_steps": sorted(o.record_steps),
-        "metrics": list(o.metrics),
-        "blowup": o.blowup,
-        "check_every": o.check_every,
-        "path": o.path,
-        "chunk_members": o.chunk_members,
-        "keep_weights": o.keep_weights,
     }
+    for f in dataclasses.fields(o):
+        if f.name not in ("X", "y", "kernels"):
+            plain[f.name] = _plain(getattr(o, f.name))
     h.update(repr(sorted(plain.items())).encode())
     return h.hexdigest()
+
+
+def _plain(value):
+    """An option's checked value as text that names it exactly."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, set):
+        return sorted(value)
+    if callable(value) and not dataclasses.is_dataclass(value):
+        return type(value).__qualname__  # a schedule without parameters
+    return repr(value)
 
 
 def where(checkpoint) -> str:

@@ -3,7 +3,7 @@
 :class:`Plateau` is the stopping rule a user gives; :class:`Monitor` applies it and watches
 for divergence inside the fit loop, member by member, without a host sync at every step:
 each step's MSE goes into a ring buffer and is judged at *sync* steps (every
-``check_every`` steps, at plateau checks and when the buffer is full).
+``divergence_every`` steps, at plateau checks and when the buffer is full).
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from ..bounds import within
 from ..errors import check, choice
 
 PLATEAU_CHECKS = ("after_min", "authors")
+# The paper's run-length rule as the authors' code runs it (Plateau.paper), declared once:
+# at least rint(PAPER_MIN_BASE sqrt(p) // 14) steps, the MSE checked when
+# t % PAPER_CHECK_EVERY == PAPER_CHECK_EVERY - 1, on until it changed by < PAPER_TOL.
+PAPER_MIN_BASE = 5000
+PAPER_CHECK_EVERY = 1000
+PAPER_TOL = 1e-3
 PLATEAU_QUANTITIES = ("mse", "alignment")  # what a plateau rule watches
 # The authors' dropout runs' stopping rule (Plateau.paper_dropout): the base N of the
 # minimum length (the activation's dropout_base_steps: 10000 for linear networks, else
@@ -31,7 +37,7 @@ DROPOUT_TOL = 1e-4
 _MSE_WINDOW = 256
 
 
-def paper_min_steps(p: int, base: int = 5000) -> int:
+def paper_min_steps(p: int, base: int = PAPER_MIN_BASE) -> int:
     """The authors' minimum run length at width p: rint(base sqrt(p) // rint(sqrt(200))).
 
     Floor division by 14 then rounding, as their code computes it: 5050 at p = 200, 10101 at
@@ -61,8 +67,8 @@ class Plateau:
     """
 
     min_steps: int
-    check_every: int = 1000
-    tol: float = 1e-3
+    check_every: int = PAPER_CHECK_EVERY
+    tol: float = PAPER_TOL
     max_steps: int | None = None
     checks: str = "after_min"
     quantity: str = "mse"
@@ -71,7 +77,7 @@ class Plateau:
     def paper(cls, p: int, max_steps: int | None = None) -> Plateau:
         """The paper's rule as its code runs it: at least :func:`paper_min_steps` (p) steps,
         MSE checked at t % 1000 == 999, on until it changed by < 1e-3 between checks."""
-        return cls(paper_min_steps(p), 1000, 1e-3, max_steps, "authors")
+        return cls(paper_min_steps(p), PAPER_CHECK_EVERY, PAPER_TOL, max_steps, "authors")
 
     @classmethod
     def paper_dropout(cls, p: int, activation: str, max_steps: int | None = None) -> Plateau:
@@ -119,14 +125,10 @@ class Monitor:
     none).
     """
 
-    def __init__(self, K, stop: Plateau | None, max_steps, check_every, blowup, dtype, device):
+    def __init__(self, K, stop: Plateau | None, max_steps, divergence_every, blowup, dtype, device):
         to = {"dtype": dtype, "device": device}
-        self.stop, self.max_steps, self.check_every, self.blowup = (
-            stop,
-            max_steps,
-            check_every,
-            blowup,
-        )
+        self.stop, self.max_steps, self.blowup = stop, max_steps, blowup
+        self.divergence_every = divergence_every
         self.active = torch.ones(K, dtype=torch.bool, device=device)
         self.first_bad = torch.full((K,), -1, dtype=torch.long, device=device)
         self.stop_step = np.full(K, -1, dtype=np.int64)
@@ -137,7 +139,7 @@ class Monitor:
         if self.authors:  # the authors' loop: the first check compares with 0, a plateau sticks
             self.mse_ckpt.zero_()
             self.settled = torch.zeros(K, dtype=torch.bool, device=device)
-        self.window = min(check_every, _MSE_WINDOW, max_steps + 1)
+        self.window = min(divergence_every, _MSE_WINDOW, max_steps + 1)
         self.mse_buf = torch.empty(self.window, K, **to)
         self.last_sync = -1
 
@@ -161,7 +163,7 @@ class Monitor:
             self.last
             or self.checkpoint
             or self.auth_stop
-            or t % self.check_every == 0
+            or t % self.divergence_every == 0
             or t - self.last_sync >= self.window
         )
         if self.sync:  # the steps since the last sync, oldest first, as ring-buffer rows

@@ -1,21 +1,26 @@
-"""The arguments of :meth:`TwoLayerEnsemble.fit`, checked before anything is computed.
+"""The options of :meth:`TwoLayerEnsemble.fit`, declared once and checked before anything
+is computed.
 
-:meth:`FitOptions.check` turns what a caller passed into one :class:`FitOptions`, or
-raises a one-line :class:`~feedback_alignment.errors.ConfigError` that names the bad value
-and what is accepted; the fit loop then reads only checked values.
+:class:`FitOptions` is that declaration: one field per option with its default (the
+defaults a sweep shares come from :data:`.schema.FIELDS`), checked when it is built, the
+first bad value raising a one-line :class:`~feedback_alignment.errors.ConfigError` that
+names it and what is accepted. ``fit``'s signature is built from its fields, and the fit
+loop reads only checked values; a fit's checkpoint fingerprint reads every field too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import copy
+import inspect
+from collections.abc import Iterable, Sequence
+from dataclasses import MISSING, InitVar, dataclass, field, fields
 
 import numpy as np
 import torch
 
 from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, within
 from ..errors import ConfigError, check, choice
-from .dropout import MAX_DROPOUT
+from ..fields import Field, refusal
 from .kernels import KERNELS
 from .loss import LOSSES
 from .monitor import Plateau
@@ -23,32 +28,31 @@ from .paths import PATHS
 from .recorder import CONSERVATION_METRICS, METRICS
 from .rules import rule_names
 from .schedules import get_schedule
+from .schema import FIELDS
 
 
-def per_member(name: str, value, K: int, *, minimum: float = 0.0, strict: bool = False):
-    """A scalar or K values -> float64 numpy (K,), checked against ``minimum``."""
-    accepted = f"a number or {K} numbers (one per member)"
+def per_member(field: Field, value, K: int) -> np.ndarray:
+    """A number or K numbers (one per member) of a two-layer field -> float64 numpy (K,),
+    each value accepted by the field's one declaration (:data:`.schema.FIELDS`): "lam =
+    'big' is not accepted; ...", "lam[1] = -0.2 is not accepted; accepted: a finite number
+    >= 0"."""
+    name, words = field.name, field.check.accepted
+    accepted = f"{words}; or {K} such numbers, one per member"
     if isinstance(value, str | bytes) or (
         isinstance(value, list | tuple) and any(isinstance(v, str | bytes | bool) for v in value)
     ):
-        raise ConfigError(f"{name} must be {accepted}, got {value!r}")
+        raise refusal(name, value, accepted)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be {accepted}, got {value!r}") from None
+        raise refusal(name, value, accepted) from None
     if arr.ndim == 0:
         arr = np.full(K, float(arr))
-    check(
-        arr.shape == (K,),
-        f"{name} must be a scalar or {K} values (one per member), got shape {arr.shape}",
-    )
-    bad = ~np.isfinite(arr) | ((arr <= minimum) if strict else (arr < minimum))
-    if bad.any():
-        k = int(np.argmax(bad))
-        op = ">" if strict else ">="
-        raise ConfigError(
-            f"{name} must be finite and {op} {minimum}, got {float(arr[k])!r} (member {k})"
-        )
+    if arr.shape != (K,):
+        raise refusal(name, value, f"{accepted} (got shape {arr.shape})")
+    for k, v in enumerate(arr.tolist()):
+        if not field.check.test(v):
+            raise refusal(name if np.ndim(value) == 0 else f"{name}[{k}]", v, words)
     return arr
 
 
@@ -83,37 +87,49 @@ def _is_int(v) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
+def _default(name: str):
+    """A fit option's default where a sweep's two-layer field declares it (:mod:`.schema`)."""
+    value = FIELDS[name].default
+    return field(default_factory=lambda: list(value)) if isinstance(value, list) else value
+
+
 @dataclass(frozen=True)
 class FitOptions:
-    """A fit's checked arguments (see :meth:`TwoLayerEnsemble.fit` for their meaning).
+    """The options of :meth:`TwoLayerEnsemble.fit`, declared once: each field's default is
+    here (or, where a sweep shares the option, in :data:`.schema.FIELDS`), and
+    :meth:`TwoLayerEnsemble.fit`'s signature is built from these fields.
 
-    ``X`` and ``y`` are tensors in the ensemble's dtype and device, y (K, n); ``rules``
-    one name per member; ``lr``, ``lam`` and ``w_decay`` float64 arrays (K,); ``schedule``
-    the lambda schedule as a callable; ``max_steps`` the step cap (``steps`` or the
-    Plateau's); ``record_steps`` a set.
+    Built with the ensemble (``FitOptions(ens, X, y, lr=...)``), every value is checked
+    in declaration order, the first bad one raising a one-line ConfigError, and held in
+    its checked form: ``X`` and ``y`` tensors in the ensemble's dtype and device, y (K, n);
+    ``rule`` one name per member; ``lr``, ``lam``, ``w_decay`` and ``dropout`` float64
+    arrays (K,); ``lam_schedule`` the schedule object; ``record_every`` None for the last
+    step only; ``record_steps`` a set; ``metrics`` a tuple; ``max_steps`` the step cap
+    (``steps`` or the Plateau's). The meaning of each option: :meth:`TwoLayerEnsemble.fit`.
     """
 
+    ens: InitVar[object]
     X: torch.Tensor
     y: torch.Tensor
-    rules: list[str]
-    lr: np.ndarray
-    lam: np.ndarray
-    w_decay: np.ndarray
-    schedule: object
-    loss: str
-    steps: int | None
-    stop: Plateau | None
-    max_steps: int
-    record_every: int | None
-    record_steps: set[int]
-    metrics: tuple[str, ...]
-    blowup: float
-    check_every: int
-    path: str
-    chunk_members: int | None
-    kernels: str
-    keep_weights: bool
-    dropout: np.ndarray
+    rule: str | Sequence[str] = _default("rule")
+    lr: float | str | Sequence[float] = _default("lr")
+    lam: float | Sequence[float] = _default("lam")
+    lam_schedule: object = _default("lam_schedule")
+    w_decay: float | Sequence[float] = _default("w_decay")
+    loss: str = _default("loss")
+    steps: int | None = None
+    stop: Plateau | None = None
+    record_every: int | None = _default("record_every")
+    record_steps: Iterable[int] | None = _default("record_steps")
+    metrics: Sequence[str] = METRICS  # every metric; a sweep's store keeps mse and alignment
+    blowup: float = 1e10
+    divergence_every: int = 100  # steps between divergence checks at most
+    path: str = "auto"
+    chunk_members: int | None = None
+    kernels: str = "auto"
+    keep_weights: bool = True
+    dropout: float | Sequence[float] = _default("dropout")
+    max_steps: int = field(init=False)
 
     @property
     def n(self) -> int:
@@ -124,27 +140,26 @@ class FitOptions:
         """Element-steps per member and unit, n steps (the minimum run under a Plateau)."""
         return self.n * (self.steps if self.stop is None else self.stop.min_steps)
 
-    @classmethod
-    def check(cls, ens, X, y, *, rule, lr, lam, lam_schedule, w_decay, loss, steps, stop,
-              record_every, record_steps, metrics, blowup, check_every, path, chunk_members,
-              kernels, keep_weights, dropout) -> FitOptions:  # fmt: skip
-        """Check every argument of ``ens.fit``; the first bad one raises ConfigError."""
+    def _set(self, **checked) -> None:
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def __post_init__(self, ens) -> None:
+        """Check every option against ``ens``; the first bad one raises ConfigError."""
         K = ens.K
-        X = ens._check_X(X)
-        y = ens._check_y(y, X)
-        rules = rule_names(rule, K)
-        choice("loss", loss, LOSSES)
+        X = ens._check_X(self.X)
+        self._set(X=X, y=ens._check_y(self.y, X), rule=rule_names(self.rule, K))
+        choice("loss", self.loss, LOSSES)
+        lr = self.lr
         if isinstance(lr, str) and lr in ("paper", "paper_dropout"):  # the authors' step
             lr = ens.activation.paper_lr(dropout=lr == "paper_dropout")
-        lr = per_member("lr", lr, K, strict=True)
-        lam = per_member("lam", lam, K)
-        w_decay = per_member("w_decay", w_decay, K)
-        dropout = per_member("dropout", dropout, K)
-        check(
-            (dropout < MAX_DROPOUT).all(),
-            f"dropout must be < 1 (the probability of dropping a hidden unit), got "
-            f"{float(dropout.max())!r}",
+        self._set(
+            lr=per_member(FIELDS["lr"], lr, K),
+            lam=per_member(FIELDS["lam"], self.lam, K),
+            w_decay=per_member(FIELDS["w_decay"], self.w_decay, K),
+            dropout=per_member(FIELDS["dropout"], self.dropout, K),
         )
+        dropout, path, kernels = self.dropout, self.path, self.kernels
         if dropout.any():
             check(
                 path in ("auto", "explicit", "rowspace"),
@@ -156,7 +171,8 @@ class FitOptions:
                 f"kernels={kernels!r} cannot run dropout (they take no mask); accepted with "
                 "dropout: 'auto', 'torch'",
             )
-        schedule = get_schedule(lam_schedule)
+        self._set(lam_schedule=get_schedule(self.lam_schedule))
+        metrics = self.metrics
         if isinstance(metrics, str):  # one name, never iterated letter by letter
             metrics = (metrics,)
         check(
@@ -166,6 +182,8 @@ class FitOptions:
         metrics = tuple(metrics)
         for m in metrics:
             choice("metric", m, METRICS + CONSERVATION_METRICS)
+        self._set(metrics=metrics)
+        steps, stop, record_every = self.steps, self.stop, self.record_every
         check(
             (steps is None) != (stop is None),
             f"give exactly one of steps or stop, got steps={steps!r}, stop={stop!r}",
@@ -185,14 +203,15 @@ class FitOptions:
             "metric delta_alignment, cos(beta - beta(0), b), is undefined after steps = 0 "
             "(beta has not moved); accepted: steps >= 1, or metrics without delta_alignment",
         )
-        record_every = record_every or None
+        self._set(max_steps=max_steps, record_every=record_every or None)
+        blowup, every, record_steps = self.blowup, self.divergence_every, self.record_steps
         check(
             isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
             f"blowup must be a number > 1, got {blowup!r}",
         )
         check(
-            _is_int(check_every) and check_every >= 1,
-            f"check_every must be a positive integer, got {check_every!r}",
+            _is_int(every) and every >= 1,
+            f"divergence_every must be a positive integer, got {every!r}",
         )
         check(
             record_steps is None
@@ -203,19 +222,21 @@ class FitOptions:
             ),
             f"record_steps must be a sequence of integers >= 0, got {record_steps!r}",
         )
+        chunk_members = self.chunk_members
         check(
             chunk_members is None or (_is_int(chunk_members) and chunk_members >= 1),
             f"chunk_members must be a positive integer, got {chunk_members!r}",
         )
         choice("path", path, ("auto", *PATHS))
         choice("kernels", kernels, KERNELS)
+        keep_weights = self.keep_weights
         check(
             keep_weights in (True, False),
             f"keep_weights must be True or False, got {keep_weights!r}",
         )
         if not keep_weights:
             need_w = [m for m in metrics if m in ("w_change", "w_sq_norm")]
-            if "penalty" in metrics and w_decay.any():
+            if "penalty" in metrics and self.w_decay.any():
                 need_w.append("penalty (with w_decay)")
             check(
                 not need_w,
@@ -229,9 +250,40 @@ class FitOptions:
             "weights, so a fit cannot continue from it; build a new TwoLayerEnsemble",
         )
         record_steps = {int(s) for s in (record_steps or ())}
-        _check_records(K, max_steps, record_every, record_steps, metrics)
-        return cls(
-            X, y, rules, lr, lam, w_decay, schedule, loss, steps, stop, max_steps,
-            record_every, record_steps, metrics, blowup, check_every, path, chunk_members,
-            kernels, keep_weights, dropout,
-        )  # fmt: skip
+        self._set(record_steps=record_steps)
+        _check_records(K, max_steps, self.record_every, record_steps, metrics)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options a caller gives (every field but the data and ``max_steps``)."""
+        return tuple(f.name for f in fields(cls) if f.init and f.name not in ("X", "y"))
+
+    @classmethod
+    def given(cls, ens, X, y, options: dict) -> FitOptions:
+        """``FitOptions(ens, X, y, **options)``; an unknown name is one ConfigError line."""
+        for name in options:
+            if name not in cls.names():
+                raise ConfigError(
+                    f"unknown fit option {name!r}; accepted: {', '.join(cls.names())}"
+                )
+        return cls(ens, X, y, **options)
+
+    def with_kernels(self, kernels: str) -> FitOptions:
+        """These options with ``kernels`` in place of theirs (a resumed fit's)."""
+        out = copy.copy(self)
+        choice("kernels", kernels, KERNELS)
+        out._set(kernels=kernels)
+        return out
+
+    @classmethod
+    def signature(cls, method) -> inspect.Signature:
+        """``method``'s signature (self, X, y, *options*, checkpoint) built from the fields:
+        what help() and inspect show for :meth:`TwoLayerEnsemble.fit`."""
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = list(inspect.signature(method).parameters.values())[:3]  # self, X, y
+        for f in fields(cls):
+            if f.init and f.name not in ("X", "y"):
+                default = f.default_factory() if f.default is MISSING else f.default
+                params.append(inspect.Parameter(f.name, keyword, default=default))
+        params.append(inspect.Parameter("checkpoint", keyword, default=None))
+        return inspect.Signature(params, return_annotation="History")

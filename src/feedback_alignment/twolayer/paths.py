@@ -53,16 +53,12 @@ class ExplicitPath:
     keeps_weights = True  # False: W can no longer be formed (RowSpacePath without A)
     dropout = None  # the fit's masks (.dropout.Dropout), which then run the element-wise work
 
-    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, compiled=False):
+    def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, kernels="torch"):
+        """``kernels``: what runs the element-wise work, "torch" or "compiled" here (and
+        "native" on the row-space path), as :func:`.kernels.choose` picked it."""
         self.W, self.W0, self.act = W, W0, act
-        self.kernels = Kernels(act, compiled)
-
-    @property
-    def kernel_kind(self) -> str:
-        """What ran the element-wise work: "native", "compiled" or "torch"."""
-        if self.native is not None:
-            return "native"
-        return "compiled" if self.kernels.compiled else "torch"
+        self.kernel_kind = kernels
+        self.kernels = Kernels(act, kernels == "compiled")
 
     # -- data
     def bind(self, X: torch.Tensor) -> None:
@@ -159,14 +155,13 @@ class RowSpacePath(ExplicitPath):
         W: torch.Tensor,
         W0: torch.Tensor,
         act: Activation,
-        compiled: bool = False,
-        native: bool = False,
+        kernels: str = "torch",
         keep_weights: bool = True,
     ):
-        super().__init__(W, W0, act, compiled)
+        super().__init__(W, W0, act, kernels)
         self.Wb = W
         self._W = None
-        self.want_native = native
+        self.want_native = kernels == "native"
         self.keeps_weights = keep_weights
         self._u_next: dict = {}  # member slice -> beta^T psi(Z) the native update computed
 

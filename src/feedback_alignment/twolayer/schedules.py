@@ -46,15 +46,39 @@ class ExpDecay:
         return self.gamma**t
 
 
-def get_schedule(spec):
-    """None/'constant' -> Constant(); ('cutoff', T); ('exp', gamma); or a callable."""
-    if spec is None or spec == "constant":
+TEXT = '"constant", "cutoff:T" (T an integer >= 0) or "exp:GAMMA" (0 < GAMMA <= 1)'
+
+
+def parse(text: str):
+    """A schedule as a spec writes it (:data:`TEXT`) -> the schedule object, or None when
+    ``text`` is not one. The one parser of these strings: a spec's check and ``fit``."""
+    if text == "constant":
         return Constant()
+    kind, _, arg = text.partition(":")
+    try:
+        if kind == "cutoff" and int(arg) >= 0:
+            return CutOff(int(arg))
+        if kind == "exp" and 0 < float(arg) <= 1:
+            return ExpDecay(float(arg))
+    except ValueError:
+        pass
+    return None
+
+
+def get_schedule(spec):
+    """None/'constant' -> Constant(); "cutoff:T", "exp:GAMMA" (:func:`parse`); ('cutoff',
+    T); ('exp', gamma); or a callable."""
+    if spec is None:
+        return Constant()
+    if isinstance(spec, str):
+        parsed = parse(spec)
+        check(parsed is not None, f"lam_schedule = {spec!r} is not accepted; accepted: {TEXT}")
+        return parsed
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] in ("cutoff", "exp"):
         return CutOff(int(spec[1])) if spec[0] == "cutoff" else ExpDecay(float(spec[1]))
     check(
         callable(spec),
-        f"lam_schedule {spec!r} is not understood; accepted: None, 'constant', "
-        "('cutoff', T), ('exp', gamma), CutOff, ExpDecay or a callable t -> factor",
+        f"lam_schedule = {spec!r} is not accepted; accepted: None, {TEXT}, ('cutoff', T), "
+        "('exp', gamma), CutOff, ExpDecay or a callable t -> factor",
     )
     return spec

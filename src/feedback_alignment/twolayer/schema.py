@@ -18,92 +18,19 @@ of those modules imports this one).
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from ..activations import ACTIVATIONS, PAPER_LR_OTHER
 from ..bounds import BOUNDS, MAX_SIZE, MAX_STEPS, fmt_int
-from ..errors import ConfigError
+from ..fields import Check, Field, by_name, integer, is_int, is_num, number, one_of
+from ..fields import markdown_table as _table
+from . import schedules
 from .data import TASKS
+from .dropout import MAX_DROPOUT
+from .monitor import PAPER_CHECK_EVERY, PAPER_TOL
 from .recorder import METRICS
 from .rules import RULES
 
 # MAX_STEPS, MAX_SIZE and the other bounds: bounds.py
 MAX_RECORDS = BOUNDS["records"].hi
-
-
-def fmt(value) -> str:
-    """A value as a spec writes it (strings, arrays and booleans in JSON)."""
-    return json.dumps(value) if isinstance(value, str | list | dict | bool) else repr(value)
-
-
-def refusal(key: str, value, accepted: str) -> ConfigError:
-    """The one-line error for a refused value: "KEY = VALUE is not accepted; accepted: ..."."""
-    return ConfigError(f"{key} = {fmt(value)} is not accepted; accepted: {accepted}")
-
-
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-@dataclass(frozen=True)
-class Check:
-    """Accepted values: a test, the words that name them (or a function giving the words,
-    for lists read when a value is checked), and the normal form of an accepted value."""
-
-    words: str | Callable[[], str]
-    test: Callable[[object], bool]
-    normal: Callable[[object], object] | None = None
-
-    @property
-    def accepted(self) -> str:
-        return self.words if isinstance(self.words, str) else self.words()
-
-
-def integer(lo: int, hi: int | None = None) -> Check:
-    """An integer >= lo; ``hi`` bounds a value that would exhaust memory or time."""
-    words = f"an integer >= {lo}" + ("" if hi is None else f" and <= {fmt_int(hi)}")
-    return Check(words, lambda v: is_int(v) and v >= lo and (hi is None or v <= hi))
-
-
-def number(lo: float, *, strict: bool = False) -> Check:
-    """A finite number >= lo (> lo when ``strict``), as a float."""
-    words = f"a finite number {'>' if strict else '>='} {lo:g}"
-    return Check(words, lambda v: is_num(v) and (v > lo if strict else v >= lo), float)
-
-
-def one_of(names: tuple | Callable[[], tuple]) -> Check:
-    """One of ``names`` (or of the names a function returns when a value is checked)."""
-    get = names if callable(names) else lambda: names
-    return Check(lambda: ", ".join(map(fmt, get())), lambda v: isinstance(v, str) and v in get())
-
-
-@dataclass(frozen=True)
-class Field:
-    """One setting of a run: its default, the values it accepts and what it means."""
-
-    name: str
-    default: object
-    check: Check
-    doc: str
-
-    def validate(self, value, key: str | None = None):
-        """``value`` in normal form, or a one-line ConfigError naming ``key`` (default: the
-        field's name), the value and what is accepted."""
-        if not self.check.test(value):
-            raise refusal(key or self.name, value, self.check.accepted)
-        return value if self.check.normal is None else self.check.normal(value)
-
-
-def by_name(*fields: Field) -> dict[str, Field]:
-    """Fields as a table, name -> :class:`Field`, in declaration order."""
-    return {f.name: f for f in fields}
 
 
 # --------------------------------------------------------------------------- names
@@ -120,18 +47,6 @@ def _activations() -> tuple:
 
 
 # --------------------------------------------------------------------------- special values
-def _schedule_ok(v) -> bool:
-    if v == "constant":
-        return True
-    if not (isinstance(v, str) and ":" in v):
-        return False
-    kind, _, arg = v.partition(":")
-    try:
-        return (kind == "cutoff" and int(arg) >= 0) or (kind == "exp" and 0 < float(arg) <= 1)
-    except ValueError:
-        return False
-
-
 def _log_spaced(v) -> bool:
     try:
         return isinstance(v, str) and v.startswith("log:") and 2 <= int(v[4:]) <= MAX_RECORDS
@@ -194,10 +109,7 @@ FIELDS: dict[str, Field] = by_name(
     Field(
         "lam_schedule",
         "constant",
-        Check(
-            '"constant", "cutoff:T" (T an integer >= 0) or "exp:GAMMA" (0 < GAMMA <= 1)',
-            _schedule_ok,
-        ),
+        Check(schedules.TEXT, lambda v: isinstance(v, str) and schedules.parse(v) is not None),
         "lambda(t): constant, lambda for t < T then 0, or lambda GAMMA^t",
     ),
     Field("w_decay", 0.0, number(0), "weight decay on the first layer W"),
@@ -205,8 +117,8 @@ FIELDS: dict[str, Field] = by_name(
         "dropout",
         0.0,
         Check(
-            "a number >= 0 and < 1",
-            lambda v: is_num(v) and 0 <= v < 1,
+            f"a number >= 0 and < {MAX_DROPOUT:g}",
+            lambda v: is_num(v) and 0 <= v < MAX_DROPOUT,
             float,
         ),
         "inverted dropout on the hidden activations psi(Wx) at every step (nn.Dropout: each "
@@ -241,11 +153,11 @@ FIELDS: dict[str, Field] = by_name(
     Field("min_steps", 0, integer(0, MAX_STEPS), 'fewest steps (stop = "plateau")'),
     Field(
         "check_every",
-        1000,
+        PAPER_CHECK_EVERY,
         integer(1, MAX_STEPS),
         'steps between plateau checks (stop = "plateau")',
     ),
-    Field("tol", 1e-3, number(0), 'the MSE change that ends a plateau (stop = "plateau")'),
+    Field("tol", PAPER_TOL, number(0), 'the MSE change that ends a plateau (stop = "plateau")'),
     Field(
         "max_steps",
         0,
@@ -287,8 +199,4 @@ FIELDS: dict[str, Field] = by_name(
 
 def markdown_table() -> str:
     """docs/sweeps.md's table of two-layer fields, generated from :data:`FIELDS`."""
-    rows = ["| field | default | accepted | meaning |", "|---|---|---|---|"]
-    for f in FIELDS.values():
-        cells = (f"`{f.name}`", f"`{fmt(f.default)}`", f.check.accepted, f.doc)
-        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(rows) + "\n"
+    return _table(FIELDS)

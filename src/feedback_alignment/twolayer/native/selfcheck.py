@@ -136,8 +136,9 @@ def measure(
     c = 2 / n / math.sqrt(p)
     sl = slice(0, k)
     runs = {}
-    for name, native in (("native", True), ("torch", False)):
-        path = RowSpacePath(W.clone(), W, activation, False, native, keep)
+    for name in ("native", "torch"):
+        native = name == "native"
+        path = RowSpacePath(W.clone(), W, activation, name, keep)
         path.bind(X)
         if (path.native is None) == native:
             raise RuntimeError(f"self-check: could not set up the {name} step")
