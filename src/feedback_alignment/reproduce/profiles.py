@@ -315,7 +315,7 @@ PROFILES: dict[str, Profile] = {
 # the CPU they ran on are in docs/reproduce.md
 CPU_TIMES = {
     "smoke": "1-4 min",
-    "quick": "~22 min",
+    "quick": "~19 min",
     "standard": "several hours",
     "full": "GPU or cluster",
 }
