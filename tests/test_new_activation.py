@@ -144,7 +144,7 @@ def test_registering_refuses_what_it_cannot_do(gelu):
 
 def test_an_unregistered_name_is_refused_everywhere():
     assert "gelu" not in ACTIVATIONS
-    with pytest.raises(ConfigError, match="unknown activation 'gelu'"):
+    with pytest.raises(ConfigError, match='activation = "gelu" is not accepted'):
         TwoLayerEnsemble(D, P, activation="gelu")
     with pytest.raises(ConfigError, match='fixed.activation = "gelu" is not accepted'):
         parse_spec({"fixed": {"activation": "gelu"}})

@@ -202,8 +202,8 @@ def _snapshot(d):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["reproduce", "E9", "--profile", "smoke"], "unknown experiment 'E9'"),
-        (["reproduce", "all", "--profile", "tiny"], "unknown profile 'tiny'"),
+        (["reproduce", "E9", "--profile", "smoke"], 'experiment = "E9" is not accepted'),
+        (["reproduce", "all", "--profile", "tiny"], 'profile = "tiny" is not accepted'),
         (["reproduce", "all", "--profile", "smoke", "--seed", "-1"], "--seed"),
         (["reproduce", "all", "--profile", "smoke", "--executor", "gpu"], "unknown executor"),
     ],

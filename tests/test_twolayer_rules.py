@@ -57,7 +57,7 @@ def test_register_and_unregister_refuse_what_they_cannot_do(fa_scaled):
         register_rule("fa2", 0.5)
     with pytest.raises(ConfigError, match="rule 'fa' is built in"):
         unregister_rule("fa")
-    with pytest.raises(ConfigError, match="unknown rule 'dfa'"):
+    with pytest.raises(ConfigError, match='rule = "dfa" is not accepted'):
         unregister_rule("dfa")
 
 

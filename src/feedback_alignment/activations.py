@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError, check, choice
+from .errors import check, choice, refusal
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 # a closed-form kernel: (gram X X^T, row norms |x_i|, cos of the angles between rows) -> (n, n)
@@ -236,10 +236,10 @@ def get_activation(spec: str | Activation | tuple[Fn, Fn]) -> Activation:
         try:
             return ACTIVATIONS[spec]
         except KeyError:
-            raise ConfigError(f"unknown activation {spec!r}; accepted: {_accepted()}") from None
+            raise refusal("activation", spec, _accepted()) from None
     if isinstance(spec, tuple) and len(spec) == 2 and all(callable(f) for f in spec):
         return Activation(getattr(spec[0], "__name__", "custom"), spec[0], spec[1])
-    raise ConfigError(f"activation {spec!r} is not understood; give one of {_accepted()}")
+    raise refusal("activation", spec, _accepted())
 
 
 def paper_lr(activation: str | Activation, dropout: bool = False) -> float:

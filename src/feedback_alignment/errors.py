@@ -7,6 +7,8 @@ raise or report :class:`DivergenceError`; a failed write raises :class:`WriteErr
 
 from __future__ import annotations
 
+import json
+
 
 class ConfigError(ValueError):
     """Bad input: the message names the value and what would be accepted, in one line
@@ -43,12 +45,21 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def fmt(value) -> str:
+    """A value as a spec writes it (strings, arrays and booleans in JSON)."""
+    return json.dumps(value) if isinstance(value, str | list | dict | bool) else repr(value)
+
+
+def refusal(key: str, value, accepted: str) -> ConfigError:
+    """The package's one error for a refused value, in one line:
+    "KEY = VALUE is not accepted; accepted: WHAT IS"."""
+    return ConfigError(f"{key} = {fmt(value)} is not accepted; accepted: {accepted}")
+
+
 def choice(name: str, value, accepted) -> None:
-    """Check that ``value`` is one of ``accepted``; the error lists what is accepted."""
+    """Check that ``value`` is one of ``accepted``; the error (:func:`refusal`) lists them."""
     if value not in accepted:
-        raise ConfigError(
-            f"unknown {name} {value!r}; accepted: {', '.join(map(repr, sorted(accepted)))}"
-        )
+        raise refusal(name, value, ", ".join(map(fmt, sorted(accepted))))
 
 
 def printable(text) -> str:

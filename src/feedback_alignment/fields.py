@@ -15,23 +15,12 @@ The tables of docs/sweeps.md and docs/rules.md are generated from the declaratio
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .bounds import fmt_int
-from .errors import ConfigError
-
-
-def fmt(value) -> str:
-    """A value as a spec writes it (strings, arrays and booleans in JSON)."""
-    return json.dumps(value) if isinstance(value, str | list | dict | bool) else repr(value)
-
-
-def refusal(key: str, value, accepted: str) -> ConfigError:
-    """The one-line error for a refused value: "KEY = VALUE is not accepted; accepted: ..."."""
-    return ConfigError(f"{key} = {fmt(value)} is not accepted; accepted: {accepted}")
+from .errors import fmt, refusal
 
 
 def is_int(v) -> bool:

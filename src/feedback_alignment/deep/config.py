@@ -24,8 +24,8 @@ import torch
 from .. import tomlfile
 from ..backend import DTYPES
 from ..bounds import check_memory
-from ..errors import ConfigError, check
-from ..fields import Check, Field, fmt, refusal
+from ..errors import ConfigError, check, fmt, refusal
+from ..fields import Check, Field
 from .convert import convert
 from .data import SOURCES, load_dataset
 from .models import ACTIVATIONS, E3_HIDDEN, MODELS, WIDTH_MODELS, build_model

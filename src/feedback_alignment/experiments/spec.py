@@ -37,8 +37,8 @@ import numpy as np
 from .. import tomlfile
 from ..activations import paper_lr
 from ..bounds import BOUNDS, MAX_SEED, MAX_STEPS, fmt_int
-from ..errors import ConfigError
-from ..fields import Check, Field, by_name, fmt, integer, is_int, one_of, refusal
+from ..errors import ConfigError, fmt, refusal
+from ..fields import Check, Field, by_name, integer, is_int, one_of
 from ..twolayer.schema import FIELDS
 
 SYSTEMS = ("twolayer", "deep")

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, within
-from ..errors import ConfigError, check, choice
-from ..fields import Field, refusal
+from ..errors import ConfigError, check, choice, refusal
+from ..fields import Field
 from .kernels import KERNELS
 from .loss import LOSSES
 from .monitor import Plateau
