@@ -219,7 +219,9 @@ def test_without_weights_what_needs_w_is_refused():
         ens.fit(X, y, steps=2, keep_weights=False, w_decay=0.1, metrics=("mse", "penalty"))
     with pytest.raises(ConfigError, match="metric w_sq_norm needs the first-layer weights W"):
         ens.fit(X, y, steps=2, keep_weights=False, metrics=("mse", "w_sq_norm"))
-    with pytest.raises(ConfigError, match="keep_weights must be True or False, got 'no'"):
+    with pytest.raises(
+        ConfigError, match='keep_weights = "no" is not accepted; accepted: True or False'
+    ):
         ens.fit(X, y, steps=2, keep_weights="no")
     h = ens.fit(X, y, steps=2, keep_weights=False, metrics=("mse",))
     with pytest.raises(ConfigError, match="a fit cannot continue from it"):

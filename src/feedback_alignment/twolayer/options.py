@@ -83,6 +83,12 @@ def _check_records(K, max_steps, record_every, record_steps, metrics) -> None:
     )
 
 
+def _need(ok: bool, name: str, value, accepted: str) -> None:
+    """Refuse ``value`` of option ``name`` in the one format unless ``ok``."""
+    if not ok:
+        raise refusal(name, value, accepted)
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -175,9 +181,11 @@ class FitOptions:
         metrics = self.metrics
         if isinstance(metrics, str):  # one name, never iterated letter by letter
             metrics = (metrics,)
-        check(
+        _need(
             isinstance(metrics, Iterable),
-            f"metrics must be a name or a sequence of names, got {metrics!r}",
+            "metrics",
+            metrics,
+            "a name or a sequence of names",
         )
         metrics = tuple(metrics)
         for m in metrics:
@@ -189,14 +197,16 @@ class FitOptions:
             f"give exactly one of steps or stop, got steps={steps!r}, stop={stop!r}",
         )
         if steps is not None:
-            check(_is_int(steps) and steps >= 0, f"steps must be an integer >= 0, got {steps!r}")
+            _need(_is_int(steps) and steps >= 0, "steps", steps, "an integer >= 0")
             max_steps = within("steps", steps, "steps")
         else:
-            check(isinstance(stop, Plateau), f"stop must be a Plateau, got {stop!r}")
+            _need(isinstance(stop, Plateau), "stop", stop, "a Plateau: fa.Plateau(min_steps, ...)")
             max_steps = stop.max_steps if stop.max_steps is not None else MAX_STEPS
-        check(
+        _need(
             record_every is None or (_is_int(record_every) and record_every >= 0),
-            f"record_every must be an integer >= 0 (0: only the last step), got {record_every!r}",
+            "record_every",
+            record_every,
+            "an integer >= 0 (0: only the last step)",
         )
         check(
             steps != 0 or "delta_alignment" not in metrics,
@@ -205,34 +215,44 @@ class FitOptions:
         )
         self._set(max_steps=max_steps, record_every=record_every or None)
         blowup, every, record_steps = self.blowup, self.divergence_every, self.record_steps
-        check(
+        _need(
             isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
-            f"blowup must be a number > 1, got {blowup!r}",
+            "blowup",
+            blowup,
+            "a number > 1",
         )
-        check(
+        _need(
             _is_int(every) and every >= 1,
-            f"divergence_every must be a positive integer, got {every!r}",
+            "divergence_every",
+            every,
+            "a positive integer",
         )
-        check(
+        _need(
             record_steps is None
             or (
                 not isinstance(record_steps, str | bytes)
                 and isinstance(record_steps, Iterable)
                 and all(_is_int(s) and s >= 0 for s in record_steps)
             ),
-            f"record_steps must be a sequence of integers >= 0, got {record_steps!r}",
+            "record_steps",
+            record_steps,
+            "a sequence of integers >= 0",
         )
         chunk_members = self.chunk_members
-        check(
+        _need(
             chunk_members is None or (_is_int(chunk_members) and chunk_members >= 1),
-            f"chunk_members must be a positive integer, got {chunk_members!r}",
+            "chunk_members",
+            chunk_members,
+            "a positive integer",
         )
         choice("path", path, ("auto", *PATHS))
         choice("kernels", kernels, KERNELS)
         keep_weights = self.keep_weights
-        check(
+        _need(
             keep_weights in (True, False),
-            f"keep_weights must be True or False, got {keep_weights!r}",
+            "keep_weights",
+            keep_weights,
+            "True or False",
         )
         if not keep_weights:
             need_w = [m for m in metrics if m in ("w_change", "w_sq_norm")]
