@@ -216,22 +216,20 @@ class Profile:
                     + (f", first {ours.test} test samples" if ours.test else "")
                 )
 
-        data("e3")
-        differ("e3", "hidden", "E3 {} hidden units instead of {}")
-        differ("e3", "batch", "E3 batch {} instead of {}")
-        differ("e3", "steps", "E3 {} SGD steps instead of {:,} (300 epochs)")
-        differ("e3", "reps", "E3 {} repetition(s) instead of {}")
-        differ("e3", "eval_every", "E3 test accuracy every {} steps instead of {}")
-        differ("e3", "bp_reps", "E3 backprop baseline: {} repetition(s) instead of {}")
-        differ("e3", "bp_lams", "E3 backprop baseline at lambda in {} instead of {}")
-        data("e4")
-        differ("e4", "hidden", "E4 {} units per hidden layer instead of {}")
-        differ("e4", "batch", "E4 batch {} instead of {}")
-        differ("e4", "steps", "E4 {} SGD steps instead of {:,} (150 epochs)")
-        differ("e4", "reps", "E4 {} repetition(s) instead of the authors' {}")
-        differ("e4", "eval_every", "E4 test accuracy every {} steps instead of {}")
-        differ("e4", "bp_reps", "E4 backprop baseline: {} repetition(s) instead of {}")
-        differ("e4", "bp_lams", "E4 backprop baseline at lambda in {} instead of {}")
+        # the MNIST experiments: E3 (two layers, 300 epochs) and E4 (three, 150 epochs)
+        for exp, units, epochs, whose in (
+            ("e3", "hidden units", 300, ""),
+            ("e4", "units per hidden layer", 150, "the authors' "),
+        ):
+            E = exp.upper()
+            data(exp)
+            differ(exp, "hidden", f"{E} {{}} {units} instead of {{}}")
+            differ(exp, "batch", f"{E} batch {{}} instead of {{}}")
+            differ(exp, "steps", f"{E} {{}} SGD steps instead of {{:,}} ({epochs} epochs)")
+            differ(exp, "reps", f"{E} {{}} repetition(s) instead of {whose}{{}}")
+            differ(exp, "eval_every", f"{E} test accuracy every {{}} steps instead of {{}}")
+            differ(exp, "bp_reps", f"{E} backprop baseline: {{}} repetition(s) instead of {{}}")
+            differ(exp, "bp_lams", f"{E} backprop baseline at lambda in {{}} instead of {{}}")
         e5 = self.e5
         differ("e5", "widths", "E5 widths {} instead of {}")
         differ("e5", "reps", "E5 {} repetitions per point instead of {}")
