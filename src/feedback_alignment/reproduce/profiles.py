@@ -87,6 +87,10 @@ class E2Settings:
 
 @dataclass(frozen=True)
 class E3Settings:
+    """E3, the paper's MNIST network (784-1000-10, FA, lambda on the output layer): 10
+    repetitions of 30,000 steps (300 epochs), and the authors' two-layer backprop
+    baseline (``bp_reps`` runs at ``bp_lams``). E4 shares these fields."""
+
     source: str = "mnist"  # data source for feedback_alignment.deep.data.load_dataset
     train: int | None = None  # first N training samples (None = all)
     test: int | None = None
@@ -96,26 +100,18 @@ class E3Settings:
     reps: int = 10
     eval_every: int = 100
     lr: float = 1e-2
-    bp_reps: int = 1  # repetitions of the backprop baseline (the authors' two-layer one)
+    bp_reps: int = 1  # repetitions of the backprop baseline
     bp_lams: tuple[float, ...] = E3_LAMS  # the baseline's lambdas (the authors': all three)
 
 
 @dataclass(frozen=True)
-class E4Settings:
+class E4Settings(E3Settings):
     """The authors' three-layer MNIST network (784-1000-1000-10, every layer FA, lambda on
     layers 2 and 3) as their code ran it: one run of 15,000 steps (150 epochs); and the
-    same network trained by backprop (``bp_reps`` runs)."""
+    same network trained by backprop (``bp_reps`` runs). E3's fields, these defaults."""
 
-    source: str = "mnist"
-    train: int | None = None
-    test: int | None = None
-    hidden: int = 1000
-    batch: int = 600
     steps: int = 15000  # 150 epochs
     reps: int = 1
-    eval_every: int = 100
-    lr: float = 1e-2
-    bp_reps: int = 1
     bp_lams: tuple[float, ...] = E4_LAMS
 
 
