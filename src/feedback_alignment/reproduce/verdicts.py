@@ -276,6 +276,14 @@ def claim2_width(rows) -> Verdict:
     return _judge(v, cases)
 
 
+def _widths(rows):
+    """(activation, its widths in ascending order) for every activation E1 ran."""
+    for act in ACTIVATIONS:
+        ps = sorted({r["p"] for r in rows if r["activation"] == act})
+        if ps:
+            yield act, ps
+
+
 def _paired(rows, act, p, lam):
     return {
         r["rep"]: r["alignment"]
@@ -298,10 +306,7 @@ def claim2_bounded(rows) -> Verdict:
         NOT_SHOWN,
     )
     cases = []
-    for act in ACTIVATIONS:
-        ps = sorted({r["p"] for r in rows if r["activation"] == act})
-        if not ps:
-            continue
+    for act, ps in _widths(rows):
         for lam in LAMS[act][1:]:
             wide = np.array(list(_paired(rows, act, ps[-1], lam).values()))
             narrow = np.array(list(_paired(rows, act, ps[0], lam).values()))
@@ -368,10 +373,7 @@ def claim2_lambda(rows) -> Verdict:
         NOT_SHOWN,
     )
     cases = []
-    for act in ACTIVATIONS:
-        ps = sorted({r["p"] for r in rows if r["activation"] == act})
-        if not ps:
-            continue
+    for act, ps in _widths(rows):
         lams = LAMS[act]
         rhos, ts = [], []
         for p in ps:
