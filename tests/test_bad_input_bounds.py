@@ -254,7 +254,10 @@ def test_plateau_that_cannot_end_and_its_default_cap():
     for bad, needle in [
         ({"min_steps": 10**12}, "Plateau min_steps = 1000000000000 is not accepted"),
         ({"min_steps": 0, "max_steps": 10**12}, "Plateau max_steps = 1000000000000"),
-        ({"min_steps": 0, "check_every": 0}, "Plateau check_every must be >= 1, got 0"),
+        (
+            {"min_steps": 0, "check_every": 0},
+            "Plateau check_every = 0 is not accepted; accepted: an integer >= 1",
+        ),
         ({"min_steps": 0, "tol": float("nan")}, "Plateau tol must be a finite number >= 0"),
     ]:
         with pytest.raises(ConfigError) as err:

@@ -256,7 +256,7 @@ def test_decomposition_with_first_layer_decay_and_schedule():
 def test_bad_input():
     X, y = data()
     ens = TwoLayerEnsemble(D, 20, seeds=[0])
-    with pytest.raises(ConfigError, match="steps must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="steps = 0 is not accepted; accepted: an integer >= 1"):
         decompose(ens, X, y, steps=0, lr=1e-2)
     with pytest.raises(ConfigError, match="record_every"):
         decompose(ens, X, y, steps=3, lr=1e-2, record_every=0)

@@ -104,7 +104,7 @@ def test_missing_data_says_how_to_provide_it(tmp_path):
     assert "data.path" in str(exc.value)
     with pytest.raises(ConfigError) as exc:
         D.load_dataset("cifar")
-    assert "'mnist'" in str(exc.value)
+    assert '"mnist"' in str(exc.value)
 
 
 def test_mismatched_idx_pair(tmp_path):

@@ -371,7 +371,7 @@ def test_convert_bad_arguments():
     assert "input_shape" in one_line(exc)
     with pytest.raises(ConfigError) as exc:
         convert(net, "nope")
-    assert "'fa'" in one_line(exc)
+    assert '"fa"' in one_line(exc)
     with pytest.raises(ConfigError):
         convert(net, "fa", init="zeros")
     with pytest.raises(ConfigError):

@@ -37,7 +37,7 @@ def test_unavailable_device():
 
 
 def test_unknown_activation():
-    with pytest.raises(ConfigError, match="'swish'.*accepted: linear, relu"):
+    with pytest.raises(ConfigError, match='"swish".*accepted: linear, relu'):
         get_activation("swish")
 
 

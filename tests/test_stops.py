@@ -53,5 +53,5 @@ def test_data_tasks_are_declared_once():
     X, y = task_data("teacher", 5, 7, 3, "tanh", 4)
     X0, y0 = random_teacher(5, 7, 3, activation="tanh", seed=4)
     assert torch.equal(X, X0) and torch.equal(y, y0)
-    with pytest.raises(ConfigError, match="task 'quadratic'.*linear.*teacher"):
+    with pytest.raises(ConfigError, match='task = "quadratic".*linear.*teacher'):
         task_data("quadratic", 5, 7, 3, "relu", 4)

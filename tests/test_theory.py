@@ -304,24 +304,27 @@ def test_bad_input_is_a_one_line_config_error():
         (lambda: empirical_kernels(X, W[:, :2], beta, b), "3 features but W has d=2"),
         (lambda: empirical_kernels(X, W, beta[:4], b), r"beta shape \(4,\)"),
         (lambda: h_inf(X.clone().fill_(float("nan")), "relu"), "X contains 12 NaN"),
-        (lambda: h_inf(X, "swish"), "'swish'"),
-        (lambda: h_inf(X, "relu", method="exact"), "'exact'"),
-        (lambda: predicted_rate(1.0, -0.1, "mse", 4), "lr must be positive; got -0.1"),
+        (lambda: h_inf(X, "swish"), '"swish"'),
+        (lambda: h_inf(X, "relu", method="exact"), '"exact"'),
+        (
+            lambda: predicted_rate(1.0, -0.1, "mse", 4),
+            "lr = -0.1 is not accepted; accepted: a finite number > 0",
+        ),
         (lambda: predicted_rate(1.0, 0.1, "mse", None), "n .* got None"),
-        (lambda: steps_to_reduce(0.5, 1.0, 0.1, "sse"), "factor must be > 1"),
+        (lambda: steps_to_reduce(0.5, 1.0, 0.1, "sse"), "factor = 0.5 is not accepted"),
         (
             lambda: predict_loss_curve(torch.eye(4), torch.zeros(3), torch.zeros(4), 0.1, 5),
             r"y shape \(3,\) does not match kernel shape \(4, 4\)",
         ),
         (
             lambda: predict_loss_curve(torch.eye(4), torch.zeros(4), torch.zeros(4), -1e-3, 5),
-            "lr must be positive; got -0.001",
+            "accepted: a finite number > 0, or one per member",
         ),
         (
             lambda: predict_loss_curve(
                 torch.eye(4), torch.zeros(4), torch.zeros(4), 0.1, 5, lam=-1
             ),
-            "lam must be non-negative; got -1",
+            "lam = -1 is not accepted; accepted: a finite number >= 0",
         ),
         (lambda: lambda_min(torch.tensor([[1.0, 2.0], [0.0, 1.0]])), "must be symmetric"),
         (lambda: compare_with_prediction([0, 10], [1.0, 0.5], np.ones(5)), "reach 10"),

@@ -56,6 +56,12 @@ def refusal(key: str, value, accepted: str) -> ConfigError:
     return ConfigError(f"{key} = {fmt(value)} is not accepted; accepted: {accepted}")
 
 
+def need(ok: bool, key: str, value, accepted: str) -> None:
+    """Refuse ``value`` of ``key`` with :func:`refusal` unless ``ok``."""
+    if not ok:
+        raise refusal(key, value, accepted)
+
+
 def choice(name: str, value, accepted) -> None:
     """Check that ``value`` is one of ``accepted``; the error (:func:`refusal`) lists them."""
     if value not in accepted:

@@ -24,7 +24,7 @@ import torch
 from .. import tomlfile
 from ..backend import DTYPES
 from ..bounds import check_memory
-from ..errors import ConfigError, check, fmt, refusal
+from ..errors import ConfigError, check, fmt, need, refusal
 from ..fields import Check, Field
 from .convert import convert
 from .data import SOURCES, load_dataset
@@ -237,7 +237,7 @@ def parse_config(config: dict) -> dict:
         if key not in sections:
             accepted = sorted(list(FIELDS[""]) + sections)
             raise ConfigError(f"unknown config key {key!r}; accepted: {', '.join(accepted)}")
-        check(isinstance(value, dict), f"config section [{key}] must be a table; got {value!r}")
+        need(isinstance(value, dict), f"config section [{key}]", value, "a table")
         for k in value:
             if k not in FIELDS[key]:
                 raise ConfigError(

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check
+from ..errors import ConfigError, check, need
 from .layers import DFAHub, RuleConv2d, RuleLayer, RuleLinear
 from .rules import RULES, get_rule, weight_scale
 
@@ -132,9 +132,11 @@ def convert(
         isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an int; got {seed!r}"
     )
     if scale is not None:
-        check(
+        need(
             isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0,
-            f"feedback scale must be a positive number; got {scale!r}",
+            "feedback scale",
+            scale,
+            "a positive number",
         )
     rule_obj = get_rule(rule, **(options or {}))
     skip = set(skip)

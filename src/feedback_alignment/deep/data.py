@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, check, choice
+from ..errors import ConfigError, check, choice, need
 
 FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
 # (mean, std) of the pixel values scaled to [0, 1], training split.
@@ -268,7 +268,7 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
         raise ConfigError(
             "the digits data set needs scikit-learn: pip install scikit-learn"
         ) from None
-    check(0 < test_fraction < 1, f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    need(0 < test_fraction < 1, "test_fraction", test_fraction, "a number in (0, 1)")
     d = load_digits()
     x = d.images.astype(np.uint8)
     y = d.target.astype(np.int64)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import check, choice
+from ..errors import check, choice, need
 from .convert import convert, rule_layers
 from .metrics import ErrorRecorder, _per_sample_cos
 from .models import E3_HIDDEN, bp_baseline_network, e3_network, e4_network
@@ -59,11 +59,11 @@ class LambdaStudy:
         choice("alignment", self.alignment, ALIGNMENTS)
         check(len(self.lams) >= 1, "lams must hold at least one lambda")
         for lam in self.lams:
-            check(isinstance(lam, int | float) and lam >= 0, f"lambda must be >= 0, got {lam!r}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+            need(isinstance(lam, int | float) and lam >= 0, "lambda", lam, "a number >= 0")
+        need(self.lr > 0, "lr", self.lr, "a number > 0")
         for k in ("batch", "eval_every", "eval_batch"):
             v = getattr(self, k)
-            check(isinstance(v, int) and v >= 1, f"{k} must be an integer >= 1, got {v!r}")
+            need(isinstance(v, int) and v >= 1, k, v, "an integer >= 1")
 
 
 # The authors' set-ups (docs/rules.md): the network, its rule, and how it is trained.

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check, choice
+from ..errors import ConfigError, check, choice, need
 
 E3_HIDDEN = 1000  # the paper's hidden width
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
@@ -38,7 +38,7 @@ def _generator(seed: int) -> torch.Generator:
 
 def _check_sizes(model: str, **sizes) -> None:
     for k, v in sizes.items():
-        check(isinstance(v, int) and v >= 1, f"{model} {k} must be a positive int; got {v!r}")
+        need(isinstance(v, int) and v >= 1, f"{model} {k}", v, "a positive int")
 
 
 def _gaussian(layers: OrderedDict, seed: int) -> nn.Sequential:
@@ -128,9 +128,11 @@ def mlp(
     """Flatten, then Linear layers ``sizes[i] -> sizes[i+1]`` with ``activation`` between
     (PyTorch's default initialisation, seeded). Layers are named fc1, fc2, ..."""
     sizes = list(sizes)
-    check(
+    need(
         len(sizes) >= 2 and all(isinstance(s, int) and s >= 1 for s in sizes),
-        f"mlp sizes must be at least two positive ints; got {sizes!r}",
+        "mlp sizes",
+        sizes,
+        "at least two positive ints",
     )
     choice("activation", activation, ACTIVATIONS)
     mods: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]

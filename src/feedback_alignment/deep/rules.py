@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from ..errors import ConfigError, check, choice
+from ..errors import ConfigError, check, choice, need
 
 RULES: dict[str, type[Rule]] = {}
 INITS = ("gaussian", "uniform", "orthogonal", "copy")
@@ -301,8 +301,8 @@ class WeightMirror(FeedbackAlignment):
     name = "wm"
 
     def __init__(self, lr: float = 0.01, decay: float = 0.01, batch: int = 128):
-        check(lr > 0 and math.isfinite(lr), f"wm lr must be a positive number; got {lr!r}")
-        check(0 <= decay < 1, f"wm decay must be in [0, 1); got {decay!r}")
+        need(lr > 0 and math.isfinite(lr), "wm lr", lr, "a positive number")
+        need(0 <= decay < 1, "wm decay", decay, "a number in [0, 1)")
         check(
             int(batch) == batch and batch >= 1, f"wm batch must be an integer >= 1; got {batch!r}"
         )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backend import resolve_device, resolve_dtype
-from ..errors import ConfigError, DivergenceError, check, refusal
+from ..errors import ConfigError, DivergenceError, check, need, refusal
 from ..outputs import atomic_path, check_output_dir, previous_output, sha256, write_manifest
 from .config import build, parse_config, trainer_settings
 from .convert import mirror, rule_layers
@@ -63,11 +63,13 @@ def _decay_groups(model: nn.Module, weight_decay) -> list[dict]:
     the last layer with a weight, and ``default``, everything else) to lambda."""
     params = [p for p in model.parameters() if p.requires_grad]
     if isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool):
-        check(weight_decay >= 0, f"weight_decay must be >= 0; got {weight_decay!r}")
+        need(weight_decay >= 0, "weight_decay", weight_decay, "a number >= 0")
         return [{"params": params, "weight_decay": float(weight_decay)}]
-    check(
+    need(
         isinstance(weight_decay, dict),
-        f"weight_decay must be a number or a table; got {weight_decay!r}",
+        "weight_decay",
+        weight_decay,
+        "a number or a table",
     )
     mods = dict(model.named_modules())
     with_weight = [
@@ -132,16 +134,18 @@ class Trainer:
                 f"give steps or epochs > 0; got epochs={epochs!r}",
             )
             steps = max(1, int(round(epochs * per_epoch)))
-        check(isinstance(steps, int) and steps >= 1, f"steps must be an int >= 1; got {steps!r}")
+        need(isinstance(steps, int) and steps >= 1, "steps", steps, "an int >= 1")
         self.steps, self.per_epoch, self.batch_size = steps, per_epoch, batch_size
         if normalize is True:
             self.mean, self.std = data.mean, data.std
         elif normalize is False:
             self.mean, self.std = 0.0, 1.0
         else:
-            check(
+            need(
                 len(normalize) == 2 and normalize[1] > 0,
-                f"normalize must be true, false or [mean, std > 0]; got {normalize!r}",
+                "normalize",
+                normalize,
+                "true, false or [mean, std > 0]",
             )
             self.mean, self.std = float(normalize[0]), float(normalize[1])
         self.model = model.to(self.device, self.dtype)

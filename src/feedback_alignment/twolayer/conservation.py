@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import check, choice
+from ..errors import check, choice, need
 from .engine import History, TwoLayerEnsemble
 from .schedules import get_schedule
 
@@ -139,13 +139,17 @@ def decompose(
     :meth:`TwoLayerEnsemble.fit` (``path``, ``kernels``, ``loss``, ...). A member that
     diverges is frozen by the engine; its terms stay exact (its later steps are zero).
     """
-    check(
+    need(
         isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
-        f"steps must be an integer >= 1, got {steps!r}",
+        "steps",
+        steps,
+        "an integer >= 1",
     )
-    check(
+    need(
         isinstance(record_every, int) and record_every >= 1,
-        f"record_every must be a positive integer, got {record_every!r}",
+        "record_every",
+        record_every,
+        "a positive integer",
     )
     t0 = ens.t
     h = ens.fit(

@@ -15,23 +15,27 @@ import torch
 
 from ..activations import Activation, get_activation
 from ..bounds import check_memory, within
-from ..errors import check, choice
+from ..errors import check, choice, need
 
 F64 = torch.float64
 
 
 def _positive_int(name: str, value) -> int:
-    check(
+    need(
         isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-        f"{name} must be a positive integer, got {value!r}",
+        name,
+        value,
+        "a positive integer",
     )
     return within(name, value, "size")
 
 
 def _gen(seed: int) -> torch.Generator:
-    check(
+    need(
         isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-        f"seed must be a non-negative integer, got {seed!r}",
+        "seed",
+        seed,
+        "a non-negative integer",
     )
     return torch.Generator().manual_seed(within("seed", seed, "seed"))
 

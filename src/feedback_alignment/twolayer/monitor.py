@@ -17,7 +17,7 @@ import torch
 
 from ..activations import get_activation
 from ..bounds import within
-from ..errors import check, choice
+from ..errors import check, choice, need
 
 PLATEAU_CHECKS = ("after_min", "authors")
 # The paper's run-length rule as the authors' code runs it (Plateau.paper), declared once:
@@ -92,7 +92,7 @@ class Plateau:
         choice("Plateau checks", self.checks, PLATEAU_CHECKS)
         choice("Plateau quantity", self.quantity, PLATEAU_QUANTITIES)
         within("Plateau min_steps", self.min_steps, "steps")
-        check(self.check_every != 0, f"Plateau check_every must be >= 1, got {self.check_every!r}")
+        need(self.check_every != 0, "Plateau check_every", self.check_every, "an integer >= 1")
         within("Plateau check_every", self.check_every, "steps")
         if self.max_steps is not None:
             within("Plateau max_steps", self.max_steps, "steps")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import check, choice
+from ..errors import check, choice, need
 
 Feedback = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,9 +41,11 @@ RULES: dict[str, Rule] = {}
 
 def register_rule(name: str, feedback: Feedback, *, linear_fa: bool = False) -> Rule:
     """Add a two-layer rule under ``name`` (see :class:`Rule`); returns it."""
-    check(
+    need(
         isinstance(name, str) and name.isidentifier(),
-        f"a rule name must be an identifier, got {name!r}",
+        "rule name",
+        name,
+        "an identifier",
     )
     check(name not in RULES, f"rule {name!r} is already registered")
     check(callable(feedback), f"rule {name!r}: feedback must be callable, got {feedback!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import check
+from ..errors import check, need
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class CutOff:
     T: int
 
     def __post_init__(self):
-        check(self.T >= 0, f"CutOff T must be >= 0, got {self.T!r}")
+        need(self.T >= 0, "CutOff T", self.T, "a number >= 0")
 
     def __call__(self, t: int) -> float:
         return 1.0 if t < self.T else 0.0
@@ -40,7 +40,7 @@ class ExpDecay:
     gamma: float
 
     def __post_init__(self):
-        check(0 < self.gamma <= 1, f"ExpDecay gamma must be in (0, 1], got {self.gamma!r}")
+        need(0 < self.gamma <= 1, "ExpDecay gamma", self.gamma, "a number in (0, 1]")
 
     def __call__(self, t: int) -> float:
         return self.gamma**t

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...errors import ConfigError, check
+from ...errors import ConfigError, check, need
 from ..loss import loss_factor
 
 F64 = torch.float64
@@ -34,8 +34,8 @@ def positive(name: str, value, allow_zero: bool = False) -> torch.Tensor:
     t = as_f64(name, value, (0, 1))
     check(t.numel() >= 1, f"{name} must be a number or one per member, got an empty array")
     ok = (t >= 0) if allow_zero else (t > 0)
-    what = "non-negative" if allow_zero else "positive"
-    check(bool(ok.all()), f"{name} must be {what}; got {value!r}")
+    what = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    need(bool(ok.all()), name, value, f"{what}, or one per member")
     return t
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ...bounds import check_memory, within
-from ...errors import check
+from ...errors import check, need
 from ._checks import F64, as_f64, broadcast, loss_c, positive, symmetric
 
 
@@ -57,7 +57,7 @@ def steps_to_reduce(factor, lam_min, lr, loss: str = "mse", n: int | None = None
     ``math.inf`` (or inf entries) where the predicted rate is not positive.
     """
     f = as_f64("factor", factor, (0, 1))
-    check(bool((f > 1).all()), f"factor must be > 1 (the loss falls by it); got {factor!r}")
+    need(bool((f > 1).all()), "factor", factor, "a number > 1 (the loss falls by it)")
     rate = torch.as_tensor(predicted_rate(lam_min, lr, loss, n), dtype=F64)
     steps = torch.where(rate > 0, torch.ceil(torch.log(f) / rate), torch.full_like(rate, math.inf))
     if steps.dim() == 0:
@@ -169,9 +169,11 @@ def predict_loss_curve(
     Constant lam uses the eigendecomposition of K (closed-form powers, fast for 100k
     steps); a schedule iterates in K's eigenbasis (lam I commutes with K).
     """
-    check(
+    need(
         isinstance(steps, int | np.integer) and steps >= 0,
-        f"steps must be an int >= 0, got {steps!r}",
+        "steps",
+        steps,
+        "an int >= 0",
     )
     within("steps", steps, "steps")
     K, y, u0, lr = _curve_inputs(kernel, y, u0, lr)
