@@ -258,7 +258,10 @@ def test_plateau_that_cannot_end_and_its_default_cap():
             {"min_steps": 0, "check_every": 0},
             "Plateau check_every = 0 is not accepted; accepted: an integer >= 1",
         ),
-        ({"min_steps": 0, "tol": float("nan")}, "Plateau tol must be a finite number >= 0"),
+        (
+            {"min_steps": 0, "tol": float("nan")},
+            "Plateau tol = nan is not accepted; accepted: a finite number >= 0",
+        ),
     ]:
         with pytest.raises(ConfigError) as err:
             Plateau(**bad)

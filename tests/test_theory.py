@@ -310,7 +310,7 @@ def test_bad_input_is_a_one_line_config_error():
             lambda: predicted_rate(1.0, -0.1, "mse", 4),
             "lr = -0.1 is not accepted; accepted: a finite number > 0",
         ),
-        (lambda: predicted_rate(1.0, 0.1, "mse", None), "n .* got None"),
+        (lambda: predicted_rate(1.0, 0.1, "mse", None), r"n \(the number of samples.* = None"),
         (lambda: steps_to_reduce(0.5, 1.0, 0.1, "sse"), "factor = 0.5 is not accepted"),
         (
             lambda: predict_loss_curve(torch.eye(4), torch.zeros(3), torch.zeros(4), 0.1, 5),

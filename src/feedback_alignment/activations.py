@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import check, choice, refusal
+from .errors import check, choice, need, refusal
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 # a closed-form kernel: (gram X X^T, row norms |x_i|, cos of the angles between rows) -> (n, n)
@@ -180,9 +180,11 @@ _BUILT_IN: tuple[str, ...] = ()
 def register_activation(act: Activation) -> Activation:
     """Make ``act`` known by its name everywhere a name is accepted; returns it."""
     check(isinstance(act, Activation), f"register an Activation, got {act!r}")
-    check(
+    need(
         isinstance(act.name, str) and act.name.isidentifier(),
-        f"an activation name must be an identifier, got {act.name!r}",
+        "activation name",
+        act.name,
+        "an identifier",
     )
     check(act.name not in ACTIVATIONS, f"activation {act.name!r} is already registered")
     check(

@@ -128,9 +128,7 @@ def convert(
     ``model.rule_report``.
     """
     check(isinstance(model, nn.Module), f"convert needs an nn.Module; got {type(model).__name__}")
-    check(
-        isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an int; got {seed!r}"
-    )
+    need(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed, "an integer")
     if scale is not None:
         need(
             isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0,

@@ -69,9 +69,7 @@ class Dataset:
     def limit(self, train: int | None = None, test: int | None = None) -> Dataset:
         """The first ``train``/``test`` samples (for quick runs)."""
         for k, v in (("train", train), ("test", test)):
-            check(
-                v is None or (isinstance(v, int) and v >= 1), f"{k} limit must be >= 1; got {v!r}"
-            )
+            need(v is None or (isinstance(v, int) and v >= 1), f"{k} limit", v, "an integer >= 1")
         return Dataset(
             self.name,
             self.x_train[:train],

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check, choice, need
+from ..errors import ConfigError, choice, need
 
 E3_HIDDEN = 1000  # the paper's hidden width
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
@@ -30,9 +30,7 @@ class Scale(nn.Module):
 
 
 def _generator(seed: int) -> torch.Generator:
-    check(
-        isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an int; got {seed!r}"
-    )
+    need(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed, "an integer")
     return torch.Generator().manual_seed(seed)
 
 
@@ -149,9 +147,7 @@ def small_cnn(
     in_channels: int = 1, classes: int = 10, image: int = 28, width: int = 16, seed: int = 0
 ) -> nn.Sequential:
     """conv5(width) - ReLU - maxpool2 - conv5(2 width) - ReLU - maxpool2 - fc(classes)."""
-    check(
-        image % 4 == 0 and image >= 4, f"small_cnn image size must be a multiple of 4; got {image}"
-    )
+    need(image % 4 == 0 and image >= 4, "small_cnn image size", image, "a multiple of 4")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(

@@ -303,9 +303,7 @@ class WeightMirror(FeedbackAlignment):
     def __init__(self, lr: float = 0.01, decay: float = 0.01, batch: int = 128):
         need(lr > 0 and math.isfinite(lr), "wm lr", lr, "a positive number")
         need(0 <= decay < 1, "wm decay", decay, "a number in [0, 1)")
-        check(
-            int(batch) == batch and batch >= 1, f"wm batch must be an integer >= 1; got {batch!r}"
-        )
+        need(int(batch) == batch and batch >= 1, "wm batch", batch, "an integer >= 1")
         self.lr, self.decay, self.batch = float(lr), float(decay), int(batch)
 
     def options(self):

@@ -78,9 +78,11 @@ def _decay_groups(model: nn.Module, weight_decay) -> list[dict]:
     groups, used = [], set()
     default = 0.0
     for name, lam in weight_decay.items():
-        check(
+        need(
             isinstance(lam, (int, float)) and not isinstance(lam, bool) and lam >= 0,
-            f"weight_decay for {name!r} must be a number >= 0; got {lam!r}",
+            f"weight_decay[{name!r}]",
+            lam,
+            "a number >= 0",
         )
         if name == "default":
             default = float(lam)

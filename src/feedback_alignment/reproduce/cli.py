@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, check, choice
+from ..errors import ConfigError, choice, need
 from ..executors import from_text
 from ..experiments.store import Store
 from ..experiments.study import _sigint_deferred, provenance
@@ -261,9 +261,11 @@ def _threads(ex) -> int:
 def _check_args(experiment, profile, seed) -> None:
     choice("experiment", experiment, CHOICES)
     choice("profile", profile, PROFILES)
-    check(
+    need(
         isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-        f"--seed must be a non-negative integer, got {seed!r}",
+        "--seed",
+        seed,
+        "a non-negative integer",
     )
 
 

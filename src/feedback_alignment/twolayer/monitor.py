@@ -96,12 +96,14 @@ class Plateau:
         within("Plateau check_every", self.check_every, "steps")
         if self.max_steps is not None:
             within("Plateau max_steps", self.max_steps, "steps")
-        check(
+        need(
             isinstance(self.tol, int | float)
             and not isinstance(self.tol, bool)
             and math.isfinite(self.tol)
             and self.tol >= 0,
-            f"Plateau tol must be a finite number >= 0, got {self.tol!r}",
+            "Plateau tol",
+            self.tol,
+            "a finite number >= 0",
         )
         check(
             self.tol > 0 or self.max_steps is not None,

@@ -56,9 +56,11 @@ def symmetric(name: str, kernel) -> torch.Tensor:
 def loss_c(loss: str, n) -> float:
     """The loss factor c of ``loss`` for ``n`` samples (``n`` is needed for "mse" only)."""
     if loss == "mse":
-        check(
+        need(
             isinstance(n, int | np.integer) and n >= 1,
-            f"n (number of samples) must be a positive int for loss 'mse', got {n!r}",
+            "n (the number of samples, for loss 'mse')",
+            n,
+            "a positive integer",
         )
     return loss_factor(loss, int(n) if loss == "mse" else 1)
 

@@ -19,7 +19,7 @@ import torch
 
 from ...activations import get_activation, with_closed_form
 from ...bounds import check_memory, within
-from ...errors import ConfigError, check, choice
+from ...errors import ConfigError, check, choice, need
 from ._checks import F64, as_f64
 from .quadrature import bivariate_expectation
 
@@ -144,9 +144,7 @@ def g_inf_bp(X, activation="relu", method: str = "auto", order: int = 10, levels
 def _monte_carlo(f, X, samples: int, seed: int, with_gram: bool, chunk: int):
     """Mean and standard error of E_w[f(w.x_i) f(w.x_j)] (times x_i.x_j with ``with_gram``)."""
     X = as_f64("X", X, (2, 3))
-    check(
-        isinstance(samples, int) and samples >= 2, f"samples must be an int >= 2, got {samples!r}"
-    )
+    need(isinstance(samples, int) and samples >= 2, "samples", samples, "an integer >= 2")
     within("samples", samples, "mc_samples")
     within("chunk", chunk, "mc_chunk")
     within("seed", seed, "seed")
