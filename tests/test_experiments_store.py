@@ -181,3 +181,30 @@ def test_plots_from_store(tmp_path):
         plot_final(path, "accuracy", "p", out=tmp_path / "x.png")
     with pytest.raises(ConfigError, match="--x 'width' is not a field"):
         plot_final(path, "mse", "width", out=tmp_path / "x.png")
+
+
+def test_a_schedule_string_runs_as_the_schedule_object(tmp_path):
+    """A spec's lam_schedule ("cutoff:T", "exp:GAMMA") reaches fit as text and is parsed
+    there, once (schedules.parse): the stored runs equal fits given CutOff / ExpDecay."""
+    from feedback_alignment.twolayer.schedules import CutOff, ExpDecay
+
+    spec = {
+        "study": {"name": "schedules", "seed": 5},
+        "fixed": {"n": 8, "d": 12, "p": 16, "steps": 60, "activation": "tanh", "lam": 0.3},
+        "grid": {"lam_schedule": ["cutoff:20", "exp:0.95", "constant"]},
+    }
+    rep = run_study(spec, tmp_path / "s.sqlite", executor="inline")
+    assert rep.ok and rep.done == 3
+    objects = {"cutoff:20": CutOff(20), "exp:0.95": ExpDecay(0.95), "constant": None}
+    finals = set()
+    with Store(tmp_path / "s.sqlite", create=False) as st:
+        for r in st.runs():
+            ens = TwoLayerEnsemble(12, 16, seeds=[r["net_seed"]], activation="tanh")
+            X, y = linear_teacher(8, 12, seed=r["data_seed"])
+            h = ens.fit(
+                X, y, lr=0.1, lam=0.3, lam_schedule=objects[r["config"]["lam_schedule"]],
+                steps=60, metrics=("mse", "alignment"),
+            )  # fmt: skip
+            assert h.final["mse"][0] == pytest.approx(r["final.mse"], rel=1e-12, abs=1e-14)
+            finals.add(round(float(r["final.alignment"]), 12))
+    assert len(finals) == 3  # the three schedules trained three different networks
