@@ -287,7 +287,7 @@ def trainer_settings(**given) -> dict:
     for k, (_, f) in fields.items():
         v = given[k] if k in given else copy.deepcopy(f.default)
         if isinstance(v, torch.dtype):  # Python may name the dtype by the torch object
-            check(v in DTYPES.values(), f"dtype = {v} is not accepted; accepted: {_dtypes()}")
+            need(v in DTYPES.values(), "dtype", v, _dtypes())
         else:  # Python's tuples and paths where a config writes arrays and strings
             f.validate(_as_written(v), k)
         out[k] = v

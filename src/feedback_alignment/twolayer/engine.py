@@ -35,8 +35,8 @@ import torch
 
 from ..activations import Activation, get_activation
 from ..backend import resolve_device, resolve_dtype
-from ..bounds import check_memory, within
-from ..errors import ConfigError, check, refusal
+from ..bounds import check_memory, is_int, within
+from ..errors import ConfigError, check, need, refusal
 from . import fitstate
 from .dropout import Dropout
 from .kernels import choose
@@ -105,8 +105,12 @@ class TwoLayerEnsemble:
         device: str | torch.device | None = FIELDS["device"].default,
     ):
         for name, v in (("d", d), ("p", p)):
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise refusal(name, v, "an integer >= 1")
+            need(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                name,
+                v,
+                "an integer >= 1",
+            )
         if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
             seeds = [seeds]
         elif isinstance(seeds, str | bytes | dict) or not isinstance(seeds, Iterable):
@@ -124,8 +128,8 @@ class TwoLayerEnsemble:
         else:
             scales = dict.fromkeys(scales, init_scale)
         for k, v in scales.items():
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise refusal(f"init_scale[{k!r}]", v, "a finite number > 0")
+            ok = isinstance(v, int | float) and math.isfinite(v) and v > 0
+            need(ok, f"init_scale[{k!r}]", v, "a finite number > 0")
         # W0, W, beta, b in float64 while drawn, then in the dtype: refuse before allocating
         check_memory(
             2 * 8 * len(seeds) * p * (d + 3),
@@ -135,8 +139,7 @@ class TwoLayerEnsemble:
         for name, v in (("d", d), ("p", p)):  # where memory cannot be told, the bound holds
             within(name, v, "size")
         for s in seeds:  # after the memory check: a list of 1e9 seeds is refused at once
-            if not (isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0):
-                raise refusal("seed", s, "a non-negative integer")
+            need(is_int(s) and s >= 0, "seed", s, "a non-negative integer")
             within("seed", s, "seed")
         self.d, self.p, self.K = d, p, len(seeds)
         self.seeds = [int(s) for s in seeds]

@@ -18,8 +18,8 @@ from dataclasses import MISSING, InitVar, dataclass, field, fields
 import numpy as np
 import torch
 
-from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, within
-from ..errors import ConfigError, check, choice, refusal
+from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, is_int, within
+from ..errors import ConfigError, check, choice, need, refusal
 from ..fields import Field
 from .kernels import KERNELS
 from .loss import LOSSES
@@ -81,16 +81,6 @@ def _check_records(K, max_steps, record_every, record_steps, metrics) -> None:
         f"recording {len(metrics)} metric(s) of {K} member(s) at {rows} steps",
         "a larger record_every or fewer record_steps",
     )
-
-
-def _need(ok: bool, name: str, value, accepted: str) -> None:
-    """Refuse ``value`` of option ``name`` in the one format unless ``ok``."""
-    if not ok:
-        raise refusal(name, value, accepted)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
 def _default(name: str):
@@ -181,7 +171,7 @@ class FitOptions:
         metrics = self.metrics
         if isinstance(metrics, str):  # one name, never iterated letter by letter
             metrics = (metrics,)
-        _need(
+        need(
             isinstance(metrics, Iterable),
             "metrics",
             metrics,
@@ -197,13 +187,13 @@ class FitOptions:
             f"give exactly one of steps or stop, got steps={steps!r}, stop={stop!r}",
         )
         if steps is not None:
-            _need(_is_int(steps) and steps >= 0, "steps", steps, "an integer >= 0")
+            need(is_int(steps) and steps >= 0, "steps", steps, "an integer >= 0")
             max_steps = within("steps", steps, "steps")
         else:
-            _need(isinstance(stop, Plateau), "stop", stop, "a Plateau: fa.Plateau(min_steps, ...)")
+            need(isinstance(stop, Plateau), "stop", stop, "a Plateau: fa.Plateau(min_steps, ...)")
             max_steps = stop.max_steps if stop.max_steps is not None else MAX_STEPS
-        _need(
-            record_every is None or (_is_int(record_every) and record_every >= 0),
+        need(
+            record_every is None or (is_int(record_every) and record_every >= 0),
             "record_every",
             record_every,
             "an integer >= 0 (0: only the last step)",
@@ -215,32 +205,32 @@ class FitOptions:
         )
         self._set(max_steps=max_steps, record_every=record_every or None)
         blowup, every, record_steps = self.blowup, self.divergence_every, self.record_steps
-        _need(
+        need(
             isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
             "blowup",
             blowup,
             "a number > 1",
         )
-        _need(
-            _is_int(every) and every >= 1,
+        need(
+            is_int(every) and every >= 1,
             "divergence_every",
             every,
             "a positive integer",
         )
-        _need(
+        need(
             record_steps is None
             or (
                 not isinstance(record_steps, str | bytes)
                 and isinstance(record_steps, Iterable)
-                and all(_is_int(s) and s >= 0 for s in record_steps)
+                and all(is_int(s) and s >= 0 for s in record_steps)
             ),
             "record_steps",
             record_steps,
             "a sequence of integers >= 0",
         )
         chunk_members = self.chunk_members
-        _need(
-            chunk_members is None or (_is_int(chunk_members) and chunk_members >= 1),
+        need(
+            chunk_members is None or (is_int(chunk_members) and chunk_members >= 1),
             "chunk_members",
             chunk_members,
             "a positive integer",
@@ -248,7 +238,7 @@ class FitOptions:
         choice("path", path, ("auto", *PATHS))
         choice("kernels", kernels, KERNELS)
         keep_weights = self.keep_weights
-        _need(
+        need(
             keep_weights in (True, False),
             "keep_weights",
             keep_weights,
@@ -274,18 +264,17 @@ class FitOptions:
         _check_records(K, max_steps, self.record_every, record_steps, metrics)
 
     @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The options a caller gives (every field but the data and ``max_steps``)."""
-        return tuple(f.name for f in fields(cls) if f.init and f.name not in ("X", "y"))
+    def _options(cls) -> list:
+        """The fields a caller gives: every field but the data and ``max_steps``."""
+        return [f for f in fields(cls) if f.init and f.name not in ("X", "y")]
 
     @classmethod
     def given(cls, ens, X, y, options: dict) -> FitOptions:
         """``FitOptions(ens, X, y, **options)``; an unknown name is one ConfigError line."""
+        names = [f.name for f in cls._options()]
         for name in options:
-            if name not in cls.names():
-                raise ConfigError(
-                    f"unknown fit option {name!r}; accepted: {', '.join(cls.names())}"
-                )
+            if name not in names:
+                raise ConfigError(f"unknown fit option {name!r}; accepted: {', '.join(names)}")
         return cls(ens, X, y, **options)
 
     def with_kernels(self, kernels: str) -> FitOptions:
@@ -301,9 +290,8 @@ class FitOptions:
         what help() and inspect show for :meth:`TwoLayerEnsemble.fit`."""
         keyword = inspect.Parameter.KEYWORD_ONLY
         params = list(inspect.signature(method).parameters.values())[:3]  # self, X, y
-        for f in fields(cls):
-            if f.init and f.name not in ("X", "y"):
-                default = f.default_factory() if f.default is MISSING else f.default
-                params.append(inspect.Parameter(f.name, keyword, default=default))
+        for f in cls._options():
+            default = f.default_factory() if f.default is MISSING else f.default
+            params.append(inspect.Parameter(f.name, keyword, default=default))
         params.append(inspect.Parameter("checkpoint", keyword, default=None))
         return inspect.Signature(params, return_annotation="History")

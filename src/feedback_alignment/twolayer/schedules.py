@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import check, need
+from ..errors import need
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,14 @@ def get_schedule(spec):
         return Constant()
     if isinstance(spec, str):
         parsed = parse(spec)
-        check(parsed is not None, f"lam_schedule = {spec!r} is not accepted; accepted: {TEXT}")
+        need(parsed is not None, "lam_schedule", spec, TEXT)
         return parsed
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] in ("cutoff", "exp"):
         return CutOff(int(spec[1])) if spec[0] == "cutoff" else ExpDecay(float(spec[1]))
-    check(
+    need(
         callable(spec),
-        f"lam_schedule = {spec!r} is not accepted; accepted: None, {TEXT}, ('cutoff', T), "
-        "('exp', gamma), CutOff, ExpDecay or a callable t -> factor",
+        "lam_schedule",
+        spec,
+        f"None, {TEXT}, ('cutoff', T), ('exp', gamma), CutOff, ExpDecay or a callable t -> factor",
     )
     return spec
