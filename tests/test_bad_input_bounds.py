@@ -114,7 +114,7 @@ def _sweep(tmp_path, capsys, text, needle, name="spec.toml"):
         ("steps = 10000000\nrecord_every = 1", "would record up to 10000002 rows"),
         (
             'steps = 0\nmetrics = ["mse", "delta_alignment"]',
-            "spec: metric delta_alignment is undefined after steps = 0",
+            "spec: metric delta_alignment, cos(beta - beta(0), b), is undefined after steps = 0",
         ),
         ("check_every = 10000000000", "fixed.check_every = 10000000000 is not accepted"),
     ],

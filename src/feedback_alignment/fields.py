@@ -80,6 +80,15 @@ class Field:
         return value if self.check.normal is None else self.check.normal(value)
 
 
+# the divergence limit of every trainer: the two-layer engine's fit and the deep Trainer
+BLOWUP = Field(
+    "blowup",
+    1e10,
+    Check("a number > 1", lambda v: is_num(v) and v > 1 or v == math.inf, float),
+    "a loss this many times its first value counts as divergence (inf: only NaN/inf does)",
+)
+
+
 def by_name(*fields: Field) -> dict[str, Field]:
     """Fields as a table, name -> :class:`Field`, in declaration order."""
     return {f.name: f for f in fields}

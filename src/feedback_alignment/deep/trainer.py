@@ -21,6 +21,7 @@ from torch import nn
 
 from ..backend import resolve_device, resolve_dtype
 from ..errors import ConfigError, DivergenceError, check, need
+from ..fields import BLOWUP
 from ..outputs import atomic_path, check_output_dir, previous_output, sha256, write_manifest
 from .config import build, parse_config, trainer_settings
 from .convert import mirror, rule_layers
@@ -117,12 +118,16 @@ class Trainer:
     """
 
     def __init__(
-        self, model: nn.Module, data: Dataset, *, callbacks=(), blowup: float = 1e10, **settings
+        self,
+        model: nn.Module,
+        data: Dataset,
+        *,
+        callbacks=(),
+        blowup: float = BLOWUP.default,
+        **settings,
     ):
         s = trainer_settings(**settings)
-        ok = isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1
-        need(ok, "blowup", blowup, "a number > 1")
-        self.blowup, self.loss0 = float(blowup), None
+        self.blowup, self.loss0 = BLOWUP.validate(blowup), None
         check(isinstance(data, Dataset), f"data must be a Dataset; got {type(data).__name__}")
         steps, epochs, batch_size = s["steps"], s["epochs"], s["batch_size"]
         normalize = s["normalize"]

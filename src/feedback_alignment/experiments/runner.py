@@ -9,7 +9,6 @@ give the same numbers whichever executor or machine runs the pack.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -17,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from ..twolayer.schema import log_count, log_spaced
 from .planner import Pack
 from .spec import Run, deep_config
 from .stops import record_horizon, stop_rule
@@ -89,10 +89,7 @@ def _record_steps(cfg: dict) -> list[int] | None:
     rs = cfg["record_steps"]
     if isinstance(rs, list):
         return rs or None
-    count = int(rs[4:])
-    horizon = record_horizon(cfg)
-    pts = np.unique(np.round(np.logspace(0, math.log10(horizon), count)).astype(np.int64))
-    return [0, *pts.tolist()]
+    return log_spaced(log_count(rs), record_horizon(cfg))
 
 
 def _twolayer(pack: Pack) -> list[dict]:

@@ -35,11 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import tomlfile
-from ..activations import paper_lr
 from ..bounds import BOUNDS, MAX_SEED, MAX_STEPS, fmt_int
 from ..errors import ConfigError, fmt, refusal
 from ..fields import Check, Field, by_name, integer, is_int, one_of
-from ..twolayer.schema import FIELDS
+from ..twolayer.schema import FIELDS, log_count, step_size
 
 SYSTEMS = ("twolayer", "deep")
 TOP_KEYS = ("study", "fixed", "grid", "zip", "profiles")
@@ -208,8 +207,7 @@ def _resolve(system: str, cfg: dict) -> dict:
     if system == "deep":
         return {k: cfg[k] for k in sorted(cfg)}
     out = {k: _copy(cfg.get(k, f.default)) for k, f in TWOLAYER_FIELDS.items()}
-    if out["lr"] in ("paper", "paper_dropout"):
-        out["lr"] = paper_lr(out["activation"], dropout=out["lr"] == "paper_dropout")
+    out["lr"] = step_size(out["lr"], out["activation"])
     return out
 
 
@@ -427,7 +425,7 @@ def _check_combinations(spec: Spec) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"spec: {exc}") from None
         return
-    from ..twolayer.options import check_recorded_rows
+    from ..twolayer.options import check_moved, check_recorded_rows
 
     for cfg in configs:
         if cfg["stop"] == "plateau" and cfg["max_steps"] and cfg["max_steps"] < cfg["min_steps"]:
@@ -439,14 +437,11 @@ def _check_combinations(spec: Spec) -> None:
                 'spec: stop = "plateau" with tol = 0 never ends (no MSE change is below 0) '
                 "and max_steps = 0 sets no cap; accepted: tol > 0, or max_steps >= 1"
             )
-        if cfg["stop"] == "steps" and cfg["steps"] == 0 and "delta_alignment" in cfg["metrics"]:
-            raise ConfigError(
-                "spec: metric delta_alignment is undefined after steps = 0 (beta has not "
-                "moved); accepted: steps >= 1, or metrics without delta_alignment"
-            )
+        if cfg["stop"] == "steps":
+            check_moved(cfg["steps"], cfg["metrics"], "spec: ")
         horizon = cfg["steps"] if cfg["stop"] == "steps" else cfg["max_steps"] or MAX_STEPS
         rs = cfg["record_steps"]
-        extra = min(int(rs[4:]), horizon + 1) if isinstance(rs, str) else len(rs)
+        extra = min(log_count(rs), horizon + 1) if isinstance(rs, str) else len(rs)
         check_recorded_rows(horizon, cfg["record_every"], extra, "spec: ")
         if cfg["device"] == "cuda":
             import torch

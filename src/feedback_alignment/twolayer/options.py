@@ -20,7 +20,7 @@ import torch
 
 from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, is_int, within
 from ..errors import ConfigError, check, choice, need, refusal
-from ..fields import Field
+from ..fields import BLOWUP, Field
 from .kernels import KERNELS
 from .loss import LOSSES
 from .monitor import Plateau
@@ -28,7 +28,7 @@ from .paths import PATHS
 from .recorder import CONSERVATION_METRICS, METRICS
 from .rules import rule_names
 from .schedules import get_schedule
-from .schema import FIELDS
+from .schema import FIELDS, step_size
 
 
 def per_member(field: Field, value, K: int) -> np.ndarray:
@@ -69,6 +69,15 @@ def check_recorded_rows(max_steps: int, record_every: int | None, extra: int, ke
             "record_steps, or a lower cap: steps or max_steps)"
         )
     return rows
+
+
+def check_moved(steps: int | None, metrics, key: str = "") -> None:
+    """Refuse metric delta_alignment on a run of 0 steps (beta has not moved)."""
+    check(
+        steps != 0 or "delta_alignment" not in metrics,
+        f"{key}metric delta_alignment, cos(beta - beta(0), b), is undefined after steps = 0 "
+        "(beta has not moved); accepted: steps >= 1, or metrics without delta_alignment",
+    )
 
 
 def _check_records(K, max_steps, record_every, record_steps, metrics) -> None:
@@ -118,7 +127,7 @@ class FitOptions:
     record_every: int | None = _default("record_every")
     record_steps: Iterable[int] | None = _default("record_steps")
     metrics: Sequence[str] = METRICS  # every metric; a sweep's store keeps mse and alignment
-    blowup: float = 1e10
+    blowup: float = BLOWUP.default
     divergence_every: int = 100  # steps between divergence checks at most
     path: str = "auto"
     chunk_members: int | None = None
@@ -146,11 +155,8 @@ class FitOptions:
         X = ens._check_X(self.X)
         self._set(X=X, y=ens._check_y(self.y, X), rule=rule_names(self.rule, K))
         choice("loss", self.loss, LOSSES)
-        lr = self.lr
-        if isinstance(lr, str) and lr in ("paper", "paper_dropout"):  # the authors' step
-            lr = ens.activation.paper_lr(dropout=lr == "paper_dropout")
         self._set(
-            lr=per_member(FIELDS["lr"], lr, K),
+            lr=per_member(FIELDS["lr"], step_size(self.lr, ens.activation), K),
             lam=per_member(FIELDS["lam"], self.lam, K),
             w_decay=per_member(FIELDS["w_decay"], self.w_decay, K),
             dropout=per_member(FIELDS["dropout"], self.dropout, K),
@@ -198,19 +204,10 @@ class FitOptions:
             record_every,
             "an integer >= 0 (0: only the last step)",
         )
-        check(
-            steps != 0 or "delta_alignment" not in metrics,
-            "metric delta_alignment, cos(beta - beta(0), b), is undefined after steps = 0 "
-            "(beta has not moved); accepted: steps >= 1, or metrics without delta_alignment",
-        )
+        check_moved(steps, metrics)
         self._set(max_steps=max_steps, record_every=record_every or None)
-        blowup, every, record_steps = self.blowup, self.divergence_every, self.record_steps
-        need(
-            isinstance(blowup, int | float) and not isinstance(blowup, bool) and blowup > 1,
-            "blowup",
-            blowup,
-            "a number > 1",
-        )
+        self._set(blowup=BLOWUP.validate(self.blowup))
+        every, record_steps = self.divergence_every, self.record_steps
         need(
             is_int(every) and every >= 1,
             "divergence_every",

@@ -18,7 +18,11 @@ of those modules imports this one).
 
 from __future__ import annotations
 
-from ..activations import ACTIVATIONS, PAPER_LR_OTHER
+import math
+
+import numpy as np
+
+from ..activations import ACTIVATIONS, PAPER_LR_OTHER, get_activation
 from ..bounds import BOUNDS, MAX_SIZE, MAX_STEPS, fmt_int
 from ..fields import Check, Field, by_name, integer, is_int, is_num, number, one_of
 from ..fields import markdown_table as _table
@@ -47,17 +51,38 @@ def _activations() -> tuple:
 
 
 # --------------------------------------------------------------------------- special values
-def _log_spaced(v) -> bool:
-    try:
-        return isinstance(v, str) and v.startswith("log:") and 2 <= int(v[4:]) <= MAX_RECORDS
-    except ValueError:
-        return False
+# lr = "paper" / "paper_dropout": the activation's declared step size (Activation.lr /
+# dropout_lr), the authors' with weight decay / in their dropout runs
+PAPER_STEPS = {"paper": False, "paper_dropout": True}  # name -> dropout
+
+
+def step_size(lr, activation):
+    """``lr`` with a paper step's name (:data:`PAPER_STEPS`) replaced by ``activation``'s
+    declared step size; any other value unchanged."""
+    if isinstance(lr, str) and lr in PAPER_STEPS:
+        return get_activation(activation).paper_lr(dropout=PAPER_STEPS[lr])
+    return lr
+
+
+def log_count(v) -> int | None:
+    """N of a ``record_steps = "log:N"`` (N log-spaced steps), None for any other value."""
+    if not (isinstance(v, str) and v.startswith("log:") and v[4:].isdigit()):
+        return None
+    return int(v[4:])
+
+
+def log_spaced(count: int, horizon: int) -> list[int]:
+    """The steps of ``"log:COUNT"`` over a run of up to ``horizon`` steps: step 0 and
+    ``count`` log-spaced steps in [1, horizon], rounded (duplicates merged)."""
+    pts = np.unique(np.round(np.logspace(0, math.log10(horizon), count)).astype(np.int64))
+    return [0, *pts.tolist()]
 
 
 def _record_steps_ok(v) -> bool:
     if isinstance(v, list):
         return len(v) <= MAX_RECORDS and all(is_int(s) and 0 <= s <= MAX_STEPS for s in v)
-    return _log_spaced(v)
+    count = log_count(v)
+    return count is not None and 2 <= count <= MAX_RECORDS
 
 
 def _metrics_ok(v) -> bool:
@@ -99,7 +124,7 @@ FIELDS: dict[str, Field] = by_name(
         "paper",
         Check(
             _lr_accepted,
-            lambda v: v in ("paper", "paper_dropout") or (is_num(v) and v > 0),
+            lambda v: v in PAPER_STEPS or (is_num(v) and v > 0),
             lambda v: v if isinstance(v, str) else float(v),
         ),
         "step size; \"paper\": the authors' code's value for the activation; "
