@@ -9,7 +9,7 @@ import torch
 from feedback_alignment.activations import Activation
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.twolayer.data import random_teacher
-from feedback_alignment.twolayer.engine import TwoLayerEnsemble
+from feedback_alignment.twolayer.engine import METRICS, TwoLayerEnsemble
 from feedback_alignment.twolayer.fused import Kernels
 
 
@@ -32,6 +32,7 @@ def test_fused_matches_plain(path, act, w_decay):
             record_every=100,
             path=path,
             kernels=kernels,
+            metrics=METRICS,
         )
         out[kernels] = (ens, h)
     (e0, h0), (e1, h1) = out["torch"], out["compiled"]

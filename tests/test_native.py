@@ -10,7 +10,7 @@ import torch
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.twolayer import native
 from feedback_alignment.twolayer.data import random_teacher, stack
-from feedback_alignment.twolayer.engine import TwoLayerEnsemble
+from feedback_alignment.twolayer.engine import METRICS, TwoLayerEnsemble
 from feedback_alignment.twolayer.native import selfcheck
 from feedback_alignment.twolayer.schedules import ExpDecay
 
@@ -59,7 +59,7 @@ def fit(
             record_every=50,
             kernels=kernels,
             chunk_members=chunk,
-            **kw,
+            **{"metrics": METRICS, **kw},
         )
     finally:
         torch.set_num_threads(before)

@@ -20,6 +20,7 @@ def run(path, act="tanh", rule="fa", shared=True, steps=1000, chunk=None, **kw):
         X, y = X[0], y[0]
     ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation=act)
     args = dict(lr=[0.02, 0.05, 0.01], lam=[0.0, 0.2, 0.05], steps=steps, record_every=100)
+    args["metrics"] = METRICS
     args.update(kw)
     if "stop" in kw:
         args.pop("steps")
@@ -102,7 +103,7 @@ def test_continued_fit_and_new_data_rebases_the_row_space():
     for path in ("explicit", "rowspace"):
         ens = TwoLayerEnsemble(D, P, seeds=[0, 1], activation="tanh")
         ens.fit(X, y, lr=0.05, steps=100, path=path, w_decay=0.01)
-        h = ens.fit(X2, y2, lr=0.05, steps=100, path=path, w_decay=0.01)
+        h = ens.fit(X2, y2, lr=0.05, steps=100, path=path, w_decay=0.01, metrics=METRICS)
         out[path] = (ens, h)
     assert_same(out["rowspace"], out["explicit"])
 
@@ -149,6 +150,7 @@ def test_every_path_runs_in_float32_close_to_float64(path, act, rule, kernels):
             record_every=50,
             path=path,
             kernels=kernels,
+            metrics=METRICS,
         )
         assert h.path == path and ens.W.dtype == getattr(torch, dtype)
         out[dtype] = (ens, h)
@@ -205,7 +207,7 @@ def run_dtype(path, act, shared, dtype, **kw):
         steps=300,
         record_every=50,
         path=path,
-        **kw,
+        **{"metrics": METRICS, **kw},
     )
     return ens, h
 
@@ -214,7 +216,7 @@ def test_without_weights_what_needs_w_is_refused():
     X, y = random_teacher(N, D, P, "relu", seed=0)
     ens = TwoLayerEnsemble(D, P, seeds=[0], activation="relu")
     with pytest.raises(ConfigError, match="metric w_change needs the first-layer weights W"):
-        ens.fit(X, y, steps=2, keep_weights=False)  # the default metrics hold w_change
+        ens.fit(X, y, steps=2, keep_weights=False, metrics=METRICS)
     with pytest.raises(ConfigError, match="metric penalty \\(with w_decay\\) needs"):
         ens.fit(X, y, steps=2, keep_weights=False, w_decay=0.1, metrics=("mse", "penalty"))
     with pytest.raises(ConfigError, match="metric w_sq_norm needs the first-layer weights W"):

@@ -214,9 +214,9 @@ class TwoLayerEnsemble:
         :class:`.options.FitOptions` (this signature is built from them). ``rule``: a name
         of :mod:`.rules`, or one per member; ``lr``, ``lam`` (beta's
         decay, times ``lam_schedule``'s factor) and ``w_decay`` (W's): a number or one per
-        member. Give ``steps`` or ``stop`` (a :class:`Plateau`). ``metrics`` are recorded
-        at multiples of ``record_every``, at ``record_steps`` (updates applied in this
-        call; 0 is before the first) and at the last step. A member whose MSE turns
+        member. Give ``steps`` or ``stop`` (a :class:`Plateau`). ``metrics`` (default mse
+        and alignment) are recorded at multiples of ``record_every``, at ``record_steps``
+        (updates applied in this call; 0 is before the first) and at the last step. A member whose MSE turns
         non-finite or grows ``blowup``-fold (judged at least every ``divergence_every`` steps)
         is marked diverged and frozen; the others go on. ``path`` picks the first layer's
         exact form (:mod:`.paths`), ``chunk_members`` the members a pass (never changing

@@ -126,7 +126,7 @@ class FitOptions:
     stop: Plateau | None = None
     record_every: int | None = _default("record_every")
     record_steps: Iterable[int] | None = _default("record_steps")
-    metrics: Sequence[str] = METRICS  # every metric; a sweep's store keeps mse and alignment
+    metrics: Sequence[str] = _default("metrics")
     blowup: float = BLOWUP.default
     divergence_every: int = 100  # steps between divergence checks at most
     path: str = "auto"
