@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import check, choice, need
+from ..fields import is_int
 from .engine import History, TwoLayerEnsemble
 from .schedules import get_schedule
 
@@ -139,32 +140,14 @@ def decompose(
     :meth:`TwoLayerEnsemble.fit` (``path``, ``kernels``, ``loss``, ...). A member that
     diverges is frozen by the engine; its terms stay exact (its later steps are zero).
     """
+    need(is_int(steps) and steps >= 1, "steps", steps, "an integer >= 1")
     need(
-        isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
-        "steps",
-        steps,
-        "an integer >= 1",
-    )
-    need(
-        isinstance(record_every, int) and record_every >= 1,
-        "record_every",
-        record_every,
-        "a positive integer",
+        is_int(record_every) and record_every >= 1, "record_every", record_every, "an integer >= 1"
     )
     t0 = ens.t
-    h = ens.fit(
-        X,
-        y,
-        rule="fa",
-        lr=lr,
-        lam=lam,
-        lam_schedule=lam_schedule,
-        w_decay=w_decay,
-        steps=steps,
-        record_every=1,
-        metrics=("alignment", "b_beta", "w_sq_norm", "w_step_sq"),
-        **fit_options,
-    )
+    law = {"lr": lr, "lam": lam, "lam_schedule": lam_schedule, "w_decay": w_decay}  # fit's too
+    metrics = ("alignment", "b_beta", "w_sq_norm", "w_step_sq")
+    h = ens.fit(X, y, rule="fa", steps=steps, record_every=1, metrics=metrics, **law, **fit_options)
     K = ens.K
     m = h.metrics
     # frozen members (diverged, or stopped) take steps of size zero: lr 0 from there
