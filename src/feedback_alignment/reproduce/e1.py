@@ -15,7 +15,7 @@ from ..activations import get_activation
 from ..twolayer.data import task_data
 from ..twolayer.engine import Plateau, TwoLayerEnsemble, paper_min_steps
 from ..twolayer.monitor import PAPER_CHECK_EVERY, PAPER_MIN_BASE, PAPER_TOL
-from .profiles import ACTIVATIONS, LAMS, LR, D, N, Profile, seed_for
+from .profiles import ACTIVATIONS, LAMS, D, N, Profile, seed_for
 from .work import rep_packs
 
 COLUMNS = ("activation", "lam", "p", "rep", "alignment", "steps")
@@ -54,31 +54,36 @@ def run_cell(
 ) -> dict:
     """Train all repetitions x lambdas of one (activation, p); return the rows and timing.
     ``checkpoint`` (:mod:`.checkpoints`): the fit resumes from it and saves to it."""
-    lams = LAMS[activation]
-    key = (_EXP, ACTIVATIONS.index(activation))
-    X, y, seeds = rep_inputs(activation, p, reps, base_seed, key, len(lams))
-    L = len(lams)
-    lam = np.tile(np.asarray(lams, dtype=np.float64), len(reps))
-    ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
     # the paper's run length, as the authors' code runs it (docs/reproduce.md)
     stop = Plateau(paper_min_steps(p, min_base), check_every, PAPER_TOL, max_steps, "authors")
+    cell = (activation, p, reps, base_seed, (_EXP, ACTIVATIONS.index(activation)), dtype)
+    return fit_cell(*cell, "lam", LAMS[activation], stop, checkpoint, lr="paper")
+
+
+def fit_cell(
+    activation, p, reps, base_seed, key, dtype, name, values, stop, checkpoint, **options
+) -> dict:
+    """Fit one (activation, p) cell of E1 or E5: a member per repetition and per value of
+    the fit option ``name`` (``values``), the copies of a repetition sharing its data and
+    network (:func:`rep_inputs`, ``key``); the stored runs, the seconds and the step the
+    fit resumed at (``checkpoint``, :mod:`.checkpoints`). ``options`` go to the fit."""
+    X, y, seeds = rep_inputs(activation, p, reps, base_seed, key, len(values))
+    per_member = np.tile(np.asarray(values, dtype=np.float64), len(reps))
+    ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
     t0 = time.perf_counter()
     # only MSE and alignment are read, so the row-space path may drop A (a lighter step)
     h = ens.fit(
         X,
         y,
-        rule="fa",
-        lr=LR[activation],
-        lam=lam,
+        **{name: per_member},
+        **options,
         metrics=("mse", "alignment"),
         stop=stop,
         keep_weights=False,
         checkpoint=checkpoint,
     )
     seconds = time.perf_counter() - t0
-    members = stored_members(
-        h, len(reps) * L, lambda k: {"alignment": float(h.final["alignment"][k])}
-    )
+    members = stored_members(h, len(seeds), lambda k: {"alignment": float(h.final["alignment"][k])})
     return {"members": members, "seconds": seconds, "resumed_at": h.extra.get("resumed_at", 0)}
 
 

@@ -16,11 +16,8 @@ its own seed and step, so no member's numbers depend on its pack-mates.
 
 from __future__ import annotations
 
-import time
-
-from ..twolayer.engine import TwoLayerEnsemble
-from .e1 import cell_tasks, rep_inputs, rows_from_store, stored_members
-from .profiles import DROPOUTS, E5_ACTIVATIONS, D, E5Settings, Profile
+from .e1 import cell_tasks, fit_cell, rows_from_store
+from .profiles import DROPOUTS, E5_ACTIVATIONS, E5Settings, Profile
 
 COLUMNS = ("activation", "dropout", "p", "rep", "alignment", "steps")
 _EXP = 5
@@ -39,30 +36,9 @@ def run_cell(
     """Train all repetitions x dropout probabilities of one (activation, p); return the
     stored runs and the seconds. ``checkpoint`` (:mod:`.checkpoints`): the fit resumes from
     it and saves to it (its dropout masks are functions of the seed and step)."""
-    import numpy as np
-
-    qs = DROPOUTS[activation]
-    key = (_EXP, E5_ACTIVATIONS.index(activation))
-    X, y, seeds = rep_inputs(activation, p, reps, base_seed, key, len(qs))
-    q = np.tile(np.asarray(qs, dtype=np.float64), len(reps))
-    ens = TwoLayerEnsemble(D, p, seeds=seeds, activation=activation, dtype=dtype)
     stop = E5Settings(max_steps=max_steps, rule_divisor=rule_divisor).stop_rule(activation, p)
-    t0 = time.perf_counter()
-    h = ens.fit(
-        X,
-        y,
-        rule="fa",
-        lr="paper_dropout",
-        lam=0.0,
-        dropout=q,
-        metrics=("mse", "alignment"),
-        stop=stop,
-        keep_weights=False,
-        checkpoint=checkpoint,
-    )
-    seconds = time.perf_counter() - t0
-    members = stored_members(h, len(seeds), lambda k: {"alignment": float(h.final["alignment"][k])})
-    return {"members": members, "seconds": seconds}
+    cell = (activation, p, reps, base_seed, (_EXP, E5_ACTIVATIONS.index(activation)), dtype)
+    return fit_cell(*cell, "dropout", DROPOUTS[activation], stop, checkpoint, lr="paper_dropout")
 
 
 def member_keys(kw: dict) -> list[dict]:
