@@ -183,10 +183,8 @@ def train_lambdas(
     x_train, y_train, x_test, y_test = data
     L = len(study.lams)
     check(len(nets) == L, f"{L} lambdas need {L} networks, got {len(nets)}")
-    check(
-        isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop,
-        f"the step range must be 0 <= start <= stop, got [{start}, {stop})",
-    )
+    ok = isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop
+    need(ok, "step range [start, stop)", [start, stop], "integers with 0 <= start <= stop")
     got = dict(rule_layers(nets[0]))
     for name in dict.fromkeys((*study.decay_layers, *study.record_layers)):
         check(name in got, f"layer {name!r} is not a rule layer of the network: {sorted(got)}")

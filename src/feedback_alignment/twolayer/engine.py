@@ -212,20 +212,20 @@ class TwoLayerEnsemble:
 
         The options and their defaults are declared once, as the fields of
         :class:`.options.FitOptions` (this signature is built from them). ``rule``: a name
-        of :mod:`.rules`, or one per member; ``lr``, ``lam`` (beta's
-        decay, times ``lam_schedule``'s factor) and ``w_decay`` (W's): a number or one per
-        member. Give ``steps`` or ``stop`` (a :class:`Plateau`). ``metrics`` (default mse
-        and alignment) are recorded at multiples of ``record_every``, at ``record_steps``
-        (updates applied in this call; 0 is before the first) and at the last step. A member whose MSE turns
-        non-finite or grows ``blowup``-fold (judged at least every ``divergence_every`` steps)
-        is marked diverged and frozen; the others go on. ``path`` picks the first layer's
-        exact form (:mod:`.paths`), ``chunk_members`` the members a pass (never changing
-        the numbers), ``kernels`` what runs the element-wise work (:mod:`.kernels`);
-        ``History.path``, ``kernels`` and ``kernels_why`` say what ran. With
-        ``keep_weights=False`` the row-space path keeps only Z = W X^T and beta, and what
-        needs W (``w_change``, ``penalty`` with ``w_decay``, ``ens.W``, a further fit) is
-        refused with a :class:`ConfigError`. ``dropout`` (a number or one per member, 0 <= q
-        < 1) applies inverted dropout to the hidden activations at every step, as
+        of :mod:`.rules`, or one per member; ``lr``, ``lam`` (beta's decay, times
+        ``lam_schedule``'s factor) and ``w_decay`` (W's): a number or one per member. Give
+        ``steps`` or ``stop`` (a :class:`Plateau`). ``metrics`` (default mse and alignment)
+        are recorded at multiples of ``record_every``, at ``record_steps`` (updates applied
+        in this call; 0 is before the first) and at the last step. A member whose MSE turns
+        non-finite or grows ``blowup``-fold (judged at least every ``divergence_every``
+        steps) is marked diverged and frozen; the others go on. ``path`` picks the first
+        layer's exact form (:mod:`.paths`), ``chunk_members`` the members a pass (never
+        changing the numbers), ``kernels`` what runs the element-wise work
+        (:mod:`.kernels`); ``History.path``, ``kernels`` and ``kernels_why`` say what ran.
+        With ``keep_weights=False`` the row-space path keeps only Z = W X^T and beta, and
+        what needs W (``w_change``, ``penalty`` with ``w_decay``, ``ens.W``, a further fit)
+        is refused with a :class:`ConfigError`. ``dropout`` (a number or one per member, 0
+        <= q < 1) applies inverted dropout to the hidden activations at every step, as
         ``torch.nn.Dropout`` would (:mod:`.dropout`); it runs on the explicit and row-space
         paths with the torch ops. ``checkpoint`` (an object with ``load``, ``due`` and
         ``save``, :mod:`.fitstate`): resume from the state it holds, and save the fit's

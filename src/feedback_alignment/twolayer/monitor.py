@@ -110,9 +110,11 @@ class Plateau:
             "Plateau tol = 0 never ends (no change is below 0) and max_steps is None; "
             "accepted: tol > 0, or a max_steps cap",
         )
-        check(
+        need(
             self.max_steps is None or self.max_steps >= self.min_steps,
-            f"Plateau max_steps {self.max_steps!r} must be >= min_steps {self.min_steps}",
+            "Plateau max_steps",
+            self.max_steps,
+            f"None (no cap) or an integer >= min_steps ({self.min_steps})",
         )
 
 

@@ -67,7 +67,7 @@ register_rule("fa", lambda b, beta: b, linear_fa=True)
 def rule_names(rule: str | Sequence[str], K: int) -> list[str]:
     """One rule name for all K members, or K names -> K checked names."""
     names = [rule] * K if isinstance(rule, str) else list(rule)
-    check(len(names) == K, f"rule must be one name or {K} names, got {len(names)}")
+    need(len(names) == K, "rule", names, f"one name, or {K} names (one per member)")
     for r in names:
         get_rule(r)
     return names

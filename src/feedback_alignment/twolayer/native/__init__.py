@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 from ...activations import Activation, get_activation, with_native
-from ...errors import ConfigError
+from ...errors import ConfigError, need
 
 _SOURCE = Path(__file__).with_name("rowspace.cpp")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC", "-fopenmp"]
@@ -94,8 +94,7 @@ def vector_bytes() -> tuple[int | None, str]:
     64 with AVX-512, 32 with AVX2, 16 with SSE2 or NEON."""
     forced = os.environ.get("FA_NATIVE_VEC_BYTES")
     if forced:
-        if forced not in {str(v) for v in VEC_BYTES}:
-            raise ConfigError(f"FA_NATIVE_VEC_BYTES must be one of 16, 32, 64, got {forced!r}")
+        need(forced in {str(v) for v in VEC_BYTES}, "FA_NATIVE_VEC_BYTES", forced, "16, 32 or 64")
         return int(forced), "FA_NATIVE_VEC_BYTES"
     flags = _cpu_flags()
     if flags is not None:
@@ -161,10 +160,7 @@ def _build_timeout() -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise ConfigError(
-            f"FA_NATIVE_BUILD_TIMEOUT must be a positive number of seconds, got {raw!r}"
-        )
+    need(value > 0, "FA_NATIVE_BUILD_TIMEOUT", raw, "a positive number of seconds")
     return value
 
 
@@ -343,8 +339,7 @@ def mode() -> str:
     """``FA_NATIVE``, which overrides ``kernels="auto"`` only: "0" (never native), "1"
     (native wherever they apply, no self-check) or "auto" (unset: the self-check decides)."""
     value = os.environ.get("FA_NATIVE", "auto")
-    if value not in ("0", "1", "auto"):
-        raise ConfigError(f"FA_NATIVE must be 0, 1 or auto, got {value!r}")
+    need(value in ("0", "1", "auto"), "FA_NATIVE", value, "0, 1 or auto")
     return value
 
 
