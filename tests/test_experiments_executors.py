@@ -201,3 +201,27 @@ def test_executor_words_are_checked(text, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_text(text)
+
+
+def test_the_distributed_cancel_bug_record_is_dropped_and_no_other():
+    """distributed 2026.8's sync() logs a NameError traceback (through tornado) when Ctrl-C
+    lands before its future exists; the Dask executor drops that one record only."""
+    import logging
+
+    from feedback_alignment.executors import _not_distributed_cancel_bug
+
+    def record_of(source: str, filename: str) -> logging.LogRecord:
+        scope: dict = {}
+        exec(compile(source, filename, "exec"), scope)
+        try:
+            scope["cancel"]()
+        except NameError:
+            info = sys.exc_info()
+        return logging.LogRecord("tornado.application", logging.ERROR, "", 0, "x", (), info)
+
+    bug = record_of("def cancel():\n    future.cancel()\n", "/venv/distributed/utils.py")
+    assert not _not_distributed_cancel_bug(bug)
+    ours = record_of("def cancel():\n    future.cancel()\n", "/src/feedback_alignment/x.py")
+    other = record_of("def cancel():\n    missing.cancel()\n", "/venv/distributed/utils.py")
+    plain = logging.LogRecord("tornado.application", logging.ERROR, "", 0, "x", (), None)
+    assert all(_not_distributed_cancel_bug(r) for r in (ours, other, plain))

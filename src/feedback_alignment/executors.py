@@ -30,6 +30,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -251,6 +252,9 @@ class Dask(_Executor):
                 "executor 'dask' needs dask and distributed, which are not installed; "
                 "accepted: pip install 'feedback-alignment[dask]', or --executor local/inline"
             ) from None
+        tornado = logging.getLogger("tornado.application")
+        if _not_distributed_cancel_bug not in tornado.filters:
+            tornado.addFilter(_not_distributed_cancel_bug)
         if self.scheduler:
             try:
                 self.client = Client(self.scheduler, timeout=f"{self.timeout}s")
@@ -317,6 +321,23 @@ class Dask(_Executor):
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+
+
+def _not_distributed_cancel_bug(record) -> bool:
+    """False for the one log record distributed (2026.8) writes when Ctrl-C lands in
+    ``utils.sync`` before its future exists: its ``cancel`` callback reads the unassigned
+    ``future`` and tornado logs the NameError with a traceback. The interrupt itself goes
+    on as a KeyboardInterrupt, so the record only puts a traceback before our one line."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (
+        isinstance(exc, NameError)
+        and "'future'" in str(exc)
+        and exc.__traceback__ is not None
+        and any(
+            f.f_code.co_name == "cancel" and "distributed" in f.f_code.co_filename
+            for f, _ in traceback.walk_tb(exc.__traceback__)
+        )
+    )
 
 
 @contextlib.contextmanager
