@@ -10,6 +10,8 @@ import json
 import sys
 
 from ..errors import ConfigError, printable
+from ..executors import add_flags as add_executor_flags
+from ..executors import from_text
 from ..progress import add_flags as add_progress_flags
 
 
@@ -22,9 +24,7 @@ def register(sub) -> None:
     )
     p.add_argument("spec", help="the study spec (TOML)")
     p.add_argument("--store", required=True, help="the study's SQLite file (created)")
-    p.add_argument("--executor", default="local", help="inline, local (default) or dask")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (with dask)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
+    add_executor_flags(p, aliases=True)
     p.add_argument("--profile", default=None, help="a profile defined in the spec")
     p.add_argument("--pack", default=None, help="'auto' or the most runs per ensemble")
     p.add_argument("--dry-run", action="store_true", help="validate and plan, run nothing")
@@ -80,8 +80,7 @@ def _sweep(args) -> int:
 
     check_environment()  # FA_NATIVE and friends: one line now, not every run failing later
     check_input_file(args.spec, "spec file")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
+    ex = from_text(args.executor, workers=args.workers, scheduler=args.scheduler)
     pack = _pack(args.pack)
     spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
     check_store(args.store, spec, runs, extend=args.extend)
@@ -91,17 +90,18 @@ def _sweep(args) -> int:
         sizes = sorted({len(pk) for pk in packs})
         print(f"{printable(spec.name)}: {len(runs)} runs in {len(packs)} packs (sizes {sizes})")
         return 0
-    report = run_study(
-        spec,
-        args.store,
-        executor=args.executor,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        profile=args.profile,
-        pack=pack,
-        progress=args.progress,
-        extend=args.extend,
-    )
+    try:
+        report = run_study(
+            spec,
+            args.store,
+            executor=ex,
+            profile=args.profile,
+            pack=pack,
+            progress=args.progress,
+            extend=args.extend,
+        )
+    finally:
+        ex.close()
     print(f"fa sweep: {report.summary()}; store {printable(report.store)}", file=sys.stderr)
     if report.interrupted:
         return 130

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, choice, need
+from ..executors import add_flags as add_executor_flags
 from ..executors import from_text
 from ..experiments.store import Store
 from ..experiments.study import _sigint_deferred, provenance
@@ -75,14 +76,7 @@ def register(sub) -> None:
         "(resumed, or added to)",
     )
     p.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
-    p.add_argument(
-        "--executor",
-        default="local",
-        help="local (default: one process per core, one thread each), local:N processes, "
-        "inline (this process, all cores), inline:T (T threads), dask (a LocalCluster on "
-        "127.0.0.1, dashboard off) or dask:ADDRESS (a running scheduler); the same numbers on "
-        "every executor",
-    )
+    add_executor_flags(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -244,12 +238,6 @@ def write_outputs(exp: str, res: dict, out: Path, prof, write) -> tuple[str, str
 
 
 # ------------------------------------------------------------------ executors
-def get_executor(text: str):
-    """``--executor``: ``local[:N]`` (N processes, default one per core), ``inline[:T]``
-    (T threads) or ``dask[:ADDRESS]`` (a loopback LocalCluster, or a running scheduler)."""
-    return from_text((text or "local").strip(), ("local", "inline", "dask"))
-
-
 def _threads(ex) -> int:
     """Torch threads inside each pack: one on every executor (a matrix product's rounding
     depends on how many threads share it, so this is what makes every executor give the
@@ -302,7 +290,7 @@ def reproduce(
     seed = 0 if seed is None else seed
     _check_args(experiment, profile, seed)
     prof = get_profile(profile)
-    ex = get_executor(executor)
+    ex = from_text(executor)
     from ..twolayer.native import check_environment
 
     check_environment()  # a bad FA_NATIVE: one line before the directory is touched
