@@ -12,6 +12,7 @@ import sys
 from ..errors import ConfigError, printable
 from ..executors import add_flags as add_executor_flags
 from ..executors import from_text
+from ..outputs import add_out_flags
 from ..progress import add_flags as add_progress_flags
 
 
@@ -39,10 +40,9 @@ def register(sub) -> None:
     r = sub.add_parser("results", help="export a study store as CSV or Parquet")
     r.add_argument("store", help="the study's SQLite file")
     r.add_argument("--format", default="csv", help="csv (default) or parquet")
-    r.add_argument("--out", default=None, help="output file (csv: stdout; parquet: STUDY.parquet)")
+    add_out_flags(r, "output file (csv: stdout; parquet: STUDY.parquet)")
     r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
     r.add_argument("--status", default=None, help="only runs with this status")
-    r.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     r.set_defaults(func=_results)
 
     q = sub.add_parser("plot", help="plot a study store (PNG/PDF)")
@@ -52,11 +52,10 @@ def register(sub) -> None:
     q.add_argument("--x", default="p", help="field on the x axis (final; default p)")
     q.add_argument("--by", default="lam", help="one line per value of this field; 'none'")
     q.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE")
-    q.add_argument("--out", action="append", required=True, help=".png or .pdf (repeatable)")
+    add_out_flags(q, ".png or .pdf (repeatable)", action="append", required=True)
     q.add_argument("--logx", action="store_true", default=None)
     q.add_argument("--logy", action="store_true", default=None)
     q.add_argument("--title", default=None)
-    q.add_argument("--force", action="store_true", help="overwrite existing --out files")
     q.set_defaults(func=_plot)
 
 
