@@ -18,6 +18,7 @@ def register(sub) -> None:
         "train",
         help="train a classifier with a feedback rule (the rules: docs/rules.md)",
         description="Train from a TOML config (layout: docs/rules.md); print a summary.",
+        func=_run,
     )
     p.add_argument("config", help="TOML file")
     add_out_flags(p, "JSON file of every recorded metric series")
@@ -30,7 +31,6 @@ def register(sub) -> None:
         "(VALUE is a TOML value; bare words are strings)",
     )
     add_progress_flags(p)
-    p.set_defaults(func=_run)
 
 
 def _parse_value(text: str):

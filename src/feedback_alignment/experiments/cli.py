@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..cli import keywords
 from ..errors import ConfigError, printable
 from ..executors import add_flags as add_executor_flags
 from ..executors import from_text
@@ -22,6 +23,7 @@ def register(sub) -> None:
         help="run (or resume) a study spec into a SQLite store",
         description="Run every run of a TOML study spec into a store; running it again "
         "skips finished runs. See docs/sweeps.md.",
+        func=_sweep,
     )
     p.add_argument("spec", help="the study spec (TOML)")
     p.add_argument("--store", required=True, help="the study's SQLite file (created)")
@@ -35,18 +37,14 @@ def register(sub) -> None:
         help="accept a changed spec that keeps every run already in the store and adds runs",
     )
     add_progress_flags(p)
-    p.set_defaults(func=_sweep)
 
-    r = sub.add_parser("results", help="export a study store as CSV or Parquet")
-    r.add_argument("store", help="the study's SQLite file")
+    r = _store_command(sub, "results", "export a study store as CSV or Parquet", _results)
     r.add_argument("--format", default="csv", help="csv (default) or parquet")
     add_out_flags(r, "output file (csv: stdout; parquet: STUDY.parquet)")
     r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
     r.add_argument("--status", default=None, help="only runs with this status")
-    r.set_defaults(func=_results)
 
-    q = sub.add_parser("plot", help="plot a study store (PNG/PDF)")
-    q.add_argument("store", help="the study's SQLite file")
+    q = _store_command(sub, "plot", "plot a study store (PNG/PDF)", _plot)
     q.add_argument("--kind", default="final", help="final (metric vs field) or curve")
     q.add_argument("--metric", default=None, help="default: alignment (final), mse (curve)")
     q.add_argument("--x", default="p", help="field on the x axis (final; default p)")
@@ -56,7 +54,13 @@ def register(sub) -> None:
     q.add_argument("--logx", action="store_true", default=None)
     q.add_argument("--logy", action="store_true", default=None)
     q.add_argument("--title", default=None)
-    q.set_defaults(func=_plot)
+
+
+def _store_command(sub, name: str, help: str, func):
+    """``fa NAME STORE``: a command that reads a study store."""
+    p = sub.add_parser(name, func=func, help=help)
+    p.add_argument("store", help="the study's SQLite file")
+    return p
 
 
 def _pack(value):
@@ -94,10 +98,8 @@ def _sweep(args) -> int:
             spec,
             args.store,
             executor=ex,
-            profile=args.profile,
             pack=pack,
-            progress=args.progress,
-            extend=args.extend,
+            **keywords(args, "profile", "progress", "extend"),
         )
     finally:
         ex.close()
@@ -114,9 +116,7 @@ def _sweep(args) -> int:
 def _results(args) -> int:
     from .export import export
 
-    text = export(
-        args.store, args.format, args.out, table=args.table, status=args.status, force=args.force
-    )
+    text = export(args.store, args.format, args.out, **keywords(args, "table", "status", "force"))
     if args.format == "csv" and text is not None:
         sys.stdout.write(text)
     elif args.format == "parquet":
@@ -141,31 +141,11 @@ def _plot(args) -> int:
             raise ConfigError(f"--where {item!r} is not accepted; accepted: FIELD=VALUE")
         where.setdefault(k, []).append(_value(v))
     by = None if args.by in ("none", "") else args.by
+    drawing = {"where": where, **keywords(args, "out", "logx", "logy", "title", "force")}
     if args.kind == "final":
-        plots.plot_final(
-            args.store,
-            args.metric or "alignment",
-            args.x,
-            by,
-            where=where,
-            out=args.out,
-            logx=args.logx,
-            logy=bool(args.logy),
-            title=args.title,
-            force=args.force,
-        )
+        plots.plot_final(args.store, args.metric or "alignment", args.x, by, **drawing)
     elif args.kind == "curve":
-        plots.plot_curves(
-            args.store,
-            args.metric or "mse",
-            by,
-            where=where,
-            out=args.out,
-            logx=bool(args.logx),
-            logy=args.logy,
-            title=args.title,
-            force=args.force,
-        )
+        plots.plot_curves(args.store, args.metric or "mse", by, **drawing)
     else:
         raise ConfigError(f"--kind {args.kind!r} is not accepted; accepted: final, curve")
     print(" ".join(args.out))

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import keywords
 from ..errors import ConfigError, choice, need
 from ..executors import add_flags as add_executor_flags
 from ..executors import from_text
@@ -59,6 +60,7 @@ def register(sub) -> None:
         description="Run the paper's experiments at a profile, draw the figures with theory "
         "overlays, write every plotted number as CSV and report.md/report.html with a "
         "computed verdict for each claim.",
+        func=_run,
     )
     p.add_argument("experiment", help="E1, E2, E3, E4, E5 or all")
     p.add_argument(
@@ -89,20 +91,14 @@ def register(sub) -> None:
         help="compute nothing: rebuild the CSVs, figures and report of DIR from its store",
     )
     add_progress_flags(p)
-    p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     with Progress({}, label="fa reproduce", enabled=wanted(args.progress)) as meter:
         res = reproduce(
             args.experiment,
-            profile=args.profile,
-            out=args.out,
-            seed=args.seed,
-            executor=args.executor,
+            **keywords(args, "profile", "out", "seed", "executor", "report_only", "dry_run"),
             progress=meter,
-            report_only=args.report_only,
-            dry_run=args.dry_run,
             command="fa reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2
             else None,
