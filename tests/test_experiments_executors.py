@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from _badinput import fa, refused
+from _badinput import fa, refused, tiny_spec
 from feedback_alignment.experiments import Store, run_study
 
 GRID20 = {
@@ -235,36 +235,19 @@ def test_get_executor_reads_the_words_and_its_keywords_alike():
             get_executor(*args, **kwargs)
 
 
-SWEEP_SPEC = """
-[study]
-name = "words"
-repetitions = 2
-seed = 3
-[fixed]
-n = 6
-d = 5
-steps = 20
-record_every = 10
-[grid]
-p = [4, 8]
-"""
-
-
 def test_sweep_takes_the_executor_words_of_reproduce(tmp_path, capsys):
     """fa sweep --executor inline:1 / local:2 run (reproduce's words), with the numbers of
     --executor inline, and the store records the executor's name."""
-    (tmp_path / "spec.toml").write_text(SWEEP_SPEC)
+    spec = tiny_spec(tmp_path)
     numbers = []
     for word, name in (("inline:1", "inline"), ("local:2", "local")):
         store = tmp_path / f"{name}.sqlite"
-        rc, lines = fa(
-            capsys, "sweep", tmp_path / "spec.toml", "--store", store, "--executor", word
-        )
+        rc, lines = fa(capsys, "sweep", spec, "--store", store, "--executor", word)
         assert rc == 0, lines
         with Store(store, create=False) as st:
             assert {r["executor"] for r in st.runs()} == {name}
         numbers.append(_numbers(store))
-    assert len(numbers[0]) == 4 and numbers[0] == numbers[1]
+    assert len(numbers[0]) == 8 and numbers[0] == numbers[1]
 
 
 @pytest.mark.parametrize(
@@ -297,16 +280,7 @@ def test_sweep_takes_the_executor_words_of_reproduce(tmp_path, capsys):
     ],
 )
 def test_sweep_refuses_bad_executor_words_writing_nothing(tmp_path, capsys, argv, message):
-    (tmp_path / "spec.toml").write_text(SWEEP_SPEC)
-    line = refused(
-        capsys,
-        tmp_path,
-        "sweep",
-        tmp_path / "spec.toml",
-        "--store",
-        tmp_path / "s.sqlite",
-        *argv,
-        match=message,
-    )
+    spec, store = tiny_spec(tmp_path), tmp_path / "s.sqlite"
+    line = refused(capsys, tmp_path, "sweep", spec, "--store", store, *argv, match=message)
     assert line.startswith("fa sweep: error: ")
     assert not (tmp_path / "s.sqlite").exists()
