@@ -29,6 +29,20 @@ eval_every = 0
 """
 
 
+def tiny_spec(root: Path, name: str = "tiny") -> Path:
+    """``root/spec.toml``: conftest's TINY_SPEC as a spec file (study ``name``)."""
+    import json
+
+    from conftest import TINY_SPEC
+
+    lines = [f'[study]\nname = "{name}"\nrepetitions = 2\nseed = 3\n[fixed]']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in TINY_SPEC["fixed"].items()]
+    lines += ["[grid]"] + [f"{k} = {json.dumps(v)}" for k, v in TINY_SPEC["grid"].items()]
+    path = root / "spec.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def snapshot(root) -> dict[str, object]:
     root = Path(root)
     out: dict[str, object] = {}

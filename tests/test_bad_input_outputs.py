@@ -10,7 +10,6 @@ directory around it is byte-identical afterwards (``_badinput.refused_nodes``)."
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from _badinput import CONFIG, fa, refused_nodes, snapshot_nodes
+from _badinput import CONFIG, fa, refused_nodes, snapshot_nodes, tiny_spec
 from test_experiments_kill import _count
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -150,19 +149,8 @@ def test_reproduce_out_is_a_fifo(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- --store and inputs
-def _spec(root: Path, name: str = "tiny") -> Path:
-    from conftest import TINY_SPEC
-
-    lines = [f'[study]\nname = "{name}"\nrepetitions = 2\nseed = 3\n[fixed]']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in TINY_SPEC["fixed"].items()]
-    lines += ["[grid]"] + [f"{k} = {json.dumps(v)}" for k, v in TINY_SPEC["grid"].items()]
-    path = root / "spec.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_sweep_store_is_a_symlink_or_a_fifo(tmp_path, capsys):
-    spec = _spec(tmp_path)
+    spec = tiny_spec(tmp_path)
     (tmp_path / "real.sqlite").write_bytes(b"")
     (tmp_path / "link.sqlite").symlink_to(tmp_path / "real.sqlite")
     refused_nodes(
@@ -203,7 +191,7 @@ def test_sweep_store_is_a_symlink_or_a_fifo(tmp_path, capsys):
 
 
 def test_sweep_store_wal_beside_it_is_a_symlink(tmp_path, capsys):
-    spec = _spec(tmp_path)
+    spec = tiny_spec(tmp_path)
     (tmp_path / "s.sqlite-wal").symlink_to(tmp_path / "elsewhere")
     refused_nodes(
         capsys,
@@ -547,7 +535,7 @@ def test_a_bad_fa_native_is_refused_before_anything(tmp_path, capsys, monkeypatc
     """`fa reproduce` used to write its manifest first; `fa sweep` recorded every run as
     failed."""
     monkeypatch.setenv("FA_NATIVE", "yes")
-    spec = _spec(tmp_path)
+    spec = tiny_spec(tmp_path)
     refused_nodes(
         capsys,
         tmp_path,
@@ -574,7 +562,7 @@ def test_a_bad_fa_native_is_refused_before_anything(tmp_path, capsys, monkeypatc
 
 
 def test_a_study_name_with_control_characters_is_printed_escaped(tmp_path, capsys):
-    spec = _spec(tmp_path, name="evil\\u001b[2Jname")
+    spec = tiny_spec(tmp_path, name="evil\\u001b[2Jname")
     capsys.readouterr()
     from feedback_alignment.cli import main
 

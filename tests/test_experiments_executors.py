@@ -1,6 +1,7 @@
 """Executors: the same 20-run grid through the local process pool, a real Dask
 LocalCluster on 127.0.0.1 (by scheduler address) and in-process gives identical numbers;
-the deep trainer runs through a sweep; a failure while running exits 1."""
+the deep trainer runs through a sweep; a failure while running exits 1; fa sweep and
+fa reproduce read one executor grammar (from_text), --workers and --scheduler included."""
 
 import re
 import subprocess
@@ -9,6 +10,7 @@ import textwrap
 
 import pytest
 
+from _badinput import fa, refused, tiny_spec
 from feedback_alignment.experiments import Store, run_study
 
 GRID20 = {
@@ -192,7 +194,11 @@ def test_map_returns_task_order_on_inline_and_local_pool():
     [
         ("local:0", "executor 'local:0' is not accepted; accepted: local:N with N an integer"),
         ("inline:x", "accepted: inline:T with T an integer >= 1"),
-        ("gpu", "unknown executor 'gpu'; accepted: inline[:T], local[:N], dask[:ADDRESS]"),
+        (
+            "gpu",
+            "--executor 'gpu' is not accepted; accepted: inline[:T], local[:N], dask[:ADDRESS]",
+        ),
+        ("local:²", "--executor 'local:²' is not accepted; accepted: local:N with N an integer"),
     ],
 )
 def test_executor_words_are_checked(text, message):
@@ -225,3 +231,80 @@ def test_the_distributed_cancel_bug_record_is_dropped_and_no_other():
     other = record_of("def cancel():\n    missing.cancel()\n", "/venv/distributed/utils.py")
     plain = logging.LogRecord("tornado.application", logging.ERROR, "", 0, "x", (), None)
     assert all(_not_distributed_cancel_bug(r) for r in (ours, other, plain))
+
+
+def test_get_executor_reads_the_words_and_its_keywords_alike():
+    """get_executor (public) is from_text: a name with workers= / scheduler=, or a word;
+    both ways give the same executor, and two different counts or addresses are refused."""
+    from feedback_alignment.errors import ConfigError
+    from feedback_alignment.executors import Dask, Inline, LocalPool
+    from feedback_alignment.experiments import get_executor
+
+    assert isinstance(get_executor(), LocalPool) and get_executor().name == "local"
+    assert get_executor("local", workers=3).workers == get_executor("local:3").workers == 3
+    assert get_executor("local:3", workers=3).workers == 3  # the same count twice
+    assert get_executor("inline:2").threads == 2 and isinstance(get_executor("inline"), Inline)
+    addr = "tcp://127.0.0.1:8786"
+    for ex in (get_executor("dask", scheduler=addr), get_executor(f"dask:{addr}")):
+        assert isinstance(ex, Dask) and ex.scheduler == addr
+    assert get_executor("dask", workers=2).scheduler is None
+    refusals = [
+        (("local:2",), {"workers": 3}, "--executor 'local:2' and --workers 3 give two"),
+        (("dask:tcp://a:1",), {"scheduler": "tcp://b:2"}, "and --scheduler 'tcp://b:2' name two"),
+        (("local",), {"scheduler": addr}, f"--scheduler '{addr}' needs --executor dask"),
+        (("inline",), {"workers": 0}, "--workers 0 is not accepted; accepted: an integer >= 1"),
+    ]
+    for args, kwargs, message in refusals:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            get_executor(*args, **kwargs)
+
+
+def test_sweep_takes_the_executor_words_of_reproduce(tmp_path, capsys):
+    """fa sweep --executor inline:1 / local:2 run (reproduce's words), with the numbers of
+    --executor inline, and the store records the executor's name."""
+    spec = tiny_spec(tmp_path)
+    numbers = []
+    for word, name in (("inline:1", "inline"), ("local:2", "local")):
+        store = tmp_path / f"{name}.sqlite"
+        rc, lines = fa(capsys, "sweep", spec, "--store", store, "--executor", word)
+        assert rc == 0, lines
+        with Store(store, create=False) as st:
+            assert {r["executor"] for r in st.runs()} == {name}
+        numbers.append(_numbers(store))
+    assert len(numbers[0]) == 8 and numbers[0] == numbers[1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--executor", "local:0"],
+            "--executor 'local:0' is not accepted; accepted: local:N with N an integer >= 1",
+        ),
+        (
+            ["--executor", "nonsense"],
+            "--executor 'nonsense' is not accepted; accepted: inline[:T], local[:N], "
+            "dask[:ADDRESS]",
+        ),
+        (
+            ["--executor", "local:2", "--workers", "3"],
+            "--executor 'local:2' and --workers 3 give two process counts; accepted: one of them",
+        ),
+        (
+            ["--executor", "dask:tcp://127.0.0.1:1", "--scheduler", "tcp://127.0.0.1:2"],
+            "--executor 'dask:tcp://127.0.0.1:1' and --scheduler 'tcp://127.0.0.1:2' name two "
+            "schedulers",
+        ),
+        (
+            ["--executor", "inline:1", "--scheduler", "tcp://127.0.0.1:2"],
+            "--scheduler 'tcp://127.0.0.1:2' needs --executor dask; got --executor inline:1",
+        ),
+        (["--workers", "0"], "--workers 0 is not accepted; accepted: an integer >= 1"),
+        (["--executor", "nonsense", "--dry-run"], "--executor 'nonsense' is not accepted"),
+    ],
+)
+def test_sweep_refuses_bad_executor_words_writing_nothing(tmp_path, capsys, argv, message):
+    spec, store = tiny_spec(tmp_path), tmp_path / "s.sqlite"
+    line = refused(capsys, tmp_path, "sweep", spec, "--store", store, *argv, match=message)
+    assert line.startswith("fa sweep: error: ")
+    assert not (tmp_path / "s.sqlite").exists()

@@ -205,7 +205,10 @@ def _snapshot(d):
         (["reproduce", "E9", "--profile", "smoke"], 'experiment = "E9" is not accepted'),
         (["reproduce", "all", "--profile", "tiny"], 'profile = "tiny" is not accepted'),
         (["reproduce", "all", "--profile", "smoke", "--seed", "-1"], "--seed"),
-        (["reproduce", "all", "--profile", "smoke", "--executor", "gpu"], "unknown executor"),
+        (
+            ["reproduce", "all", "--profile", "smoke", "--executor", "gpu"],
+            "--executor 'gpu' is not accepted; accepted: inline[:T], local[:N], dask[:ADDRESS]",
+        ),
     ],
 )
 def test_bad_input_exit_2(tmp_path, capsys, argv, message):

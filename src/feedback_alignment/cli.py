@@ -1,12 +1,13 @@
 """The ``fa`` command line.
 
 Each subcommand lives beside the code it drives and registers itself through a
-``register(subparsers)`` function; this module only collects them. Exit status:
-0 success, 2 bad input (one line on stderr), 1 a failure while running (a write that
-failed, e.g. a full disk on a file or on standard output: one line naming it and the
-cause), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, handled as Ctrl-C is: every
-file whole, one line). A closed pipe on standard output (``fa results S | head``) ends
-the command quietly with status 141.
+``register(subparsers)`` function, declaring ``fa NAME`` and the function that runs it
+with ``subparsers.add_parser(NAME, func=F, ...)``; this module only collects them. Exit
+status: 0 success, 2 bad input (one line on stderr), 1 a failure while running (a write
+that failed, e.g. a full disk on a file or on standard output: one line naming it and
+the cause), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, handled as Ctrl-C is:
+every file whole, one line). A closed pipe on standard output (``fa results S | head``)
+ends the command quietly with status 141.
 """
 
 from __future__ import annotations
@@ -60,6 +61,22 @@ COMMAND_MODULES = [
 ]
 
 
+def keywords(args: argparse.Namespace, *names: str) -> dict:
+    """The options ``names`` of ``args``, as the keywords of the function a command calls
+    (each option's name is the keyword's)."""
+    return {name: getattr(args, name) for name in names}
+
+
+class _Commands(argparse._SubParsersAction):
+    """The subcommands: ``sub.add_parser(NAME, func=F, ...)`` declares ``fa NAME``, which
+    :func:`main` runs as ``F(args)``."""
+
+    def add_parser(self, name, *, func, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        parser.set_defaults(func=func)
+        return parser
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one line for a bad command line (no usage block); subcommands too."""
 
@@ -74,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fa", description="Feedback alignment: training with random feedback weights."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_Commands)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

@@ -355,37 +355,75 @@ def _workers_ignore_sigint():
 
 
 # --------------------------------------------------------------------------- by name
-def get_executor(name: str = "local", *, workers: int | None = None, scheduler=None):
-    """An executor by name: ``inline``, ``local`` (default) or ``dask``."""
-    if name not in EXECUTORS:
-        raise ConfigError(f"--executor {name!r} is not accepted; accepted: {', '.join(EXECUTORS)}")
-    if scheduler and name != "dask":
-        raise ConfigError(f"--scheduler {scheduler!r} needs --executor dask; got --executor {name}")
-    if name == "inline":
-        return Inline()
-    if name == "local":
-        return LocalPool(workers)
-    return Dask(scheduler, workers)
-
-
 FORMS = {"inline": "inline[:T]", "local": "local[:N]", "dask": "dask[:ADDRESS]"}
 
 
-def from_text(text: str, kinds: Sequence[str] = EXECUTORS, prefix: str = "", more: str = ""):
-    """An executor from one word, as ``fa reproduce --executor`` takes it: ``inline[:T]``
-    (T torch threads), ``local[:N]`` (N processes) or ``dask[:ADDRESS]`` (no address: a
-    loopback cluster), of ``kinds``. ``prefix`` and ``more`` complete the error's words."""
+def add_flags(parser, *, aliases: bool = False) -> None:
+    """``--executor WORD`` (:func:`from_text`), as ``fa sweep`` and ``fa reproduce`` take it;
+    ``aliases``: also ``--workers N`` and ``--scheduler ADDRESS``, ``fa sweep``'s other
+    spellings of ``local:N`` and ``dask:ADDRESS``."""
+    parser.add_argument(
+        "--executor",
+        default="local",
+        metavar="{" + ",".join(FORMS.values()) + "}",
+        help="local (default: one process per core, one thread each), local:N processes, "
+        "inline (this process, all cores), inline:T (T threads), dask (a LocalCluster on "
+        "127.0.0.1, dashboard off) or dask:ADDRESS (a running scheduler); the same numbers on "
+        "every executor",
+    )
+    if aliases:
+        parser.add_argument(
+            "--scheduler", metavar="ADDRESS", help="Dask scheduler address, as dask:ADDRESS"
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            metavar="N",
+            help="processes, as local:N, or of dask's loopback cluster (default: the cores)",
+        )
+
+
+def from_text(text: str | None, *, workers: int | None = None, scheduler: str | None = None):
+    """An executor from one word: ``inline[:T]`` (T torch threads), ``local[:N]`` (N
+    processes) or ``dask[:ADDRESS]`` (no address: a loopback cluster). ``workers`` and
+    ``scheduler`` (``fa sweep --workers`` and ``--scheduler``) say the same as N and
+    ADDRESS: either may be given, both only when they agree. ``workers`` is also the size
+    of a loopback Dask cluster; an inline executor has none."""
+    text = (text or "local").strip()
     kind, _, arg = text.partition(":")
-    if kind not in kinds:
-        accepted = ", ".join([f"{prefix}{FORMS[k]}" for k in kinds] + ([more] if more else []))
-        raise ConfigError(f"unknown executor {prefix + text!r}; accepted: {accepted}")
+    if kind not in EXECUTORS:
+        accepted = ", ".join(FORMS.values())
+        raise ConfigError(f"--executor {text!r} is not accepted; accepted: {accepted}")
+    if workers is not None:
+        _workers(workers)
+    if scheduler and kind != "dask":
+        raise ConfigError(f"--scheduler {scheduler!r} needs --executor dask; got --executor {text}")
     if kind == "dask":
-        return Dask(arg or None)
-    n = (int(arg) if arg.isdigit() else 0) if arg else None
+        if arg and scheduler and arg != scheduler:
+            raise ConfigError(
+                f"--executor {text!r} and --scheduler {scheduler!r} name two schedulers; "
+                "accepted: one of them (dask:ADDRESS, or dask with --scheduler ADDRESS)"
+            )
+        return Dask(arg or scheduler or None, workers)
+    n = (int(arg) if arg.isascii() and arg.isdigit() else 0) if arg else None
     if n is not None and n < 1:
         letter = "T" if kind == "inline" else "N"
         raise ConfigError(
-            f"executor {prefix + text!r} is not accepted; accepted: {prefix}{kind}:{letter} "
+            f"--executor {text!r} is not accepted; accepted: {kind}:{letter} "
             f"with {letter} an integer >= 1"
         )
-    return Inline(n) if kind == "inline" else LocalPool(n)
+    if kind == "inline":
+        return Inline(n)
+    if n is not None and workers is not None and n != workers:
+        raise ConfigError(
+            f"--executor {text!r} and --workers {workers} give two process counts; "
+            "accepted: one of them (local:N, or local with --workers N)"
+        )
+    return LocalPool(workers if n is None else n)
+
+
+def get_executor(name: str = "local", *, workers: int | None = None, scheduler=None):
+    """An executor by name, ``inline``, ``local`` (default) or ``dask``, or by any word
+    :func:`from_text` takes; ``workers``: the processes of ``local`` or ``dask`` (default:
+    the cores); ``scheduler``: ``dask``'s scheduler address (default: a loopback cluster)."""
+    return from_text(name, workers=workers, scheduler=scheduler)

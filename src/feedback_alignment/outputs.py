@@ -167,6 +167,13 @@ def check_writable_location(path: Path, what: str) -> None:
     check_name(path, what)
 
 
+def add_out_flags(parser, help: str, *, what: str = "--out file", **out) -> None:
+    """``--out`` (``help``; ``out``: its other add_argument keywords) and ``--force``, which
+    lets it overwrite an existing ``what`` (the ``force`` of :func:`check_output_file`)."""
+    parser.add_argument("--out", help=help, **out)
+    parser.add_argument("--force", action="store_true", help=f"overwrite an existing {what}")
+
+
 def check_output_file(path, *, inputs: Iterable = (), force: bool = False, what: str = "--out"):
     """Check one output file before any work; return its :class:`Path`.
 

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError, DivergenceError
-from ..outputs import atomic_write_text, check_input_file, check_output_file
+from ..outputs import add_out_flags, atomic_write_text, check_input_file, check_output_file
 from ..progress import add_flags as add_progress_flags
 from ..progress import wanted
 
@@ -17,12 +17,11 @@ def register(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a classifier with a feedback rule (the rules: docs/rules.md)",
-        description="Train from a TOML config (layout: docs/rules.md). Prints a summary; "
-        "--out writes every recorded series as JSON.",
+        description="Train from a TOML config (layout: docs/rules.md); print a summary.",
+        func=_run,
     )
     p.add_argument("config", help="TOML file")
-    p.add_argument("--out", default=None, help="JSON file for the results (metric series)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    add_out_flags(p, "JSON file of every recorded metric series")
     p.add_argument(
         "--set",
         action="append",
@@ -32,7 +31,6 @@ def register(sub) -> None:
         "(VALUE is a TOML value; bare words are strings)",
     )
     add_progress_flags(p)
-    p.set_defaults(func=_run)
 
 
 def _parse_value(text: str):

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import sys
 
+from ..cli import keywords
 from ..errors import ConfigError, printable
+from ..executors import add_flags as add_executor_flags
+from ..executors import from_text
+from ..outputs import add_out_flags
 from ..progress import add_flags as add_progress_flags
 
 
@@ -19,12 +23,11 @@ def register(sub) -> None:
         help="run (or resume) a study spec into a SQLite store",
         description="Run every run of a TOML study spec into a store; running it again "
         "skips finished runs. See docs/sweeps.md.",
+        func=_sweep,
     )
     p.add_argument("spec", help="the study spec (TOML)")
     p.add_argument("--store", required=True, help="the study's SQLite file (created)")
-    p.add_argument("--executor", default="local", help="inline, local (default) or dask")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (with dask)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: the cores)")
+    add_executor_flags(p, aliases=True)
     p.add_argument("--profile", default=None, help="a profile defined in the spec")
     p.add_argument("--pack", default=None, help="'auto' or the most runs per ensemble")
     p.add_argument("--dry-run", action="store_true", help="validate and plan, run nothing")
@@ -34,30 +37,30 @@ def register(sub) -> None:
         help="accept a changed spec that keeps every run already in the store and adds runs",
     )
     add_progress_flags(p)
-    p.set_defaults(func=_sweep)
 
-    r = sub.add_parser("results", help="export a study store as CSV or Parquet")
-    r.add_argument("store", help="the study's SQLite file")
+    r = _store_command(sub, "results", "export a study store as CSV or Parquet", _results)
     r.add_argument("--format", default="csv", help="csv (default) or parquet")
-    r.add_argument("--out", default=None, help="output file (csv: stdout; parquet: STUDY.parquet)")
+    add_out_flags(r, "output file (csv: stdout; parquet: STUDY.parquet)")
     r.add_argument("--table", default="runs", help="runs (default) or series (long form)")
     r.add_argument("--status", default=None, help="only runs with this status")
-    r.add_argument("--force", action="store_true", help="overwrite an existing --out file")
-    r.set_defaults(func=_results)
 
-    q = sub.add_parser("plot", help="plot a study store (PNG/PDF)")
-    q.add_argument("store", help="the study's SQLite file")
+    q = _store_command(sub, "plot", "plot a study store (PNG/PDF)", _plot)
     q.add_argument("--kind", default="final", help="final (metric vs field) or curve")
     q.add_argument("--metric", default=None, help="default: alignment (final), mse (curve)")
     q.add_argument("--x", default="p", help="field on the x axis (final; default p)")
     q.add_argument("--by", default="lam", help="one line per value of this field; 'none'")
     q.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE")
-    q.add_argument("--out", action="append", required=True, help=".png or .pdf (repeatable)")
+    add_out_flags(q, ".png or .pdf (repeatable)", action="append", required=True)
     q.add_argument("--logx", action="store_true", default=None)
     q.add_argument("--logy", action="store_true", default=None)
     q.add_argument("--title", default=None)
-    q.add_argument("--force", action="store_true", help="overwrite existing --out files")
-    q.set_defaults(func=_plot)
+
+
+def _store_command(sub, name: str, help: str, func):
+    """``fa NAME STORE``: a command that reads a study store."""
+    p = sub.add_parser(name, func=func, help=help)
+    p.add_argument("store", help="the study's SQLite file")
+    return p
 
 
 def _pack(value):
@@ -80,8 +83,7 @@ def _sweep(args) -> int:
 
     check_environment()  # FA_NATIVE and friends: one line now, not every run failing later
     check_input_file(args.spec, "spec file")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
+    ex = from_text(args.executor, workers=args.workers, scheduler=args.scheduler)
     pack = _pack(args.pack)
     spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
     check_store(args.store, spec, runs, extend=args.extend)
@@ -91,17 +93,16 @@ def _sweep(args) -> int:
         sizes = sorted({len(pk) for pk in packs})
         print(f"{printable(spec.name)}: {len(runs)} runs in {len(packs)} packs (sizes {sizes})")
         return 0
-    report = run_study(
-        spec,
-        args.store,
-        executor=args.executor,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        profile=args.profile,
-        pack=pack,
-        progress=args.progress,
-        extend=args.extend,
-    )
+    try:
+        report = run_study(
+            spec,
+            args.store,
+            executor=ex,
+            pack=pack,
+            **keywords(args, "profile", "progress", "extend"),
+        )
+    finally:
+        ex.close()
     print(f"fa sweep: {report.summary()}; store {printable(report.store)}", file=sys.stderr)
     if report.interrupted:
         return 130
@@ -115,9 +116,7 @@ def _sweep(args) -> int:
 def _results(args) -> int:
     from .export import export
 
-    text = export(
-        args.store, args.format, args.out, table=args.table, status=args.status, force=args.force
-    )
+    text = export(args.store, args.format, args.out, **keywords(args, "table", "status", "force"))
     if args.format == "csv" and text is not None:
         sys.stdout.write(text)
     elif args.format == "parquet":
@@ -142,31 +141,11 @@ def _plot(args) -> int:
             raise ConfigError(f"--where {item!r} is not accepted; accepted: FIELD=VALUE")
         where.setdefault(k, []).append(_value(v))
     by = None if args.by in ("none", "") else args.by
+    drawing = {"where": where, **keywords(args, "out", "logx", "logy", "title", "force")}
     if args.kind == "final":
-        plots.plot_final(
-            args.store,
-            args.metric or "alignment",
-            args.x,
-            by,
-            where=where,
-            out=args.out,
-            logx=args.logx,
-            logy=bool(args.logy),
-            title=args.title,
-            force=args.force,
-        )
+        plots.plot_final(args.store, args.metric or "alignment", args.x, by, **drawing)
     elif args.kind == "curve":
-        plots.plot_curves(
-            args.store,
-            args.metric or "mse",
-            by,
-            where=where,
-            out=args.out,
-            logx=bool(args.logx),
-            logy=args.logy,
-            title=args.title,
-            force=args.force,
-        )
+        plots.plot_curves(args.store, args.metric or "mse", by, **drawing)
     else:
         raise ConfigError(f"--kind {args.kind!r} is not accepted; accepted: final, curve")
     print(" ".join(args.out))

@@ -214,17 +214,19 @@ def run_study(
 
     ``spec``: a TOML path, a spec dict or a :class:`~.spec.Spec`; ``store``: the SQLite
     path (created) or an open :class:`~.store.Store`; ``executor``: ``"inline"``,
-    ``"local"`` (default), ``"dask"`` or an executor object (started here if needed, left
-    open for the caller to reuse and close; one made from a name is closed); ``workers``:
-    processes for local/dask (default: the cores); ``scheduler``: a Dask scheduler
-    address (default: a LocalCluster on 127.0.0.1); ``pack``: ``"auto"`` or the most runs
-    per ensemble (default: the spec's ``study.pack``); ``progress``: elapsed time and
-    time left (from the planner's work estimate) on stderr (default: when stderr is a
-    terminal; forced into a file, whole lines and no carriage returns). The whole spec is
-    validated, and the executor started, before the store file is created: bad input
-    raises ConfigError and writes nothing. A store holding another study, or a different
-    spec, is refused (:func:`check_store`; ``extend=True`` accepts a spec that only adds
-    runs).
+    ``"local"`` (default), ``"dask"``, any word of ``fa sweep --executor`` (``"local:2"``,
+    ``"dask:ADDRESS"``: :func:`~feedback_alignment.executors.get_executor`) or an executor
+    object (started here if needed, left open for the caller to reuse and close; one made
+    from a word is closed); ``workers``: processes for local/dask (default: the cores);
+    ``scheduler``: a Dask scheduler address (default: a LocalCluster on 127.0.0.1); the
+    store records the executor's name (``inline``, ``local``, ``dask``); ``pack``:
+    ``"auto"`` or the most runs per ensemble (default: the spec's ``study.pack``);
+    ``progress``: elapsed time and time left (from the planner's work estimate) on stderr
+    (default: when stderr is a terminal; forced into a file, whole lines and no carriage
+    returns). The whole spec is validated, and the executor started, before the store
+    file is created: bad input raises ConfigError and writes nothing. A store holding
+    another study, or a different spec, is refused (:func:`check_store`; ``extend=True``
+    accepts a spec that only adds runs).
     """
     t_start = time.perf_counter()
     spec, runs, packs = prepare(spec, profile=profile, pack=pack)

@@ -22,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import keywords
 from ..errors import ConfigError, choice, need
+from ..executors import add_flags as add_executor_flags
 from ..executors import from_text
 from ..experiments.store import Store
 from ..experiments.study import _sigint_deferred, provenance
@@ -58,6 +60,7 @@ def register(sub) -> None:
         description="Run the paper's experiments at a profile, draw the figures with theory "
         "overlays, write every plotted number as CSV and report.md/report.html with a "
         "computed verdict for each claim.",
+        func=_run,
     )
     p.add_argument("experiment", help="E1, E2, E3, E4, E5 or all")
     p.add_argument(
@@ -75,14 +78,7 @@ def register(sub) -> None:
         "(resumed, or added to)",
     )
     p.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
-    p.add_argument(
-        "--executor",
-        default="local",
-        help="local (default: one process per core, one thread each), local:N processes, "
-        "inline (this process, all cores), inline:T (T threads), dask (a LocalCluster on "
-        "127.0.0.1, dashboard off) or dask:ADDRESS (a running scheduler); the same numbers on "
-        "every executor",
-    )
+    add_executor_flags(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -95,20 +91,14 @@ def register(sub) -> None:
         help="compute nothing: rebuild the CSVs, figures and report of DIR from its store",
     )
     add_progress_flags(p)
-    p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     with Progress({}, label="fa reproduce", enabled=wanted(args.progress)) as meter:
         res = reproduce(
             args.experiment,
-            profile=args.profile,
-            out=args.out,
-            seed=args.seed,
-            executor=args.executor,
+            **keywords(args, "profile", "out", "seed", "executor", "report_only", "dry_run"),
             progress=meter,
-            report_only=args.report_only,
-            dry_run=args.dry_run,
             command="fa reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2
             else None,
@@ -244,12 +234,6 @@ def write_outputs(exp: str, res: dict, out: Path, prof, write) -> tuple[str, str
 
 
 # ------------------------------------------------------------------ executors
-def get_executor(text: str):
-    """``--executor``: ``local[:N]`` (N processes, default one per core), ``inline[:T]``
-    (T threads) or ``dask[:ADDRESS]`` (a loopback LocalCluster, or a running scheduler)."""
-    return from_text((text or "local").strip(), ("local", "inline", "dask"))
-
-
 def _threads(ex) -> int:
     """Torch threads inside each pack: one on every executor (a matrix product's rounding
     depends on how many threads share it, so this is what makes every executor give the
@@ -302,7 +286,7 @@ def reproduce(
     seed = 0 if seed is None else seed
     _check_args(experiment, profile, seed)
     prof = get_profile(profile)
-    ex = get_executor(executor)
+    ex = from_text(executor)
     from ..twolayer.native import check_environment
 
     check_environment()  # a bad FA_NATIVE: one line before the directory is touched

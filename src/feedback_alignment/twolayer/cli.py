@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import add_out_flags
+
 # the demo's directory holds summary.json and this manifest (its SHA-256), nothing else
 MANIFEST = ".fa-demo.json"
 TOOL = "fa demo"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="train a small ensemble of two-layer FA networks")
-    p.add_argument("--out", default=None, help="directory for summary.json (created)")
+    p = sub.add_parser("demo", func=_run, help="train a small ensemble of two-layer FA networks")
+    add_out_flags(p, "directory for summary.json (created)", what="summary.json")
     p.add_argument("--reps", default="4", help="repetitions per setting (default 4)")
     p.add_argument("--steps", default="3000", help="gradient steps (default 3000)")
     p.add_argument("--seed", default="0", help="base seed (default 0)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing summary.json")
-    p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
