@@ -260,11 +260,11 @@ def test_get_executor_reads_the_words_and_its_keywords_alike():
 
 
 def test_sweep_takes_the_executor_words_of_reproduce(tmp_path, capsys):
-    """fa sweep --executor inline:1 / local:2 run (reproduce's words), with the numbers of
-    --executor inline, and the store records the executor's name."""
+    """fa sweep --executor inline / local:2 run (reproduce's words), with the same numbers,
+    and the store records the executor's name."""
     spec = tiny_spec(tmp_path)
     numbers = []
-    for word, name in (("inline:1", "inline"), ("local:2", "local")):
+    for word, name in (("inline", "inline"), ("local:2", "local")):
         store = tmp_path / f"{name}.sqlite"
         rc, lines = fa(capsys, "sweep", spec, "--store", store, "--executor", word)
         assert rc == 0, lines
@@ -301,6 +301,16 @@ def test_sweep_takes_the_executor_words_of_reproduce(tmp_path, capsys):
         ),
         (["--workers", "0"], "--workers 0 is not accepted; accepted: an integer >= 1"),
         (["--executor", "nonsense", "--dry-run"], "--executor 'nonsense' is not accepted"),
+        (
+            ["--executor", "inline", "--workers", "2"],
+            "--workers 2 with --executor 'inline': inline runs in this process; accepted: "
+            "--workers with local or dask",
+        ),
+        (
+            ["--executor", "inline:2"],
+            "--executor 'inline:2': a sweep's packs run on the spec's study.threads (1), not "
+            "on T; accepted: --executor inline, with threads = T in [study]",
+        ),
     ],
 )
 def test_sweep_refuses_bad_executor_words_writing_nothing(tmp_path, capsys, argv, message):

@@ -413,6 +413,11 @@ def from_text(text: str | None, *, workers: int | None = None, scheduler: str | 
             f"with {letter} an integer >= 1"
         )
     if kind == "inline":
+        check(
+            workers is None,
+            f"--workers {workers} with --executor {text!r}: inline runs in this process; "
+            "accepted: --workers with local or dask",
+        )
         return Inline(n)
     if n is not None and workers is not None and n != workers:
         raise ConfigError(

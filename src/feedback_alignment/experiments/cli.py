@@ -86,6 +86,12 @@ def _sweep(args) -> int:
     ex = from_text(args.executor, workers=args.workers, scheduler=args.scheduler)
     pack = _pack(args.pack)
     spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
+    if getattr(ex, "threads", None) is not None:  # inline:T
+        threads = spec.study["threads"]
+        raise ConfigError(
+            f"--executor {args.executor!r}: a sweep's packs run on the spec's study.threads "
+            f"({threads}), not on T; accepted: --executor inline, with threads = T in [study]"
+        )
     check_store(args.store, spec, runs, extend=args.extend)
     for line in warnings_for(runs, packs):
         print(f"fa sweep: warning: {line}", file=sys.stderr)
