@@ -65,11 +65,11 @@ def test_ensemble_constructor(kwargs, needle):
         ({"blowup": "huge"}, 'blowup = "huge" is not accepted; accepted: a number > 1'),
         ({"rule": "fb"}, 'rule = "fb" is not accepted'),
         ({"loss": "mae"}, 'loss = "mae" is not accepted'),
-        ({"steps": -1}, "steps = -1 is not accepted; accepted: an integer >= 0"),
+        ({"steps": -1}, "steps = -1 is not accepted; accepted: an integer in [0, 1e9]"),
         ({"steps": None}, "give exactly one of steps or stop"),
         (
             {"record_every": -1},
-            "record_every = -1 is not accepted; accepted: an integer >= 0 (0: only the last step)",
+            "record_every = -1 is not accepted; accepted: an integer >= 0 and <= 1e9",
         ),
     ],
 )

@@ -258,7 +258,7 @@ X5_NAN[2, 1] = float("nan")
         ({"lam": [0.1, 0.2, 0.3]}, "one per member"),
         ({"rule": "dfa"}, 'rule = "dfa" is not accepted; accepted: "bp", "fa"'),
         ({"loss": "l1"}, 'loss = "l1" is not accepted'),
-        ({"steps": -3}, "steps = -3 is not accepted; accepted: an integer >= 0"),
+        ({"steps": -3}, r"steps = -3 is not accepted; accepted: an integer in \[0, 1e9\]"),
         ({"metrics": ["accuracy"]}, 'metric = "accuracy" is not accepted'),
         ({"stop": Plateau(10)}, "exactly one of steps or stop"),
         (

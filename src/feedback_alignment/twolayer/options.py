@@ -22,7 +22,6 @@ from ..bounds import BOUNDS, MAX_STEPS, check_memory, fmt_int, is_int, within
 from ..errors import ConfigError, check, choice, need, refusal
 from ..fields import BLOWUP, Field
 from .kernels import KERNELS
-from .loss import LOSSES
 from .monitor import Plateau
 from .paths import PATHS
 from .recorder import CONSERVATION_METRICS, METRICS
@@ -154,7 +153,7 @@ class FitOptions:
         K = ens.K
         X = ens._check_X(self.X)
         self._set(X=X, y=ens._check_y(self.y, X), rule=rule_names(self.rule, K))
-        choice("loss", self.loss, LOSSES)
+        FIELDS["loss"].validate(self.loss)
         self._set(
             lr=per_member(FIELDS["lr"], step_size(self.lr, ens.activation), K),
             lam=per_member(FIELDS["lam"], self.lam, K),
@@ -193,17 +192,12 @@ class FitOptions:
             f"give exactly one of steps or stop, got steps={steps!r}, stop={stop!r}",
         )
         if steps is not None:
-            need(is_int(steps) and steps >= 0, "steps", steps, "an integer >= 0")
             max_steps = within("steps", steps, "steps")
         else:
             need(isinstance(stop, Plateau), "stop", stop, "a Plateau: fa.Plateau(min_steps, ...)")
             max_steps = stop.max_steps if stop.max_steps is not None else MAX_STEPS
-        need(
-            record_every is None or (is_int(record_every) and record_every >= 0),
-            "record_every",
-            record_every,
-            "an integer >= 0 (0: only the last step)",
-        )
+        if record_every is not None:
+            FIELDS["record_every"].validate(record_every)
         check_moved(steps, metrics)
         self._set(max_steps=max_steps, record_every=record_every or None)
         self._set(blowup=BLOWUP.validate(self.blowup))

@@ -29,6 +29,7 @@ from ..fields import markdown_table as _table
 from . import schedules
 from .data import TASKS
 from .dropout import MAX_DROPOUT
+from .loss import LOSSES
 from .monitor import PAPER_CHECK_EVERY, PAPER_TOL
 from .recorder import METRICS
 from .rules import RULES
@@ -152,7 +153,7 @@ FIELDS: dict[str, Field] = by_name(
     Field(
         "loss",
         "mse",
-        one_of(("mse", "sse")),
+        one_of(LOSSES),
         "mean squared error (the authors', gradient factor 2/n) or sum of squares",
     ),
     Field(
