@@ -361,15 +361,21 @@ FORMS = {"inline": "inline[:T]", "local": "local[:N]", "dask": "dask[:ADDRESS]"}
 def add_flags(parser, *, aliases: bool = False) -> None:
     """``--executor WORD`` (:func:`from_text`), as ``fa sweep`` and ``fa reproduce`` take it;
     ``aliases``: also ``--workers N`` and ``--scheduler ADDRESS``, ``fa sweep``'s other
-    spellings of ``local:N`` and ``dask:ADDRESS``."""
+    spellings of ``local:N`` and ``dask:ADDRESS`` (a sweep's packs run on its spec's
+    ``study.threads``, so there ``inline`` takes no T)."""
+    forms = {**FORMS, "inline": "inline"} if aliases else FORMS
+    inline = (
+        "inline (this process, each pack on the spec's study.threads)"
+        if aliases
+        else "inline (this process, all cores), inline:T (T threads)"
+    )
     parser.add_argument(
         "--executor",
         default="local",
-        metavar="{" + ",".join(FORMS.values()) + "}",
-        help="local (default: one process per core, one thread each), local:N processes, "
-        "inline (this process, all cores), inline:T (T threads), dask (a LocalCluster on "
-        "127.0.0.1, dashboard off) or dask:ADDRESS (a running scheduler); the same numbers on "
-        "every executor",
+        metavar="{" + ",".join(forms.values()) + "}",
+        help=f"local (default: one process per core, one thread each), local:N processes, "
+        f"{inline}, dask (a LocalCluster on 127.0.0.1, dashboard off) or dask:ADDRESS (a "
+        "running scheduler); the same numbers on every executor",
     )
     if aliases:
         parser.add_argument(
