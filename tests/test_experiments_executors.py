@@ -102,7 +102,7 @@ def test_unreachable_scheduler_is_bad_input_and_writes_nothing(tmp_path):
     from feedback_alignment.errors import ConfigError
     from feedback_alignment.experiments import Dask
 
-    with pytest.raises(ConfigError, match="--scheduler 'tcp://127.0.0.1:9': no Dask"):
+    with pytest.raises(ConfigError, match="no Dask scheduler answered at 'tcp://127.0.0.1:9'"):
         run_study(GRID20, tmp_path / "x.sqlite", executor=Dask("tcp://127.0.0.1:9", timeout=2))
     assert not (tmp_path / "x.sqlite").exists()
 

@@ -261,7 +261,7 @@ class Dask(_Executor):
             except (OSError, TimeoutError, ValueError) as exc:
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise ConfigError(
-                    f"--scheduler {self.scheduler!r}: no Dask scheduler answered ({first}); "
+                    f"no Dask scheduler answered at {self.scheduler!r} ({first}); "
                     "accepted: the address of a running scheduler, e.g. tcp://127.0.0.1:8786"
                 ) from None
         else:
