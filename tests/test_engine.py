@@ -73,22 +73,30 @@ def test_member_alone_equals_member_in_ensemble(shared):
         X, y = X[0], y[0]
     lam, lr = [0.0, 0.1, 0.3], [0.01, 0.02, 0.03]
     ens = TwoLayerEnsemble(6, 25, seeds=seeds, activation="relu")
-    h = ens.fit(X, y, rule=["fa", "bp", "fa"], lr=lr, lam=lam, steps=200, record_every=50)
-    assert set(h.metrics) == {"mse", "alignment"}  # fit's default: what a sweep records
+    rules, three = ["fa", "bp", "fa"], METRICS[:3]
+    h = ens.fit(X, y, rule=rules, lr=lr, lam=lam, steps=200, record_every=50, metrics=three)
     for k in range(3):
         one = TwoLayerEnsemble(6, 25, seeds=[seeds[k]], activation="relu")
         hk = one.fit(
             X if shared else X[k],
             y if shared else y[k],
-            rule=["fa", "bp", "fa"][k],
+            rule=rules[k],
             lr=lr[k],
             lam=lam[k],
             steps=200,
             record_every=50,
+            metrics=three,
         )
         assert rel(one.W[0], ens.W[k]) < 1e-12
-        for m in ("mse", "alignment"):
+        for m in three:
             np.testing.assert_allclose(hk.metrics[m][:, 0], h.metrics[m][:, k], rtol=1e-12)
+
+
+def test_fit_records_mse_and_alignment_by_default():
+    """fit's metrics default is the sweep field's (twolayer.schema.FIELDS["metrics"])."""
+    X, y = linear_teacher(10, 5, seed=0)
+    h = TwoLayerEnsemble(5, 20, seeds=[0, 1]).fit(X, y, lr=0.01, steps=3, record_every=1)
+    assert list(h.metrics) == ["mse", "alignment"] == list(h.final)
 
 
 def test_same_seed_same_numbers_and_float32_close_to_float64():
