@@ -358,15 +358,15 @@ def _workers_ignore_sigint():
 FORMS = {"inline": "inline[:T]", "local": "local[:N]", "dask": "dask[:ADDRESS]"}
 
 
-def add_flags(parser, *, aliases: bool = False) -> None:
-    """``--executor WORD`` (:func:`from_text`), as ``fa sweep`` and ``fa reproduce`` take it;
-    ``aliases``: also ``--workers N`` and ``--scheduler ADDRESS``, ``fa sweep``'s other
-    spellings of ``local:N`` and ``dask:ADDRESS`` (a sweep's packs run on its spec's
-    ``study.threads``, so there ``inline`` takes no T)."""
-    forms = {**FORMS, "inline": "inline"} if aliases else FORMS
+def add_flags(parser, *, sweep: bool = False) -> None:
+    """``--executor WORD`` (:func:`from_text`), as ``fa reproduce`` takes it; with ``sweep``,
+    as ``fa sweep`` does: also ``--workers N`` and ``--scheduler ADDRESS``, its other
+    spellings of ``local:N`` and ``dask:ADDRESS``, and ``inline`` without T (a sweep's
+    packs run on its spec's ``study.threads``)."""
+    forms = {**FORMS, "inline": "inline"} if sweep else FORMS
     inline = (
         "inline (this process, each pack on the spec's study.threads)"
-        if aliases
+        if sweep
         else "inline (this process, all cores), inline:T (T threads)"
     )
     parser.add_argument(
@@ -377,7 +377,7 @@ def add_flags(parser, *, aliases: bool = False) -> None:
         f"{inline}, dask (a LocalCluster on 127.0.0.1, dashboard off) or dask:ADDRESS (a "
         "running scheduler); the same numbers on every executor",
     )
-    if aliases:
+    if sweep:
         parser.add_argument(
             "--scheduler", metavar="ADDRESS", help="Dask scheduler address, as dask:ADDRESS"
         )

@@ -11,8 +11,8 @@ import sys
 
 from ..cli import keywords
 from ..errors import ConfigError, printable
+from ..executors import Inline, from_text
 from ..executors import add_flags as add_executor_flags
-from ..executors import from_text
 from ..outputs import add_out_flags
 from ..progress import add_flags as add_progress_flags
 
@@ -27,7 +27,7 @@ def register(sub) -> None:
     )
     p.add_argument("spec", help="the study spec (TOML)")
     p.add_argument("--store", required=True, help="the study's SQLite file (created)")
-    add_executor_flags(p, aliases=True)
+    add_executor_flags(p, sweep=True)
     p.add_argument("--profile", default=None, help="a profile defined in the spec")
     p.add_argument("--pack", default=None, help="'auto' or the most runs per ensemble")
     p.add_argument("--dry-run", action="store_true", help="validate and plan, run nothing")
@@ -86,7 +86,7 @@ def _sweep(args) -> int:
     ex = from_text(args.executor, workers=args.workers, scheduler=args.scheduler)
     pack = _pack(args.pack)
     spec, runs, packs = prepare(args.spec, profile=args.profile, pack=pack)
-    if getattr(ex, "threads", None) is not None:  # inline:T
+    if isinstance(ex, Inline) and ex.threads is not None:  # inline:T
         threads = spec.study["threads"]
         raise ConfigError(
             f"--executor {args.executor!r}: a sweep's packs run on the spec's study.threads "

@@ -145,7 +145,8 @@ def decompose(
         is_int(record_every) and record_every >= 1, "record_every", record_every, "an integer >= 1"
     )
     t0 = ens.t
-    law = {"lr": lr, "lam": lam, "lam_schedule": lam_schedule, "w_decay": w_decay}  # fit's too
+    # the settings the law's terms below are computed from, given to the fit as they are
+    law = {"lr": lr, "lam": lam, "lam_schedule": lam_schedule, "w_decay": w_decay}
     metrics = ("alignment", "b_beta", "w_sq_norm", "w_step_sq")
     h = ens.fit(X, y, rule="fa", steps=steps, record_every=1, metrics=metrics, **law, **fit_options)
     K = ens.K
