@@ -187,7 +187,7 @@ def test_a_diverging_member_leaves_the_others_untouched():
 def test_relu_nan_propagates_like_torch():
     """relu(NaN) is NaN in the native forward too, so a NaN pre-activation shows in u."""
     kern = native.RowSpaceKernels(torch.eye(3, dtype=torch.float64), "relu")
-    Z = torch.zeros(1, 4, 3, dtype=torch.float64)
+    Z = native.column_layout(torch.zeros(1, 4, 3, dtype=torch.float64))
     Z[0, 2, 1] = float("nan")
     u = kern.forward(Z, torch.ones(1, 4, dtype=torch.float64))
     assert torch.isnan(u[0, 1]) and u[0, 0] == 0 and u[0, 2] == 0
@@ -324,11 +324,13 @@ def test_a_build_past_its_timeout_falls_back(monkeypatch, tmp_path):
 def test_the_kernels_refuse_what_they_cannot_read():
     G = torch.eye(3, dtype=torch.float64)
     kern = native.RowSpaceKernels(G, "relu")
-    Z = torch.zeros(2, 4, 3, dtype=torch.float64)
+    Z = native.column_layout(torch.zeros(2, 4, 3, dtype=torch.float64))
     beta = torch.ones(2, 4, dtype=torch.float64)
     kern.forward(Z, beta)  # the right thing runs
-    with pytest.raises(ConfigError, match="Z must be contiguous"):
-        kern.forward(torch.zeros(2, 3, 4, dtype=torch.float64).transpose(1, 2), beta)
+    with pytest.raises(ConfigError, match=r"Z must be in column layout .* strides \(12, 3, 1\)"):
+        kern.forward(torch.zeros(2, 4, 3, dtype=torch.float64), beta)
+    with pytest.raises(ConfigError, match="beta must be contiguous"):
+        kern.forward(Z, torch.ones(4, 2, dtype=torch.float64).T)
     with pytest.raises(ConfigError, match="Z must be torch.float64, got torch.float32"):
         kern.forward(Z.float(), beta)
     with pytest.raises(ConfigError, match=r"beta must have shape \(2, 4\), got \(2, 5\)"):

@@ -172,6 +172,7 @@ class RowSpacePath(ExplicitPath):
         self._M = None  # the compiled kernels' scratch for M, one chunk's size, reused
         if self.want_native:
             self.native = _native.RowSpaceKernels(self.G, self.act)  # one pass a step
+            Zb = _native.column_layout(Zb)  # Z, and A like it, as the kernels read them
         self.s = torch.ones(Zb.shape[0], dtype=X.dtype, device=X.device)
         self.base_is_init = self.Wb is self.W0
         if not self.keeps_weights:  # Z alone: it starts as Z_b and is moved in place

@@ -357,9 +357,9 @@ def _entry(lib: ctypes.CDLL, kind: str, act: Activation, suf: str):
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn = getattr(lib, f"fa_{kind}_{act.native}_{suf}")
     if kind == "forward":
-        fn.argtypes = [i64] * 4 + [ptr] * 4 + [ctypes.c_int]
+        fn.argtypes = [i64] * 3 + [ptr] * 4 + [ctypes.c_int]
     else:
-        fn.argtypes = [i64] * 4 + [ptr] * 3 + [i64] + [ptr] * 8 + [ctypes.c_int]
+        fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 8 + [ctypes.c_int]
     return fn
 
 
@@ -383,8 +383,9 @@ def why_not(act: Activation, X: torch.Tensor, n: int) -> str | None:
     return None
 
 
-def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple) -> None:
-    """The kernels read raw memory: a tensor that is not what they expect is refused."""
+def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple, columns=False) -> None:
+    """The kernels read raw memory: a tensor that is not what they expect is refused.
+    ``columns``: laid out as :func:`column_layout` makes it (Z and A), else contiguous."""
     if not isinstance(t, torch.Tensor):
         raise ConfigError(f"native kernels: {name} must be a tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
@@ -395,8 +396,21 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple) -> None
         raise ConfigError(
             f"native kernels: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}"
         )
-    if not t.is_contiguous():
+    if columns and not t.transpose(1, 2).is_contiguous():
+        raise ConfigError(
+            f"native kernels: {name} must be in column layout (strides (n p, 1, p), as "
+            f"native.column_layout makes it), got strides {t.stride()}"
+        )
+    if not columns and not t.is_contiguous():
         raise ConfigError(f"native kernels: {name} must be contiguous (strides {t.stride()})")
+
+
+def column_layout(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (k, p, n) with each member's columns contiguous (strides (n p, 1, p)), the
+    layout the kernels read Z and A in: a block of hidden units is then a run of memory in
+    every column, and the step vectorises along the units. The same tensor if it already
+    is (its data is shared), else a copy."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def _ptr(t: torch.Tensor | None):
@@ -436,11 +450,8 @@ class RowSpaceKernels:
                 f"native kernels hold n <= {self.lib.fa_max_n()} samples, got n = {self.n}"
             )
         self.shared = G.dim() == 2
-        lanes = self.lib.fa_vec_bytes() // G.element_size()
-        self.npad = -(-self.n // lanes) * lanes
-        self.Gp = torch.zeros(*G.shape[:-1], self.npad, dtype=G.dtype)
-        self.Gp[..., : self.n] = G
-        self.g_stride = 0 if self.shared else self.n * self.npad
+        self.G = G.contiguous()
+        self.g_stride = 0 if self.shared else self.n * self.n
         self.suf = "f32" if G.dtype == torch.float32 else "f64"
         self._fwd = _entry(self.lib, "forward", activation, self.suf)
         self._upd = _entry(self.lib, "update", activation, self.suf)
@@ -456,26 +467,15 @@ class RowSpaceKernels:
             self._scratch[("units", k, p)] = units
         return units, torch.empty(k, n, dtype=Z.dtype)
 
-    def _padded_ce(self, ce: torch.Tensor) -> torch.Tensor:
-        """ce (k, n) in a (k, npad) buffer whose padding stays 0 (kept between calls)."""
-        k = ce.shape[0]
-        cep = self._scratch.get(("ce", k))
-        if cep is None:
-            cep = self._scratch[("ce", k)] = torch.zeros(k, self.npad, dtype=ce.dtype)
-        cep[:, : self.n].copy_(ce)
-        return cep
-
     def forward(self, Z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p)."""
         if Z.dim() != 3 or Z.shape[-1] != self.n:
             raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
-        _check("Z", Z, self.dtype, (k, p, n))
+        _check("Z", Z, self.dtype, (k, p, n), columns=True)
         _check("beta", beta, self.dtype, (k, p))
         units, u = self._u_buffers(Z)
-        self._fwd(
-            k, p, n, self.npad, _ptr(Z), _ptr(beta), _ptr(units), _ptr(u), _threads(Z.numel())
-        )
+        self._fwd(k, p, n, _ptr(Z), _ptr(beta), _ptr(units), _ptr(u), _threads(Z.numel()))
         return u
 
     def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None) -> torch.Tensor:
@@ -486,13 +486,13 @@ class RowSpaceKernels:
         if Z.dim() != 3 or Z.shape[-1] != self.n:
             raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
-        G = self.Gp if self.shared else self.Gp[members if members is not None else slice(None)]
+        G = self.G if self.shared else self.G[members if members is not None else slice(None)]
         dt = self.dtype
-        _check("G", G, dt, (n, self.npad) if self.shared else (k, n, self.npad))
-        _check("Z", Z, dt, (k, p, n))
+        _check("G", G, dt, (n, n) if self.shared else (k, n, n))
+        _check("Z", Z, dt, (k, p, n), columns=True)
         if A is not None:
-            _check("A", A, dt, (k, p, n))
-        fb_lr, lr, lam = fb_lr.contiguous(), lr.contiguous(), lam.contiguous()
+            _check("A", A, dt, (k, p, n), columns=True)
+        ce, fb_lr, lr, lam = ce.contiguous(), fb_lr.contiguous(), lr.contiguous(), lam.contiguous()
         keep = None if keep is None else keep.contiguous()
         for name, t, shape in (
             ("ce", ce, (k, n)),
@@ -502,19 +502,17 @@ class RowSpaceKernels:
             ("lam", lam, (k,)),
             *((("keep", keep, (k,)),) if keep is not None else ()),
         ):
-            _check(name, t if name != "ce" else t.contiguous(), dt, shape)
-        cep = self._padded_ce(ce)  # ce padded like Gp
+            _check(name, t, dt, shape)
         units, u = self._u_buffers(Z)
         self._upd(
             k,
             p,
             n,
-            self.npad,
             _ptr(Z),
             _ptr(A),
             _ptr(G),
             self.g_stride,
-            _ptr(cep),
+            _ptr(ce),
             _ptr(fb_lr),
             _ptr(keep),
             _ptr(beta),

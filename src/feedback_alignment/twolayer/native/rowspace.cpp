@@ -1,10 +1,11 @@
-// One step of the row-space path (ReLU or tanh), each row of Z and A touched once.
+// One step of the row-space path (ReLU or tanh), each number of Z and A touched once.
 //
-// Z (k, p, n) holds the pre-activations W X^T, A (k, p, n) the row-space coordinates of
-// W - s W_b (or nothing: A = null when the fit keeps no weights), G = X X^T (n, n), one
-// shared by all members (g_stride = 0) or one per member (g_stride = n * npad), stored
-// zero-padded to npad columns (as is ce). For the rows [r0, r1) of the k * p rows
-// (row = member * p + unit):
+// Z holds the pre-activations W X^T, A the row-space coordinates of W - s W_b (or
+// nothing: A = null when the fit keeps no weights), both (k, p, n) in column layout:
+// member by member, column j (sample j) is a run of p numbers, one per hidden unit, so a
+// block of units is a run of memory in every column. G = X X^T (n, n), one shared by all
+// members (g_stride = 0) or one per member (g_stride = n n); ce (k, n). For the rows
+// [r0, r1) of the k p rows (row = member p + unit):
 //
 //   forward:  u[member] = sum over rows of beta[row] psi(Z[row])
 //   update:   m = fb_lr[row] * psi'(Z[row]) * ce[member]
@@ -15,10 +16,12 @@
 //             u[member] = sum over rows of beta[row] psi(Z[row])  (the next forward)
 //
 // which is what paths.RowSpacePath and the engine do with torch ops (an in-place GEMM for
-// m G), in one pass over memory instead of nine. m G is done a block of rows at a time in
-// registers (GCC vector extensions, so the compiler picks AVX-512, AVX2 or NEON for the
-// host). tanh is computed here as t / (t + 2), t = expm1(2|z|) (range reduction and a
-// Taylor polynomial, a few ulp from libm's), psi' = 1 - tanh^2 from the same t. Float
+// m G), in one pass over memory instead of nine. Every operation runs on vectors of
+// consecutive units (GCC vector extensions, so the compiler picks AVX-512, AVX2 or NEON
+// for the host): no padding of n to the vector length, and no sum across a vector's lanes
+// but one per column and unit block of rows. m G is done a block of units at a time in
+// registers. tanh is computed here as t / (t + 2), t = expm1(2|z|) (range reduction and
+// a Taylor polynomial, a few ulp from libm's), psi' = 1 - tanh^2 from the same t. Float
 // rounding differs from the torch path only there and in the order of the sums. NaN stays
 // NaN through psi, as in torch, so a diverging run is still seen by its MSE.
 #include <omp.h>
@@ -26,6 +29,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -45,22 +49,22 @@ static_assert(FA_VEC_BYTES == 16 || FA_VEC_BYTES == 32 || FA_VEC_BYTES == 64,
               "FA_VEC_BYTES must be 16, 32 or 64");
 
 constexpr int kVecBytes = FA_VEC_BYTES;
-// The product's register block: kRows rows x kPanel column vectors of accumulators, plus
-// kPanel vectors of G and one broadcast of M must fit in the vector registers, else the
-// compiler reloads G from memory for every FMA (it did at 4 x 3 with 16 registers: 16
-// loads for 12 FMAs, load-bound). Per i a block does kRows x kPanel FMAs for kPanel loads
-// of G and kRows broadcasts: 4 x 4 (21 of 32 registers) with AVX-512, 6 x 2 (15 of 16)
-// with AVX2, SSE or NEON, as BLAS kernels block it (docs/performance.md has the timings).
+// The product's register block, for a block of kPanel vectors of units: kRows columns x
+// kPanel vectors of accumulators, plus kPanel vectors of M and one broadcast of G, must
+// fit in the vector registers, else the compiler reloads from memory for every FMA. Per
+// i a block does kRows x kPanel FMAs for kPanel loads of M and kRows broadcasts of G.
+// 6 x 2 (15 registers: AVX2, SSE and NEON have 16) measured best on AVX-512 too, against
+// 4 x 4, 6 x 4, 8 x 3, 5 x 5 and 12 x 2 (docs/performance.md has the timings).
 #ifndef FA_ROWS
-#define FA_ROWS (FA_VEC_REGS >= 32 ? 4 : 6)
+#define FA_ROWS 6
 #endif
 #ifndef FA_PANEL
-#define FA_PANEL (FA_VEC_REGS >= 32 ? 4 : 2)
+#define FA_PANEL 2
 #endif
 constexpr int kRows = FA_ROWS;
 constexpr int kPanel = FA_PANEL;
 static_assert(kRows * kPanel + kPanel + 1 <= FA_VEC_REGS, "register block too large");
-constexpr int64_t kMaxN = 1024;  // longest row (samples n) the stack buffers hold
+constexpr int64_t kMaxN = 1024;  // most samples n (the scratch is n vectors a block)
 
 template <typename T>
 struct Vec {
@@ -146,159 +150,223 @@ struct Tanh {
     }
 };
 
-// uacc[0, npad) += b psi(zp[0, npad))
-template <typename T, typename Act>
-inline void accumulate(int64_t npad, const T* zp, T b, T* uacc) {
-    typedef typename Vec<T>::type V;
-    constexpr int64_t L = kVecBytes / sizeof(T);
-    for (int64_t v = 0; v < npad; v += L) {
-        V psi, dpsi;
-        Act::eval(*reinterpret_cast<const V*>(zp + v), psi, dpsi);
-        *reinterpret_cast<V*>(uacc + v) += b * psi;
-    }
-}
-
-// out[0, npad) = z[0, n) then zeros, by whole vectors. Copied element by element, the
-// row's last vector was read back (as one vector) from several scalar stores, which
-// store forwarding cannot serve: a stall on every row. A vector load of the last
-// partial vector reads up to npad - n numbers past the row, which must lie in memory the
-// caller owns (``past_end_ok``: the next row follows); else the tail goes element-wise.
 template <typename T>
-inline void load_row(int64_t n, int64_t npad, const T* z, T* out, bool past_end_ok) {
-    typedef typename Vec<T>::type V;
-    typedef typename Bits<T>::I I;
-    constexpr int64_t L = kVecBytes / sizeof(T);
-    int64_t v = 0;
-    for (; v + L <= n; v += L) {
-        V x;
-        std::memcpy(&x, z + v, sizeof(V));
-        *reinterpret_cast<V*>(out + v) = x;
+inline typename Vec<T>::type load(const T* x) {
+    typename Vec<T>::type v;
+    std::memcpy(&v, x, sizeof(v));  // a column of Z starts at any multiple of T
+    return v;
+}
+template <typename T>
+inline void store(T* x, typename Vec<T>::type v) {
+    std::memcpy(x, &v, sizeof(v));
+}
+
+// One thread's scratch, reused from call to call: M's block (n x kPanel vectors), the
+// next output's per-column partial sums (n vectors), and a short block's padded copies.
+template <typename T>
+struct Scratch {
+    static constexpr int64_t L = kVecBytes / sizeof(T), U = kPanel * L;
+    struct alignas(kVecBytes) Lanes {
+        T x[L];
+    };
+    std::vector<Lanes> m, uacc;  // (C++17's new aligns them)
+    std::vector<T> z, a, f, beta;
+    void fit(int64_t n) {
+        if (int64_t(uacc.size()) >= n) return;
+        m.assign(n * kPanel, Lanes{});
+        uacc.assign(n, Lanes{});
+        z.assign(n * U, T(0));
+        a.assign(n * U, T(0));
+        f.assign(U, T(0));
+        beta.assign(U, T(0));
     }
-    if (v == npad) return;
-    if (past_end_ok) {
-        typedef decltype(I{}[0] + 0) E;  // the lane index's type, as wide as T
-        I lane;
-        for (int64_t l = 0; l < L; ++l) lane[l] = E(l);
-        V x;
-        std::memcpy(&x, z + v, sizeof(V));
-        *reinterpret_cast<V*>(out + v) = lane < I{} + E(n - v) ? x : V{};
-    } else {
-        for (int64_t j = v; j < npad; ++j) out[j] = j < n ? z[j] : T(0);
+};
+template <typename T>
+Scratch<T>& scratch(int64_t n) {
+    static thread_local Scratch<T> s;
+    s.fit(n);
+    return s;
+}
+
+// A block: NV L consecutive hidden units of one member (NV = kPanel, fewer in a short
+// last block). z points at its first unit in column 0, column j at z + j ld (ld = p, or
+// NV L in a padded copy); a likewise (or null); f and beta at its first unit.
+
+// uacc[j] += beta psi(z[j]) for the block's columns j
+template <typename T, typename Act, int NV>
+inline void forward_block(int64_t n, int64_t ld, const T* z, const T* beta, T* uacc) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    V b[NV];
+    for (int q = 0; q < NV; ++q) b[q] = load(beta + q * L);
+    for (int64_t j = 0; j < n; ++j) {
+        V acc = *reinterpret_cast<V*>(uacc + j * L);
+        for (int q = 0; q < NV; ++q) {
+            V psi, dpsi;
+            Act::eval(load(z + j * ld + q * L), psi, dpsi);
+            acc += b[q] * psi;
+        }
+        *reinterpret_cast<V*>(uacc + j * L) = acc;
     }
 }
 
-// rows [r0, r1) all belong to one member; uu is that member's (n) slot
-template <typename T, typename Act>
-void forward(int64_t r0, int64_t r1, int64_t n, int64_t npad, const T* Z, const T* beta,
-             T* uu) {
-    alignas(kVecBytes) T zp[kMaxN];
-    alignas(kVecBytes) T uacc[kMaxN];
-    for (int64_t j = 0; j < npad; ++j) zp[j] = uacc[j] = T(0);
-    for (int64_t row = r0; row < r1; ++row) {
-        const T* z = Z + row * n;
-        load_row(n, npad, z, zp, row + 1 < r1);
-        accumulate<T, Act>(npad, zp, beta[row], uacc);
-    }
-    for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
-}
-
-// zp[b][v, v + NV L) -= m[b][0, n) G[0, n)[v, v + NV L) for the kRows rows b of a block;
-// row b of m and zp starts at b * ld
-template <typename T, int NV>
-inline void panel(int64_t n, int64_t npad, int64_t v, const T* Gp, const T* m, T* zp,
-                  int64_t ld) {
+// columns [j0, j0 + NR) of the block: z[j] <- keep z[j] - sum_i G[i, j] m[i], with NR x NV
+// accumulators in registers (each load of m serves NR columns, each broadcast of G NV
+// vectors); then, from the registers, the next output's share uacc[j] += beta psi(z[j])
+template <typename T, typename Act, int NV, int NR>
+inline void product(int64_t n, int64_t ld, int64_t j0, T* z, const T* G, const T* m, T kp,
+                    bool keep, const typename Vec<T>::type* b, T* uacc) {
     typedef typename Vec<T>::type V;
     constexpr int64_t L = kVecBytes / sizeof(T);
-    V s[kRows][NV];
-    for (int b = 0; b < kRows; ++b)
-        for (int q = 0; q < NV; ++q) s[b][q] = *reinterpret_cast<const V*>(zp + b * ld + v + q * L);
+    V s[NR][NV];
+    for (int c = 0; c < NR; ++c)
+        for (int q = 0; q < NV; ++q) {
+            const V zv = load(z + (j0 + c) * ld + q * L);
+            s[c][q] = keep ? kp * zv : zv;
+        }
     for (int64_t i = 0; i < n; ++i) {
-        V g[NV];
-        for (int q = 0; q < NV; ++q) g[q] = *reinterpret_cast<const V*>(Gp + i * npad + v + q * L);
-        for (int b = 0; b < kRows; ++b) {
-            const T mb = m[b * ld + i];
-            for (int q = 0; q < NV; ++q) s[b][q] -= mb * g[q];
+        V mv[NV];
+        for (int q = 0; q < NV; ++q) mv[q] = *reinterpret_cast<const V*>(m + (i * NV + q) * L);
+        const T* g = G + i * n + j0;
+        for (int c = 0; c < NR; ++c) {
+            const T gc = g[c];
+            for (int q = 0; q < NV; ++q) s[c][q] -= gc * mv[q];
         }
     }
-    for (int b = 0; b < kRows; ++b)
-        for (int q = 0; q < NV; ++q) *reinterpret_cast<V*>(zp + b * ld + v + q * L) = s[b][q];
+    for (int c = 0; c < NR; ++c) {
+        V acc = *reinterpret_cast<V*>(uacc + (j0 + c) * L);
+        for (int q = 0; q < NV; ++q) {
+            store(z + (j0 + c) * ld + q * L, s[c][q]);
+            V psi, dpsi;
+            Act::eval(s[c][q], psi, dpsi);
+            acc += b[q] * psi;
+        }
+        *reinterpret_cast<V*>(uacc + (j0 + c) * L) = acc;
+    }
 }
 
-// rows [r0, r1), all of one member: the step on each block of kRows rows, then, while the
-// block is still in L1, its share of the next step's output into uu
-template <typename T, typename Act>
-void update(int64_t r0, int64_t r1, int64_t p, int64_t n, int64_t npad, T* Z, T* A,
-            const T* Gp, const T* cep, const T* fb_lr, const T* keep, T* beta, const T* lr,
-            const T* lam, T* uu) {
+// the last n mod kRows columns, as one block of NR = that many
+template <typename T, typename Act, int NV, int NR = kRows - 1>
+inline void product_rest(int64_t rest, int64_t n, int64_t ld, int64_t j0, T* z, const T* G,
+                         const T* m, T kp, bool keep, const typename Vec<T>::type* b,
+                         T* uacc) {
+    if constexpr (NR > 0) {
+        if (rest == NR) return product<T, Act, NV, NR>(n, ld, j0, z, G, m, kp, keep, b, uacc);
+        product_rest<T, Act, NV, NR - 1>(rest, n, ld, j0, z, G, m, kp, keep, b, uacc);
+    }
+}
+
+// the step on one block (see the top of the file), and its share of the next output
+template <typename T, typename Act, int NV>
+inline void update_block(int64_t n, int64_t ld, T* z, T* a, const T* G, const T* ce,
+                         const T* f, T kp, bool keep, T* beta, T lr_m, T lam_m, T* m,
+                         T* uacc) {
     typedef typename Vec<T>::type V;
     constexpr int64_t L = kVecBytes / sizeof(T);
-    // the block's rows of M and Z, npad apart: rows kMaxN apart (4 or 8 kB) all fell in
-    // the same sets of L1 and stalled on 4k aliasing
-    const int64_t ld = npad;
-    alignas(kVecBytes) T m[kRows * kMaxN];
-    alignas(kVecBytes) T zp[kRows * kMaxN];
-    alignas(kVecBytes) T uacc[kMaxN];
-    for (int64_t j = 0; j < npad; ++j) uacc[j] = T(0);
-    for (int64_t j = 0; j < kRows * ld; ++j) m[j] = zp[j] = T(0);
-    const int64_t member = r0 / p;
-    const T* c = cep + member * npad;
-    const T kp = keep ? keep[member] : T(1);
-    const T lr_m = lr[member], lam_m = lam[member];
-
-    for (int64_t r = r0; r < r1; r += kRows) {
-        const int64_t rb = std::min<int64_t>(kRows, r1 - r);
-        for (int64_t b = 0; b < rb; ++b) {
-            const int64_t row = r + b;
-            const T* z = Z + row * n;
-            T* a = A ? A + row * n : nullptr;
-            T* zb = zp + b * ld;
-            T* mb = m + b * ld;
-            const T f = fb_lr[row];
-            // the padding must be 0 again: a diverging row (m = inf) leaves inf * 0 = NaN
-            // there, which would reach the next rows' reductions (other members)
-            load_row(n, npad, z, zb, row + 1 < r1);
-            V acc = {};
-            for (int64_t v = 0; v < npad; v += L) {
-                const V zv = *reinterpret_cast<const V*>(zb + v);
-                const V cv = *reinterpret_cast<const V*>(c + v);
-                V psi, dpsi;
-                Act::eval(zv, psi, dpsi);
-                acc += psi * cv;
-                *reinterpret_cast<V*>(mb + v) = (f * dpsi) * cv;  // 0 where c is padding
-                if (keep) *reinterpret_cast<V*>(zb + v) = kp * zv;
+    V fv[NV], d[NV];
+    for (int q = 0; q < NV; ++q) fv[q] = load(f + q * L), d[q] = V{};
+    // m = fb_lr psi'(z) ce, d = psi(z) . ce, a <- keep a - m: one pass over the block
+    for (int64_t j = 0; j < n; ++j) {
+        const T cj = ce[j];
+        for (int q = 0; q < NV; ++q) {
+            V psi, dpsi;
+            Act::eval(load(z + j * ld + q * L), psi, dpsi);
+            d[q] += psi * cj;
+            const V mv = (fv[q] * dpsi) * cj;
+            *reinterpret_cast<V*>(m + (j * NV + q) * L) = mv;
+            if (a) {
+                T* aj = a + j * ld + q * L;
+                store(aj, (keep ? kp * load(aj) : load(aj)) - mv);
             }
-            T d = 0;
-            for (int64_t l = 0; l < L; ++l) d += acc[l];
-            beta[row] -= lr_m * (d + lam_m * beta[row]);
-            if (!a) {
-                // no weights kept: Z and beta are the whole state
-            } else if (keep) {
-                for (int64_t j = 0; j < n; ++j) a[j] = kp * a[j] - mb[j];
-            } else {
-                for (int64_t j = 0; j < n; ++j) a[j] -= mb[j];
-            }
-        }
-        for (int64_t b = rb; b < kRows; ++b)  // a short last block: rows of zeros
-            for (int64_t j = 0; j < n; ++j) m[b * ld + j] = T(0);
-        // zp[b] -= m[b] G in panels of kPanel column vectors: kRows x kPanel accumulators
-        // in registers, each load of G shared by the kRows rows
-        int64_t v = 0;
-        for (; v + kPanel * L <= npad; v += kPanel * L)
-            panel<T, kPanel>(n, npad, v, Gp, m, zp, ld);
-        switch ((npad - v) / L) {
-            case 3: panel<T, 3>(n, npad, v, Gp, m, zp, ld); break;
-            case 2: panel<T, 2>(n, npad, v, Gp, m, zp, ld); break;
-            case 1: panel<T, 1>(n, npad, v, Gp, m, zp, ld); break;
-            default: break;
-        }
-        for (int64_t b = 0; b < rb; ++b) {
-            const int64_t row = r + b;
-            T* z = Z + row * n;
-            for (int64_t j = 0; j < n; ++j) z[j] = zp[b * ld + j];
-            accumulate<T, Act>(npad, zp + b * ld, beta[row], uacc);
         }
     }
-    for (int64_t j = 0; j < n; ++j) uu[j] += uacc[j];
+    V b[NV];
+    for (int q = 0; q < NV; ++q) {
+        const V bv = load(beta + q * L);
+        b[q] = bv - lr_m * (d[q] + lam_m * bv);
+        store(beta + q * L, b[q]);
+    }
+    int64_t j0 = 0;
+    for (; j0 + kRows <= n; j0 += kRows)
+        product<T, Act, NV, kRows>(n, ld, j0, z, G, m, kp, keep, b, uacc);
+    product_rest<T, Act, NV>(n - j0, n, ld, j0, z, G, m, kp, keep, b, uacc);
+}
+
+// What one unit's rows share: the member's columns and settings, the thread's scratch.
+template <typename T>
+struct Rows {
+    int64_t p, n;
+    T *Z, *A;  // the member's columns (A: null, or as Z)
+    const T *G, *ce, *fb_lr;
+    T kp;
+    bool keep;
+    T *beta, lr_m, lam_m;
+    T *m, *uacc;
+};
+
+// the block of NV vectors at unit rr of the member (its index r among all rows)
+template <typename T, typename Act, bool Update, int NV>
+inline void full_block(const Rows<T>& w, int64_t rr, int64_t r) {
+    if (Update)
+        update_block<T, Act, NV>(w.n, w.p, w.Z + rr, w.A ? w.A + rr : nullptr, w.G, w.ce,
+                                 w.fb_lr + r, w.kp, w.keep, w.beta + r, w.lr_m, w.lam_m, w.m,
+                                 w.uacc);
+    else
+        forward_block<T, Act, NV>(w.n, w.p, w.Z + rr, w.beta + r, w.uacc);
+}
+
+// the last cnt < kPanel L units, in NV = ceil(cnt / L) vectors: run on a copy padded
+// with zero units (zero z, a, f and beta add 0 to d and to u), copied back
+template <typename T, typename Act, bool Update, int NV = kPanel>
+inline void short_block(const Rows<T>& w, Scratch<T>& s, int64_t rr, int64_t r, int64_t cnt) {
+    constexpr int64_t L = kVecBytes / sizeof(T), U = NV * L;
+    if constexpr (NV > 1) {
+        if (cnt <= (NV - 1) * L) return short_block<T, Act, Update, NV - 1>(w, s, rr, r, cnt);
+    }
+    const int64_t n = w.n, p = w.p;
+    T* zc = s.z.data();
+    T* ac = w.A ? s.a.data() : nullptr;
+    for (int64_t j = 0; j < n; ++j)
+        for (int64_t c = 0; c < U; ++c) {
+            zc[j * U + c] = c < cnt ? w.Z[j * p + rr + c] : T(0);
+            if (ac) ac[j * U + c] = c < cnt ? w.A[j * p + rr + c] : T(0);
+        }
+    for (int64_t c = 0; c < U; ++c) {
+        s.beta[c] = c < cnt ? w.beta[r + c] : T(0);
+        s.f[c] = c < cnt && Update ? w.fb_lr[r + c] : T(0);
+    }
+    if (!Update) return forward_block<T, Act, NV>(n, U, zc, s.beta.data(), w.uacc);
+    update_block<T, Act, NV>(n, U, zc, ac, w.G, w.ce, s.f.data(), w.kp, w.keep, s.beta.data(),
+                             w.lr_m, w.lam_m, w.m, w.uacc);
+    for (int64_t j = 0; j < n; ++j)
+        for (int64_t c = 0; c < cnt; ++c) {
+            w.Z[j * p + rr + c] = zc[j * U + c];
+            if (ac) w.A[j * p + rr + c] = ac[j * U + c];
+        }
+    for (int64_t c = 0; c < cnt; ++c) w.beta[r + c] = s.beta[c];
+}
+
+// rows [r0, r1), all of one member, in blocks of kPanel L units; uu is the unit's (n) slot
+// of u
+template <typename T, typename Act, bool Update>
+void run_rows(int64_t r0, int64_t r1, int64_t p, int64_t n, T* Z, T* A, const T* G,
+              const T* ce, const T* fb_lr, T kp, bool keep, T* beta, T lr_m, T lam_m, T* uu) {
+    constexpr int64_t L = kVecBytes / sizeof(T), U = kPanel * L;
+    Scratch<T>& s = scratch<T>(n);
+    std::fill(s.uacc.begin(), s.uacc.begin() + n, typename Scratch<T>::Lanes{});
+    const int64_t member = r0 / p;
+    const Rows<T> w{p,    n,    Z + member * n * p, A ? A + member * n * p : nullptr,
+                    G,    ce,   fb_lr,              kp,
+                    keep, beta, lr_m,               lam_m,
+                    reinterpret_cast<T*>(s.m.data()), reinterpret_cast<T*>(s.uacc.data())};
+    int64_t r = r0;
+    for (; r + U <= r1; r += U) full_block<T, Act, Update, kPanel>(w, r - member * p, r);
+    if (r < r1) short_block<T, Act, Update>(w, s, r - member * p, r, r1 - r);
+    for (int64_t j = 0; j < n; ++j) {  // the lanes' partial sums, in a fixed order
+        T sum = T(0);
+        for (int64_t l = 0; l < L; ++l) sum += w.uacc[j * L + l];
+        uu[j] += sum;
+    }
 }
 
 // Work is cut into units of kUnit rows of one member; each unit adds its rows' share of
@@ -342,20 +410,23 @@ void for_each_unit(int64_t k, int64_t p, int64_t n, T* u_units, T* u, int thread
 }
 
 template <typename T, typename Act>
-void forward_all(int64_t k, int64_t p, int64_t n, int64_t npad, const T* Z, const T* beta,
-                 T* u_units, T* u, int threads) {
+void forward_all(int64_t k, int64_t p, int64_t n, const T* Z, const T* beta, T* u_units, T* u,
+                 int threads) {
     for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
-        forward<T, Act>(r0, r1, n, npad, Z, beta, slot);
+        run_rows<T, Act, false>(r0, r1, p, n, const_cast<T*>(Z), nullptr, nullptr, nullptr,
+                                nullptr, T(1), false, const_cast<T*>(beta), T(0), T(0), slot);
     });
 }
 
 template <typename T, typename Act>
-void update_all(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z, T* A, const T* Gp,
-                int64_t g_stride, const T* cep, const T* fb_lr, const T* keep, T* beta,
-                const T* lr, const T* lam, T* u_units, T* u, int threads) {
+void update_all(int64_t k, int64_t p, int64_t n, T* Z, T* A, const T* G, int64_t g_stride,
+                const T* ce, const T* fb_lr, const T* keep, T* beta, const T* lr, const T* lam,
+                T* u_units, T* u, int threads) {
     for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
-        const T* G = Gp + (r0 / p) * g_stride;  // a unit's rows are one member's
-        update<T, Act>(r0, r1, p, n, npad, Z, A, G, cep, fb_lr, keep, beta, lr, lam, slot);
+        const int64_t member = r0 / p;  // a unit's rows are one member's
+        run_rows<T, Act, true>(r0, r1, p, n, Z, A, G + member * g_stride, ce + member * n,
+                               fb_lr, keep ? keep[member] : T(1), keep != nullptr, beta,
+                               lr[member], lam[member], slot);
     });
 }
 
@@ -385,17 +456,16 @@ void fa_eval_tanh_f64(int64_t n, const double* z, double* psi, double* dpsi) {
 }
 
 #define FA_KERNELS(ACT, NAME, T, SUF)                                                       \
-    void fa_forward_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, int64_t npad,           \
-                                   const T* Z, const T* beta, T* u_units, T* u,             \
-                                   int threads) {                                           \
-        forward_all<T, ACT>(k, p, n, npad, Z, beta, u_units, u, threads);                   \
+    void fa_forward_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, const T* Z,             \
+                                   const T* beta, T* u_units, T* u, int threads) {          \
+        forward_all<T, ACT>(k, p, n, Z, beta, u_units, u, threads);                         \
     }                                                                                       \
-    void fa_update_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, int64_t npad, T* Z,      \
-                                  T* A, const T* Gp, int64_t g_stride, const T* cep,        \
-                                  const T* fb_lr, const T* keep, T* beta, const T* lr,      \
-                                  const T* lam, T* u_units, T* u, int threads) {            \
-        update_all<T, ACT>(k, p, n, npad, Z, A, Gp, g_stride, cep, fb_lr, keep, beta, lr,   \
-                           lam, u_units, u, threads);                                       \
+    void fa_update_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, T* Z, T* A, const T* G,  \
+                                  int64_t g_stride, const T* ce, const T* fb_lr,            \
+                                  const T* keep, T* beta, const T* lr, const T* lam,        \
+                                  T* u_units, T* u, int threads) {                          \
+        update_all<T, ACT>(k, p, n, Z, A, G, g_stride, ce, fb_lr, keep, beta, lr, lam,      \
+                           u_units, u, threads);                                            \
     }
 
 FA_KERNELS(ReLU, relu, float, f32)
