@@ -81,6 +81,51 @@ def test_native_equals_torch_ops(act, rule, w_decay, shared):
     assert float((e1.beta - e0.beta).norm() / e0.beta.norm()) < 1e-12
 
 
+def _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam):
+    """The kernels' step written out in float64 torch ops (rowspace.cpp's header)."""
+    f = {"relu": torch.relu, "tanh": torch.tanh}[act]
+    Z, A, G, ce, fb_lr, keep, beta, lr, lam = (
+        t.double() for t in (Z, A, G, ce, fb_lr, keep, beta, lr, lam)
+    )
+    psi = f(Z)
+    dpsi = (Z > 0).double() if act == "relu" else 1 - psi * psi
+    M = fb_lr[:, :, None] * dpsi * ce[:, None, :]
+    d = (psi * ce[:, None, :]).sum(-1)
+    Z = keep[:, None, None] * Z - M @ G
+    A = keep[:, None, None] * A - M
+    beta = beta - lr[:, None] * (d + lam[:, None] * beta)
+    return Z, A, beta, (beta[:, :, None] * f(Z)).sum(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("n", [7, 13])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-G", "G-per-member"])
+def test_the_update_is_the_plain_step_at_every_block_shape(dtype, act, n, shared):
+    """Widths that leave every size of short last block (a block is 2 vectors of units:
+    16 to 64 of them), below one vector, across the 256-unit work units; n with a rest of
+    columns after the 6-column register blocks."""
+    g = torch.Generator().manual_seed(n)
+    for p in (1, 3, 8, 9, 15, 16, 17, 24, 31, 33, 40, 47, 63, 65, 100, 255, 257, 300):
+        k = 3
+
+        def r(*shape, scale=1.0):
+            return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+        X = r(*((n, 2 * n) if shared else (k, n, 2 * n)))
+        G = X @ X.transpose(-1, -2) / (2 * n)
+        kern = native.RowSpaceKernels(G, act)
+        Z, A = native.column_layout(r(k, p, n)), native.column_layout(r(k, p, n))
+        ce, fb_lr, beta = r(k, n, scale=0.3), r(k, p, scale=0.1), r(k, p)
+        keep, lr, lam = 1 - r(k).abs() * 0.01, r(k).abs() * 0.1, r(k).abs()
+        want = _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam)
+        u = kern.update(Z, A, ce, fb_lr, keep, beta, lr, lam)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        for name, got, ref in zip(("Z", "A", "beta", "u"), (Z, A, beta, u), want, strict=True):
+            scale = float(ref.abs().max()) + 1.0
+            assert float((got.double() - ref).abs().max()) <= tol * scale, (name, p)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_tanh_is_tanh_to_a_few_ulp(dtype):
     z = torch.cat(
