@@ -2,9 +2,11 @@
 
 With torch ops a row-space step makes about nine passes over (k, p, n) arrays: the
 products are cheap (n = 50) and memory traffic is the cost. The kernel here reads each
-row of Z and A once, does the row's share of Z <- keep Z - M G in registers, updates beta
-and accumulates the next step's output from the new row, and writes Z and A back: one
-pass (and no A at all when the fit keeps no weights). G = X X^T is one matrix shared by
+number of Z and A once, a block of hidden units at a time: it does the block's share of
+Z <- keep Z - M G in registers, updates beta and accumulates the next step's output from
+the new block, and writes Z and A back: one pass (and no A at all when the fit keeps no
+weights). Z and A are read in column layout (:func:`column_layout`), so every operation
+runs on vectors of consecutive hidden units. G = X X^T is one matrix shared by
 all members or one per member (the paper's E1 draws new data for every repetition).
 
 It is built on first use with the system C++ compiler (``$CXX`` or ``c++``, ``-O3

@@ -53,13 +53,14 @@ constexpr int kVecBytes = FA_VEC_BYTES;
 // kPanel vectors of accumulators, plus kPanel vectors of M and one broadcast of G, must
 // fit in the vector registers, else the compiler reloads from memory for every FMA. Per
 // i a block does kRows x kPanel FMAs for kPanel loads of M and kRows broadcasts of G.
-// 6 x 2 (15 registers: AVX2, SSE and NEON have 16) measured best on AVX-512 too, against
-// 4 x 4, 6 x 4, 8 x 3, 5 x 5 and 12 x 2 (docs/performance.md has the timings).
+// 6 x 4 (29 registers) with AVX-512's 32, 6 x 2 (15) with the 16 of AVX2, SSE and NEON.
+// On AVX-512 (AMD EPYC, 2 threads, p = 3200 and 12800), 6 x 4 ran 6-12 % faster than
+// 6 x 2, the best of 4 x 4, 8 x 3, 5 x 5 and 12 x 2 (docs/performance.md).
 #ifndef FA_ROWS
 #define FA_ROWS 6
 #endif
 #ifndef FA_PANEL
-#define FA_PANEL 2
+#define FA_PANEL (FA_VEC_REGS >= 32 ? 4 : 2)
 #endif
 constexpr int kRows = FA_ROWS;
 constexpr int kPanel = FA_PANEL;
