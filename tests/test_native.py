@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from feedback_alignment.activations import get_activation
 from feedback_alignment.errors import ConfigError
 from feedback_alignment.twolayer import native
 from feedback_alignment.twolayer.data import random_teacher, stack
@@ -82,13 +83,13 @@ def test_native_equals_torch_ops(act, rule, w_decay, shared):
 
 
 def _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam):
-    """The kernels' step written out in float64 torch ops (rowspace.cpp's header)."""
-    f = {"relu": torch.relu, "tanh": torch.tanh}[act]
+    """The kernels' step written out in float64 torch ops (rowspace.cpp's header), with
+    the activation's own psi and psi' (activations.py)."""
+    f = get_activation(act)
     Z, A, G, ce, fb_lr, keep, beta, lr, lam = (
         t.double() for t in (Z, A, G, ce, fb_lr, keep, beta, lr, lam)
     )
-    psi = f(Z)
-    dpsi = (Z > 0).double() if act == "relu" else 1 - psi * psi
+    psi, dpsi = f(Z), f.deriv(Z)
     M = fb_lr[:, :, None] * dpsi * ce[:, None, :]
     d = (psi * ce[:, None, :]).sum(-1)
     Z = keep[:, None, None] * Z - M @ G
@@ -102,9 +103,10 @@ def _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam):
 @pytest.mark.parametrize("n", [7, 13])
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-G", "G-per-member"])
 def test_the_update_is_the_plain_step_at_every_block_shape(dtype, act, n, shared):
-    """Widths that leave every size of short last block (a block is 2 vectors of units:
-    16 to 64 of them), below one vector, across the 256-unit work units; n with a rest of
-    columns after the 6-column register blocks."""
+    """Widths that leave every size of short last block (a block is kPanel vectors of
+    units: 4 with AVX-512, 64 float32 or 32 float64 units; 2 with AVX2, 16 or 8), below
+    one vector, across the 256-unit work units; n with a rest of columns after the
+    6-column register blocks."""
     g = torch.Generator().manual_seed(n)
     for p in (1, 3, 8, 9, 15, 16, 17, 24, 31, 33, 40, 47, 63, 65, 100, 255, 257, 300):
         k = 3
