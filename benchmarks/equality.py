@@ -6,8 +6,8 @@ before a change to the engine and compared after it (float64, 1e-12).
 
 The cases cover every path (explicit, rowspace, linear_fa), kernel choice (torch ops, the
 native C++ kernels), rule (fa, bp, mixed), stopping rule (fixed steps, Plateau after_min,
-the authors' Plateau), lambda schedule, weight decay and shared or per-member data, with
-every metric recorded. It is a check for refactors, not a timed test: float64 results
+the authors' Plateau), lambda schedule, weight decay, dropout and shared or per-member
+data, with every metric recorded. It is a check for refactors, not a timed test: float64 results
 depend on the machine's BLAS, so a file saved on one CPU is compared on the same CPU.
 """
 
@@ -81,6 +81,36 @@ def _cases():
                     "w_decay": 0.0,
                     "lam_schedule": None,
                 }
+    # added later (the cases above keep their numbers): the native kernels of linear and
+    # sigmoid, and dropout on every path and kernel that takes it
+    for act in ("linear", "sigmoid"):
+        for rule in ("fa", "bp", "mixed"):
+            for per_member in (False, True):
+                yield {
+                    "activation": act,
+                    "path": "rowspace",
+                    "rule": mixed if rule == "mixed" else rule,
+                    "kernels": "native",
+                    "per_member": per_member,
+                    "stop": ("steps", 300),
+                    "lam": [0.0, 0.01, 0.1, 0.0],
+                    "w_decay": [0.0, 0.001, 0.0, 0.01],
+                    "lam_schedule": None,
+                }
+    for act in ("linear", "relu", "tanh", "sigmoid"):
+        for path, kern in (("explicit", "torch"), ("rowspace", "torch"), ("rowspace", "native")):
+            yield {
+                "activation": act,
+                "path": path,
+                "rule": mixed,
+                "kernels": kern,
+                "per_member": True,
+                "stop": ("steps", 300),
+                "lam": [0.0, 0.01, 0.1, 0.0],
+                "w_decay": [0.0, 0.001, 0.0, 0.01],
+                "lam_schedule": None,
+                "dropout": [0.0, 0.3, 0.5, 0.7],
+            }
 
 
 def _kernel_args(fit, kernels: str) -> dict:
@@ -114,6 +144,7 @@ def _run(case: dict) -> dict[str, np.ndarray]:
             w_decay=case["w_decay"],
             metrics=METRICS + CONSERVATION_METRICS,
             path=case["path"],
+            dropout=case.get("dropout", 0.0),
             **timing,
             **_kernel_args(ens.fit, case["kernels"]),
         )
@@ -133,6 +164,7 @@ def _key(i: int, case: dict) -> str:
     return (
         f"{i:03d}:{case['activation']}/{case['path']}/{rule}/{case['kernels']}/"
         f"{'perX' if case['per_member'] else 'sharedX'}/{case['stop'][0]}"
+        + ("/dropout" if "dropout" in case else "")
     )
 
 

@@ -12,10 +12,11 @@ import torch
 
 from feedback_alignment.activations import ACTIVATIONS, paper_lr
 from feedback_alignment.errors import ConfigError
-from feedback_alignment.twolayer import reference
+from feedback_alignment.twolayer import dropout, reference
 from feedback_alignment.twolayer.data import random_teacher
-from feedback_alignment.twolayer.dropout import draw_keep, mask_generator
+from feedback_alignment.twolayer.dropout import keep_mask
 from feedback_alignment.twolayer.engine import Plateau, TwoLayerEnsemble
+from feedback_alignment.twolayer.kernels import choose
 from feedback_alignment.twolayer.monitor import paper_min_steps
 from feedback_alignment.twolayer.schema import FIELDS
 
@@ -66,7 +67,7 @@ def _reference_run(ens, X, y, rules, lam=0.0):
     for k, seed in enumerate(ens.seeds):
         Wk, bk, mses = W[k], beta[k], []
         for t in range(STEPS):
-            keep = draw_keep(mask_generator(seed, t), Q[k], (P, N)) if Q[k] else torch.ones(P, N)
+            keep = keep_mask(seed, t, Q[k], P, N)
             mask = keep.T.to(X.dtype)
             S = mask / (1 - Q[k])
             u = ens.activation(X @ Wk.T) * S @ bk / P**0.5
@@ -83,16 +84,24 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("path", ["explicit", "rowspace", "auto"])
+RUNS_DROPOUT = [("explicit", "torch"), ("rowspace", "torch"), ("rowspace", "native"),
+                ("auto", "auto")]  # fmt: skip
+
+
+@pytest.mark.parametrize("path, kernels", RUNS_DROPOUT)
 @pytest.mark.parametrize("act", ["relu", "tanh", "linear", "sigmoid"])
-def test_every_path_that_runs_dropout_follows_the_reference_with_the_same_masks(path, act):
+def test_every_path_that_runs_dropout_follows_the_reference_with_the_same_masks(path, kernels, act):
+    """Every path and kernel that takes dropout, against reference steps fed the masks of
+    dropout.keep_mask (which the native kernels draw in their own loops)."""
     X, y = random_teacher(N, D, P, "tanh", seed=7)
     ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation=act)
     rules = ["fa", "bp", "fa"]
     expected = _reference_run(ens, X, y, rules, lam=0.01)
     h = ens.fit(X, y, rule=rules, lr=LR, lam=0.01, dropout=Q, steps=STEPS, record_every=1,
-                metrics=("mse", "alignment"), path=path, chunk_members=2)  # fmt: skip
-    assert h.kernels == "torch" and h.path == ("rowspace" if path == "auto" else path)
+                metrics=("mse", "alignment"), path=path, chunk_members=2,
+                kernels=kernels)  # fmt: skip
+    assert h.path == ("rowspace" if path == "auto" else path)
+    assert h.kernels == kernels or (kernels == "auto" and h.kernels in ("torch", "native"))
     for k, (Wk, bk, mses) in enumerate(expected):
         assert rel(ens.W[k], Wk) < 1e-12 and rel(ens.beta[k], bk) < 1e-12
         got, want = (
@@ -130,7 +139,6 @@ def test_dropout_zero_is_the_plain_step_and_dropout_changes_the_run():
     "kwargs, match",
     [
         ({"path": "linear_fa"}, "path 'linear_fa' cannot run dropout"),
-        ({"kernels": "native"}, "kernels='native' cannot run dropout"),
         ({"kernels": "compiled"}, "kernels='compiled' cannot run dropout"),
         ({"dropout": 1.0}, "dropout = 1.0 is not accepted; accepted: a number >= 0 and < 1"),
         ({"dropout": -0.1}, "dropout = -0.1 is not accepted; accepted: a number >= 0 and < 1"),
@@ -145,10 +153,14 @@ def test_paths_and_kernels_without_a_mask_refuse_in_one_line(kwargs, match):
     assert "\n" not in str(err.value)
 
 
-def test_auto_avoids_the_linear_fa_path_and_the_native_kernels():
+def test_auto_avoids_the_linear_fa_path_and_the_compiled_kernels():
     X, y = random_teacher(N, D, P, "linear", seed=7)
     h = TwoLayerEnsemble(D, P, seeds=[1], activation="linear").fit(X, y, steps=2, dropout=0.1)
-    assert (h.path, h.kernels) == ("rowspace", "torch") and "dropout" in h.kernels_why
+    assert h.path == "rowspace" and h.kernels in ("torch", "native")
+    act = ACTIVATIONS["linear"]
+    long_run = 1e12  # element-steps, past the point where "auto" compiles
+    assert choose("auto", "explicit", act, X, 1, P, True, long_run)[0] == "compiled"
+    assert choose("auto", "explicit", act, X, 1, P, True, long_run, masked=True)[0] == "torch"
     h = TwoLayerEnsemble(D, P, seeds=[1], activation="linear").fit(X, y, steps=2)
     assert h.path == "linear_fa"
 
@@ -244,3 +256,60 @@ def test_an_after_min_plateau_can_watch_the_alignment_too():
         while abs(a[t] - a[t - 50]) >= 2e-3:
             t += 50
         assert h.stop_step[k] == t < 3000
+
+
+def test_the_mask_generator_is_splitmix64_over_a_counter():
+    """mix64 over key + i gamma is SplitMix64 (its published first outputs from seed 0), and
+    keep_bits is word (r & 1) of the (i ceil(p/2) + r // 2 + 1)-th output, element by
+    element in plain Python integers."""
+    outputs = [dropout.mix64((i * dropout.GAMMA) % 2**64) for i in (1, 2, 3)]
+    assert outputs == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    key = dropout.step_key(dropout.member_key(5), 3)
+    p, n = 7, 4
+    bits = dropout.keep_bits(key, p, n)
+    for r in range(p):
+        for i in range(n):
+            w = dropout.mix64((key + (i * ((p + 1) // 2) + r // 2 + 1) * dropout.GAMMA) % 2**64)
+            assert int(bits[r, i]) == (w >> (32 * (r & 1))) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("q", [0.1, 0.5, 0.9])
+def test_masks_keep_one_minus_q_independently(q):
+    """Over 3 steps of a (1001, 50) mask: the kept fraction within 5 standard errors of
+    1 - q, and no correlation beyond 5 / sqrt(N) between neighbouring units (two words of
+    one draw), neighbouring samples, consecutive steps and two members."""
+    p, n = 1001, 50
+    m = [keep_mask(seed, t, q, p, n).numpy() for seed in (1, 2) for t in (0, 1, 2)]
+    flat = np.stack(m[:3])
+    se = np.sqrt(q * (1 - q) / flat.size)
+    assert abs(flat.mean() - (1 - q)) < 5 * se
+
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    bound = 5 / np.sqrt(p * n)
+    assert abs(corr(m[0][:-1:2], m[0][1::2])) < bound * np.sqrt(2)  # unit pairs (r, r+1)
+    assert abs(corr(m[0][:, :-1], m[0][:, 1:])) < bound * 1.1  # samples i, i+1
+    assert abs(corr(m[0], m[1])) < bound and abs(corr(m[1], m[2])) < bound  # steps
+    assert abs(corr(m[0], m[3])) < bound  # members (seeds 1 and 2), same step
+
+
+def test_native_dropout_records_every_metric_as_the_torch_ops_do():
+    """The native kernels keep no psi(Z) or psi'(Z): a metric that needs them (the update's
+    and beta's step norms, the update alignment) forms them from the same masks, lazily;
+    every recorded metric equals the torch ops' (float64, 1e-10)."""
+    from feedback_alignment.twolayer.engine import METRICS
+
+    X, y = random_teacher(N, D, P, "tanh", seed=7)
+    Xs, ys = torch.stack([X, X * 0.9, X * 1.1]), torch.stack([y, y, y])
+    hist = {}
+    for kernels in ("torch", "native"):
+        ens = TwoLayerEnsemble(D, P, seeds=SEEDS, activation="tanh")
+        hist[kernels] = ens.fit(Xs, ys, rule=["fa", "bp", "fa"], lr=LR, lam=0.01, dropout=Q,
+                                steps=STEPS, record_every=3, metrics=METRICS,
+                                path="rowspace", kernels=kernels)  # fmt: skip
+    assert hist["native"].kernels == "native"
+    assert set(hist["native"].metrics) == set(METRICS)
+    for m in METRICS:
+        a, b = hist["native"].metrics[m], hist["torch"].metrics[m]
+        assert np.allclose(a, b, rtol=1e-10, atol=1e-12, equal_nan=True), m  # step 0: 0 / 0

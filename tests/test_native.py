@@ -9,7 +9,7 @@ import torch
 
 from feedback_alignment.activations import get_activation
 from feedback_alignment.errors import ConfigError
-from feedback_alignment.twolayer import native
+from feedback_alignment.twolayer import dropout, native
 from feedback_alignment.twolayer.data import random_teacher, stack
 from feedback_alignment.twolayer.engine import METRICS, TwoLayerEnsemble
 from feedback_alignment.twolayer.native import selfcheck
@@ -82,31 +82,57 @@ def test_native_equals_torch_ops(act, rule, w_decay, shared):
     assert float((e1.beta - e0.beta).norm() / e0.beta.norm()) < 1e-12
 
 
-def _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam):
+def _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam, S=None, S_next=None):
     """The kernels' step written out in float64 torch ops (rowspace.cpp's header), with
-    the activation's own psi and psi' (activations.py)."""
+    the activation's own psi and psi' (activations.py); S, S_next: this step's and the
+    next step's scaled dropout masks (k, p, n), or None."""
     f = get_activation(act)
     Z, A, G, ce, fb_lr, keep, beta, lr, lam = (
         t.double() for t in (Z, A, G, ce, fb_lr, keep, beta, lr, lam)
     )
-    psi, dpsi = f(Z), f.deriv(Z)
+    S = torch.ones_like(Z) if S is None else S.double()
+    S_next = torch.ones_like(Z) if S_next is None else S_next.double()
+    psi, dpsi = f(Z) * S, f.deriv(Z) * S
     M = fb_lr[:, :, None] * dpsi * ce[:, None, :]
     d = (psi * ce[:, None, :]).sum(-1)
     Z = keep[:, None, None] * Z - M @ G
     A = keep[:, None, None] * A - M
     beta = beta - lr[:, None] * (d + lam[:, None] * beta)
-    return Z, A, beta, (beta[:, :, None] * f(Z)).sum(1)
+    return Z, A, beta, (beta[:, :, None] * f(Z) * S_next).sum(1)
+
+
+def _masks(g, k, p, n, dtype):
+    """Random step keys and probabilities (one member at q = 0): the kernels' mask
+    arguments, and the scaled masks of this step and the next from dropout.keep_bits."""
+    keys = [dropout.mix64(int(v)) for v in torch.randint(0, 2**62, (2 * k,), generator=g)]
+    qs = [0.0, 0.3, 0.7][:k]
+
+    def scaled(key, q):
+        keep = torch.from_numpy(dropout.keep_bits(key, p, n) >= dropout.threshold(q)).double()
+        return keep * torch.tensor(1 / (1 - q), dtype=torch.float64).to(dtype).double()
+
+    S = torch.stack([scaled(keys[i], qs[i]) for i in range(k)])
+    S_next = torch.stack([scaled(keys[k + i], qs[i]) for i in range(k)])
+
+    def bits(values):
+        return torch.from_numpy(np.array(values, dtype=np.uint64).view(np.int64))
+
+    scale = torch.tensor([1 / (1 - q) for q in qs], dtype=torch.float64).to(dtype)
+    args = (bits(keys[:k]), bits(keys[k:]), bits([dropout.threshold(q) for q in qs]), scale)
+    return args, S, S_next
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("act", ["linear", "relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("n", [7, 13])
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-G", "G-per-member"])
-def test_the_update_is_the_plain_step_at_every_block_shape(dtype, act, n, shared):
+@pytest.mark.parametrize("masked", [False, True], ids=["no-dropout", "dropout"])
+def test_the_update_is_the_plain_step_at_every_block_shape(dtype, act, n, shared, masked):
     """Widths that leave every size of short last block (a block is kPanel vectors of
     units: 4 with AVX-512, 64 float32 or 32 float64 units; 2 with AVX2, 16 or 8), below
     one vector, across the 256-unit work units; n with a rest of columns after the
-    6-column register blocks."""
+    6-column register blocks; with dropout, the masks the kernels draw against
+    dropout.keep_bits (this step's for the update, the next step's for the output)."""
     g = torch.Generator().manual_seed(n)
     for p in (1, 3, 8, 9, 15, 16, 17, 24, 31, 33, 40, 47, 63, 65, 100, 255, 257, 300):
         k = 3
@@ -120,12 +146,32 @@ def test_the_update_is_the_plain_step_at_every_block_shape(dtype, act, n, shared
         Z, A = native.column_layout(r(k, p, n)), native.column_layout(r(k, p, n))
         ce, fb_lr, beta = r(k, n, scale=0.3), r(k, p, scale=0.1), r(k, p)
         keep, lr, lam = 1 - r(k).abs() * 0.01, r(k).abs() * 0.1, r(k).abs()
-        want = _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam)
-        u = kern.update(Z, A, ce, fb_lr, keep, beta, lr, lam)
+        args, S, S_next = _masks(g, k, p, n, dtype) if masked else (None, None, None)
         tol = 1e-12 if dtype == torch.float64 else 1e-5
+        if masked:  # this step's output, from the same masks
+            u0 = kern.forward(Z, beta, (args[0], None, args[2], args[3]))
+            ref = (beta.double()[:, :, None] * get_activation(act)(Z.double()) * S).sum(1)
+            assert float((u0.double() - ref).abs().max()) <= tol * (float(ref.abs().max()) + 1)
+        want = _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam, S, S_next)
+        u = kern.update(Z, A, ce, fb_lr, keep, beta, lr, lam, masks=args)
         for name, got, ref in zip(("Z", "A", "beta", "u"), (Z, A, beta, u), want, strict=True):
             scale = float(ref.abs().max()) + 1.0
             assert float((got.double() - ref).abs().max()) <= tol * scale, (name, p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernels_draw_the_masks_of_dropout_keep_bits(dtype):
+    """native.keep_scale (the kernels' keep_scale, one vector at a time) against
+    dropout.keep_bits (numpy) at odd and even widths, every sample, several q."""
+    for p, n in ((1, 3), (37, 5), (64, 2), (301, 4)):
+        for q in (0.0, 0.25, 0.9):
+            key = dropout.step_key(dropout.member_key(p * 7 + n), 11)
+            thr = dropout.threshold(q)
+            scale = float(torch.tensor(1 / (1 - q), dtype=torch.float64).to(dtype))
+            want = torch.from_numpy(dropout.keep_bits(key, p, n) >= thr).to(dtype) * scale
+            for j in range(n):
+                got = native.keep_scale(key, thr, scale, p, j, dtype)
+                assert torch.equal(got, want[:, j]), (p, q, j)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -137,14 +183,14 @@ def test_native_tanh_is_tanh_to_a_few_ulp(dtype):
             torch.tensor([0.0, 1e-30, -1e-30, float("inf"), -float("inf")], dtype=dtype),
         ]
     )
-    t, d = native.tanh(z)
+    t, d = native.evaluate("tanh", z)
     ref = torch.tanh(z)
     eps = torch.finfo(dtype).eps
     tiny = torch.finfo(dtype).tiny
     assert float(((t - ref).abs() / ref.abs().clamp_min(tiny)).max()) <= 3 * eps
     assert float((d - (1 - ref * ref)).abs().max()) <= 3 * eps
     assert t[-2:].tolist() == [1.0, -1.0] and d[-2:].tolist() == [0.0, 0.0]
-    nan = native.tanh(torch.tensor([float("nan")] * 3, dtype=dtype))
+    nan = native.evaluate("tanh", torch.tensor([float("nan")] * 3, dtype=dtype))
     assert torch.isnan(nan[0]).all()
 
 
@@ -157,7 +203,7 @@ def test_native_tanh_at_the_saturating_ends_and_near_zero(dtype):
     small = torch.logspace(-40, -1, 20001, dtype=torch.float64)
     z = torch.cat([ends, small]).to(dtype)
     z = torch.cat([z, -z])
-    t, d = native.tanh(z)
+    t, d = native.evaluate("tanh", z)
     ref = torch.tanh(z)
     bits = torch.int32 if dtype == torch.float32 else torch.int64
     ulps = (t.view(bits).long() - ref.view(bits).long()).abs()
@@ -166,6 +212,31 @@ def test_native_tanh_at_the_saturating_ends_and_near_zero(dtype):
     assert float((d - (1 - ref * ref)).abs().max()) <= 2 * eps
     half = z.numel() // 2
     assert torch.equal(t[:half], -t[half:]) and torch.equal(d[:half], d[half:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_sigmoid_is_sigmoid_to_a_few_ulp(dtype):
+    """Across the range where e^|z| is finite (|z| <= 88 in float32, 709 in float64) and
+    near 0: within 3 ulp of torch.sigmoid; psi' = psi (1 - psi) as activations.py forms it
+    from torch's; past that range psi is 1 or below 1e-38 (1e-307), as torch's is."""
+    top = 88.0 if dtype == torch.float32 else 709.0
+    z = torch.cat([torch.linspace(-top, top, 200001, dtype=torch.float64),
+                   torch.logspace(-40, -1, 20001, dtype=torch.float64)]).to(dtype)  # fmt: skip
+    z = torch.cat([z, -z])
+    s, d = native.evaluate("sigmoid", z)
+    ref = torch.sigmoid(z)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    ulps = (s.view(bits).long() - ref.view(bits).long()).abs()
+    assert int(ulps.max()) <= 3, float(z[ulps.argmax()])
+    eps = torch.finfo(dtype).eps
+    assert float((d - ref * (1 - ref)).abs().max()) <= 4 * eps
+    far = torch.tensor([-1e4, -2 * top, 2 * top, 1e4, float("inf"), -float("inf")], dtype=dtype)
+    s, d = native.evaluate("sigmoid", far)
+    small = 1e-38 if dtype == torch.float32 else 1e-307
+    assert float(s[:2].max()) < small and s[2:5].tolist() == [1.0, 1.0, 1.0]
+    assert float(s[5]) < small and float(d.abs().max()) < small
+    nan = torch.tensor([float("nan")] * 3, dtype=dtype)
+    assert torch.isnan(native.evaluate("sigmoid", nan)[0]).all()
 
 
 @pytest.mark.parametrize("width", [16, 32, 64])
@@ -242,8 +313,8 @@ def test_relu_nan_propagates_like_torch():
 
 def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
     X, y = random_teacher(8, 20, 30, "tanh", seed=0)
-    sigmoid = TwoLayerEnsemble(20, 30, activation="sigmoid").fit(X, y, steps=2)
-    assert sigmoid.kernels == "torch"
+    erf = TwoLayerEnsemble(20, 30, activation="erf").fit(X, y, steps=2)
+    assert erf.kernels == "torch"
     assert TwoLayerEnsemble(20, 30, activation="tanh").fit(X, y, steps=2).kernels == "native"
     relu = TwoLayerEnsemble(20, 30, activation="relu")
     assert relu.fit(X, y, steps=2).kernels == "native"
@@ -253,7 +324,7 @@ def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
     two = TwoLayerEnsemble(20, 30, seeds=[0, 1], activation="relu")
     h = two.fit(per_member, torch.stack([y, y]), steps=2)
     assert h.kernels == "native" and h.kernels_why == ""
-    assert "sigmoid" in sigmoid.kernels_why
+    assert "erf" in erf.kernels_why
     monkeypatch.setenv("FA_NATIVE", "0")
     h = relu.fit(X, y, steps=2)
     assert h.kernels == "torch" and h.kernels_why == "FA_NATIVE=0"
@@ -268,7 +339,7 @@ def test_where_it_does_not_apply_the_torch_ops_run(monkeypatch):
 @pytest.mark.parametrize(
     "act, path, X, why",
     [
-        ("sigmoid", "rowspace", None, "no native kernels for activation 'sigmoid'"),
+        ("erf", "rowspace", None, "no native kernels for activation 'erf'"),
         ("relu", "explicit", None, "only on the row-space path, this fit runs path 'explicit'"),
         ("relu", "rowspace", torch.zeros(1030, 20), "n <= 1024 samples, got n = 1030"),
     ],
@@ -387,12 +458,18 @@ def test_the_kernels_refuse_what_they_cannot_read():
     ce, lr = torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
     with pytest.raises(ConfigError, match="lam must be torch.float64"):
         kern.update(Z, None, ce, beta, None, beta, lr, lr.float())
-    with pytest.raises(ConfigError, match="no kernels for activation 'sigmoid'"):
-        native.RowSpaceKernels(G, "sigmoid")
+    with pytest.raises(ConfigError, match="no kernels for activation 'erf'"):
+        native.RowSpaceKernels(G, "erf")
     with pytest.raises(ConfigError, match="n <= 1024 samples, got n = 1025"):
         native.RowSpaceKernels(torch.eye(1025), "relu")
     with pytest.raises(ConfigError, match="float32 or float64, got torch.float16"):
         native.RowSpaceKernels(G.half(), "relu")
+    i64 = torch.zeros(2, dtype=torch.int64)
+    kern.forward(Z, beta, (i64, None, i64, torch.ones(2, dtype=torch.float64)))  # masks
+    with pytest.raises(ConfigError, match=r"key_now must have shape \(2,\), got \(3,\)"):
+        kern.forward(Z, beta, (torch.zeros(3, dtype=torch.int64), None, i64, beta[:, 0]))
+    with pytest.raises(ConfigError, match="scale must be torch.float64, got torch.float32"):
+        kern.forward(Z, beta, (i64, None, i64, torch.ones(2)))
 
 
 # ---------------------------------------------------------------- self-check

@@ -208,7 +208,7 @@ def unregister_activation(name: str) -> None:
 # not in the paper; it takes tanh's.
 for _act in (
     Activation(
-        "linear", _linear, _one, _linear_h, _linear_g, identity=True,
+        "linear", _linear, _one, _linear_h, _linear_g, native="linear", identity=True,
         lr=1e-3, dropout_lr=1e-2, dropout_base_steps=10000,
     ),
     Activation(
@@ -219,7 +219,9 @@ for _act in (
         "tanh", torch.tanh, _tanh_deriv, compile_form=(_tanh_for_compile, _tanh_deriv_for_compile),
         native="tanh", lr=1e-1, dropout_lr=1e-1,
     ),
-    Activation("sigmoid", torch.sigmoid, _sigmoid_deriv, lr=1e-1, dropout_lr=1e-1),
+    Activation(
+        "sigmoid", torch.sigmoid, _sigmoid_deriv, native="sigmoid", lr=1e-1, dropout_lr=1e-1
+    ),
     Activation("erf", torch.erf, _erf_deriv, _erf_h, _erf_g),
 ):  # fmt: skip
     register_activation(_act)

@@ -16,12 +16,17 @@ backward sends the error down through b instead of beta) is:
 so every first-layer update is still (something) x X and the row-space path stays exact;
 only the element-wise work changes (psi(Z) and psi'(Z) both carry the scaled mask). The
 linear-FA path (update rows b_r times one vector) cannot hold a per-element mask, and the
-compiled and native kernels take none: those refuse dropout, ``"auto"`` avoids them.
+compiled kernels take none: those refuse dropout, ``"auto"`` avoids them. The native
+kernels draw the masks themselves, in their one pass over the state.
 
-The mask of member k at step t (t updates applied to it so far) comes from a generator
-seeded by (its seed, this module's stream number, t), drawn on the CPU in float64 and cast:
-a function of (seed, t) alone, so the same numbers on every device, alone or in any
-ensemble, in any chunking, and after a resume; a member with q = 0 draws nothing.
+The masks are counter-based, so that every path draws the same ones where it uses them
+(the native kernels inside their loops, the torch ops here): member k has a 64-bit key from
+its seed (``member_key``), step t the key mix64(key + (t + 1) gamma) (``step_key``), and
+unit r of sample i is kept iff its 32-bit word, word (r & 1) of
+mix64(step key + (i ceil(p/2) + r // 2 + 1) gamma), is >= round(q 2^32) (``keep_bits``,
+``threshold``): SplitMix64's output function over a counter, one 64-bit draw per two
+units. A function of (seed, t) alone, so the same numbers on every device and path, alone
+or in any ensemble, in any chunking, and after a resume; P(keep) is 1 - q to 2^-33.
 """
 
 from __future__ import annotations
@@ -34,27 +39,69 @@ import torch
 # the generator stream of the masks, apart from the member's initialisation stream
 DROPOUT_STREAM = 0xD0
 MAX_DROPOUT = 1.0  # q must be < 1: q = 1 drops every unit
+GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (2^64 / golden ratio, odd)
+_M64 = (1 << 64) - 1
+_WORD = 1 << 32
 
 
-def mask_generator(seed: int, t: int) -> torch.Generator:
-    """The generator of the mask of the member with ``seed`` at step ``t`` (independent of
-    its initialisation's stream and of every other step's)."""
-    state = np.random.SeedSequence([int(seed), DROPOUT_STREAM, int(t)]).generate_state(1)
-    return torch.Generator().manual_seed(int(state[0]))
+def mix64(z: int) -> int:
+    """SplitMix64's output function (Stafford's mix 13) of a 64-bit integer."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
 
 
-def draw_keep(gen: torch.Generator, q: float, shape: tuple[int, ...]) -> torch.Tensor:
-    """A 0/1 float64 keep mask: each element kept with probability 1 - q (nn.Dropout)."""
-    return (torch.rand(shape, generator=gen, dtype=torch.float64) >= q).double()
+def _mix64_array(z: np.ndarray) -> np.ndarray:
+    """:func:`mix64` element-wise on uint64 (which wraps as the 64-bit products must)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def member_key(seed: int) -> int:
+    """The 64-bit key of the masks of the member with ``seed`` (its own stream, apart from
+    its initialisation's)."""
+    state = np.random.SeedSequence([int(seed), DROPOUT_STREAM]).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+def step_key(key: int, t: int) -> int:
+    """The key of step ``t`` (t updates applied so far) of the member with ``key``."""
+    return mix64((key + (int(t) + 1) * GAMMA) & _M64)
+
+
+def threshold(q: float) -> int:
+    """The 32-bit words >= this are kept: round(q 2^32), P(keep) = 1 - q to 2^-33."""
+    return min(round(float(q) * _WORD), _WORD - 1)
+
+
+def keep_bits(key: int, p: int, n: int) -> np.ndarray:
+    """The 32-bit words of a step's masks, (p, n) uint32 (unit r, sample i): word (r & 1)
+    of mix64(key + (i ceil(p/2) + r // 2 + 1) gamma)."""
+    r = np.arange(p, dtype=np.uint64)[:, None]
+    i = np.arange(n, dtype=np.uint64)[None, :]
+    pair = i * np.uint64((p + 1) // 2) + (r >> np.uint64(1)) + np.uint64(1)
+    w = _mix64_array(np.uint64(key) + pair * np.uint64(GAMMA))
+    return ((w >> ((r & np.uint64(1)) << np.uint64(5))) & np.uint64(_WORD - 1)).astype(np.uint32)
+
+
+def keep_mask(seed: int, t: int, q: float, p: int, n: int) -> torch.Tensor:
+    """The 0/1 float64 keep mask (p, n) of the member with ``seed`` at step ``t``: each
+    element kept with probability 1 - q, as ``nn.Dropout`` keeps it."""
+    bits = keep_bits(step_key(member_key(seed), t), p, n)
+    return torch.from_numpy(bits >= np.uint32(threshold(q))).double()
 
 
 class Dropout:
-    """The masks of a fit: per member its probability q and seed; ``t`` the step whose masks
+    """The masks of a fit: per member its probability q and key; ``t`` the step whose masks
     are drawn (the engine sets it); :meth:`outputs` and :meth:`backward` are the dropped
-    element-wise work of a step (eager torch ops)."""
+    element-wise work of a step (eager torch ops), :meth:`native_args` what the native
+    kernels draw the same masks from."""
 
     def __init__(self, act, q: np.ndarray, seeds: list[int]):
         self.act, self.q, self.seeds, self.t = act, q, seeds, 0
+        self.keys = [member_key(s) for s in seeds]
+        self.thr = [threshold(v) for v in q]
 
     def scaled_masks(self, sl: slice, p: int, n: int, like: torch.Tensor) -> torch.Tensor:
         """m / (1 - q) for members ``sl``, (k, p, n) (unit r, sample i), in ``like``'s dtype."""
@@ -64,9 +111,24 @@ class Dropout:
             if q == 0:
                 out.append(torch.ones(p, n, dtype=torch.float64))
             else:
-                gen = mask_generator(self.seeds[k], self.t)
-                out.append(draw_keep(gen, q, (p, n)) / (1 - q))
+                bits = keep_bits(step_key(self.keys[k], self.t), p, n)
+                keep = torch.from_numpy(bits >= np.uint32(self.thr[k])).double()
+                out.append(keep / (1 - q))
         return torch.stack(out).to(dtype=like.dtype, device=like.device)
+
+    def native_args(self, sl: slice, dtype: torch.dtype, update: bool) -> tuple:
+        """(this step's keys, the next step's (``update``; else None), the thresholds (as
+        int64 tensors holding the uint64 bits), the scales 1 / (1 - q) (``dtype``)) of
+        members ``sl``: what the native kernels draw this step's masks from."""
+        members = range(sl.start, sl.stop)
+
+        def bits(values):
+            return torch.from_numpy(np.array(values, dtype=np.uint64).view(np.int64))
+
+        now = bits([step_key(self.keys[k], self.t) for k in members])
+        nxt = bits([step_key(self.keys[k], self.t + 1) for k in members]) if update else None
+        scale = torch.tensor([1 / (1 - float(self.q[k])) for k in members], dtype=torch.float64)
+        return now, nxt, bits([self.thr[k] for k in members]), scale.to(dtype)
 
     def outputs(self, sl: slice, Z: torch.Tensor, beta: torch.Tensor):
         """u (k, n) of the dropped network and a cache in which H and D are psi(Z) and

@@ -227,10 +227,10 @@ class TwoLayerEnsemble:
         is refused with a :class:`ConfigError`. ``dropout`` (a number or one per member, 0
         <= q < 1) applies inverted dropout to the hidden activations at every step, as
         ``torch.nn.Dropout`` would (:mod:`.dropout`); it runs on the explicit and row-space
-        paths with the torch ops. ``checkpoint`` (an object with ``load``, ``due`` and
-        ``save``, :mod:`.fitstate`): resume from the state it holds, and save the fit's
-        state whenever it is due; the numbers equal an uninterrupted fit's. More in
-        docs/twolayer.md.
+        paths, with the torch ops or the native kernels (not the compiled ones).
+        ``checkpoint`` (an object with ``load``, ``due`` and ``save``, :mod:`.fitstate`):
+        resume from the state it holds, and save the fit's state whenever it is due; the
+        numbers equal an uninterrupted fit's. More in docs/twolayer.md.
         """
         o = FitOptions.given(self, X, y, options)
         key = saved = None
@@ -356,12 +356,9 @@ class TwoLayerEnsemble:
             f"got activation {self.activation.name!r} and rules {sorted(set(o.rule))}",
         )
         work = self.K * self.p * o.work
-        if dropout:  # options.py refused the paths and kernels that take no mask
-            kind, why = "torch", "dropout runs on the torch ops (the native kernels take no mask)"
-        else:
-            kind, why = choose(
-                o.kernels, name, self.activation, o.X, self.K, self.p, o.keep_weights, work
-            )
+        kind, why = choose(
+            o.kernels, name, self.activation, o.X, self.K, self.p, o.keep_weights, work, dropout
+        )
         W, act = self.W, self.activation
         if name == "explicit":
             fl = ExplicitPath(W.clone() if W is self.W0 else W, self.W0, act, kind)

@@ -4,7 +4,7 @@
 * ``"compiled"``: two ``torch.compile`` kernels a step (:mod:`.fused`) on the explicit and
   row-space paths; compiling costs seconds a shape, so it pays only on long runs.
 * ``"native"``: the C++ row-space kernels (:mod:`.native`): row-space path, an activation
-  that has them (``Activation.native``: ReLU, tanh),
+  that has them (``Activation.native``: linear, ReLU, tanh, sigmoid), with or without dropout,
   CPU, float32/64, n <= 1024 and a C++ compiler. Asked for where they cannot run, the fit
   is refused with a :class:`ConfigError` saying why (so is ``"compiled"`` on the linear-FA
   path, which has no element-wise work).
@@ -41,11 +41,14 @@ def choose(
     p: int,
     keep_weights: bool,
     work: float,
+    masked: bool = False,
 ) -> tuple[str, str]:
     """(what runs: "torch", "compiled" or "native"; why the native kernels do not, or "").
 
     ``kernels`` is one of :data:`KERNELS` (``fit`` checked it); ``work``: the fit's
-    element-steps K p n steps (its minimum run under a stopping rule).
+    element-steps K p n steps (its minimum run under a stopping rule); ``masked``: the fit
+    has dropout masks, which the compiled kernels cannot take (``fit`` refused
+    ``kernels="compiled"``; ``"auto"`` then takes the torch ops instead of them).
     """
     n = X.shape[-2]
     if path == "linear_fa":
@@ -74,5 +77,5 @@ def choose(
         why = selfcheck.verdict(act, X.dtype, X.dim() == 2, K, p, n, keep_weights)
     if why is None:
         return "native", ""
-    compiled = X.device.type == "cuda" or work >= _COMPILE_MIN_WORK
+    compiled = (X.device.type == "cuda" or work >= _COMPILE_MIN_WORK) and not masked
     return ("compiled" if compiled else "torch"), why

@@ -168,9 +168,9 @@ class FitOptions:
                 "form); accepted with dropout: 'auto', 'explicit', 'rowspace'",
             )
             check(
-                kernels in ("auto", "torch"),
-                f"kernels={kernels!r} cannot run dropout (they take no mask); accepted with "
-                "dropout: 'auto', 'torch'",
+                kernels != "compiled",
+                "kernels='compiled' cannot run dropout (they take no mask); accepted with "
+                "dropout: 'auto', 'torch', 'native'",
             )
         self._set(lam_schedule=get_schedule(self.lam_schedule))
         metrics = self.metrics

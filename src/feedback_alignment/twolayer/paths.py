@@ -133,6 +133,27 @@ class ExplicitPath:
         self.W.copy_(state["W"])
 
 
+class _DroppedCache(dict):
+    """A native step's cache under dropout: Z, and H and D (psi(Z) and psi'(Z) times the
+    step's scaled masks, which the kernels drew in their loops and kept nowhere) formed by
+    the torch ops only if a recorded metric asks for them."""
+
+    def __init__(self, dropout, sl, Z, beta):
+        super().__init__(Z=Z)
+        self._args = (dropout, sl, Z, beta)
+
+    def __contains__(self, key) -> bool:
+        return key in ("H", "D") or super().__contains__(key)
+
+    def __missing__(self, key):
+        if key not in ("H", "D"):
+            raise KeyError(key)
+        dropout, sl, Z, beta = self._args
+        _, cache = dropout.outputs(sl, Z, beta)
+        self.update(H=cache["H"], D=cache["D"])
+        return self[key]
+
+
 class RowSpacePath(ExplicitPath):
     """W = s W_b + A X, with Z = W X^T, Z_b = W_b X^T and the Gram matrix X X^T kept.
 
@@ -211,14 +232,22 @@ class RowSpacePath(ExplicitPath):
     def preactivations(self, sl) -> torch.Tensor:
         return self.Z[sl]
 
+    def _masks(self, sl, update: bool):
+        """The native kernels' dropout arguments for members ``sl`` (None: no dropout)."""
+        if self.dropout is None:
+            return None
+        return self.dropout.native_args(sl, self.Z.dtype, update)
+
     def outputs(self, sl, beta: torch.Tensor):
         if self.native is None:
             return super().outputs(sl, beta)
         Z = self.Z[sl]
         u = self._u_next.pop((sl.start, sl.stop), None)  # left by the last update
         if u is None:
-            u = self.native.forward(Z, beta)
-        return u / math.sqrt(Z.shape[1]), {"Z": Z}
+            u = self.native.forward(Z, beta, self._masks(sl, update=False))
+        if self.dropout is None:
+            return u / math.sqrt(Z.shape[1]), {"Z": Z}
+        return u / math.sqrt(Z.shape[1]), _DroppedCache(self.dropout, sl, Z, beta)
 
     def _move_Z(self, sl, M, keep) -> None:
         """Z <- keep Z - M G, in place."""
@@ -238,8 +267,9 @@ class RowSpacePath(ExplicitPath):
             beta, _, lam = beta_step
             A = None if self.A is None else self.A[sl]
             self._u_next[(sl.start, sl.stop)] = self.native.update(
-                self.Z[sl], A, ce, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl
-            )
+                self.Z[sl], A, ce, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl,
+                self._masks(sl, update=True),
+            )  # fmt: skip
             if keep is not None:
                 self.s[sl] *= keep
             self._W = None

@@ -42,7 +42,7 @@ class History:
     non-finite or exploded (-1 if none), with ``messages[k]`` saying why. ``path`` names
     the first layer's representation and ``kernels`` what ran its element-wise work:
     ``"torch"`` (eager ops), ``"compiled"`` (torch.compile) or ``"native"`` (the C++
-    row-space kernels for ReLU and tanh); where the native kernels did not run,
+    row-space kernels for linear, ReLU, tanh and sigmoid); where the native kernels did not run,
     ``kernels_why`` says why (empty where they ran).
     """
 

@@ -1,4 +1,4 @@
-"""The row-space step for ReLU and tanh as one compiled C++ pass (``rowspace.cpp``).
+"""The row-space step (linear, ReLU, tanh, sigmoid) as one C++ pass (``rowspace.cpp``).
 
 With torch ops a row-space step makes about nine passes over (k, p, n) arrays: the
 products are cheap (n = 50) and memory traffic is the cost. The kernel here reads each
@@ -48,6 +48,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,7 @@ from ...activations import Activation, get_activation, with_native
 from ...errors import ConfigError, need
 
 _SOURCE = Path(__file__).with_name("rowspace.cpp")
+_PARTS = (32, 64)  # FA_PART: the float and the double kernels, compiled apart
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-fPIC", "-fopenmp"]
 VEC_BYTES = (16, 32, 64)
 _BUILD_TIMEOUT = 120.0  # seconds; a compiler that hangs must not hang the fit
@@ -144,14 +146,52 @@ def _torch_openmp() -> str | None:
     return min(paths) if len(paths) == 1 else None
 
 
-def _commands(cxx: str, flags: list[str], out: str, gomp: str | None) -> list[list[str]]:
-    if gomp is None:  # the compiler's own OpenMP runtime
-        return [[cxx, *flags, "-shared", "-o", out, str(_SOURCE)]]
-    obj = out + ".o"  # compile with OpenMP, link torch's runtime instead of the system's
-    return [
-        [cxx, *flags, "-c", "-o", obj, str(_SOURCE)],
-        [cxx, "-shared", "-o", out, obj, gomp, f"-Wl,-rpath,{os.path.dirname(gomp)}"],
+def _commands(cxx: str, flags: list[str], out: str, gomp: str | None):
+    """(the compile commands, one object per part of ``rowspace.cpp``, run side by side;
+    the link command): the float and double kernels compile apart (``FA_PART``), each in
+    about half the time of the whole."""
+    objs = [f"{out}.{part}.o" for part in _PARTS]
+    compiles = [
+        [cxx, *flags, f"-DFA_PART={part}", "-c", "-o", obj, str(_SOURCE)]
+        for part, obj in zip(_PARTS, objs, strict=True)
     ]
+    if gomp is None:  # the compiler's own OpenMP runtime
+        return compiles, [cxx, "-shared", "-fopenmp", "-o", out, *objs]
+    # link torch's runtime instead of the system's
+    return compiles, [cxx, "-shared", "-o", out, *objs, gomp, f"-Wl,-rpath,{os.path.dirname(gomp)}"]
+
+
+def _run_all(cxx: str, compiles: list[list[str]], link: list[str], timeout: float) -> None:
+    """Run the compiles side by side, then the link, all within ``timeout`` seconds; the
+    first failure (with the compiler's first line) or the timeout is a RuntimeError."""
+    deadline = time.monotonic() + timeout
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in compiles
+    ]
+    try:
+        for proc in procs:
+            try:
+                _, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(
+                    f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
+                ) from None
+            if proc.returncode != 0:
+                raise RuntimeError(f"{cxx} failed: {err.strip().splitlines()[:1]}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    try:
+        res = subprocess.run(
+            link, capture_output=True, text=True, timeout=max(0.0, deadline - time.monotonic())
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)") from None
+    if res.returncode != 0:
+        raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
 
 
 def _build_timeout() -> float:
@@ -267,15 +307,7 @@ def _compile(cxx: str, flags: list[str], gomp: str | None, out: Path, timeout: f
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        for cmd in _commands(cxx, flags, tmp, gomp):
-            try:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(
-                    f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
-                ) from None
-            if res.returncode != 0:
-                raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
+        _run_all(cxx, *_commands(cxx, flags, tmp, gomp), timeout)
         with open(tmp, "rb") as f:
             magic = f.read(4)
         if magic != b"\x7fELF":
@@ -291,7 +323,7 @@ def _compile(cxx: str, flags: list[str], gomp: str | None, out: Path, timeout: f
         os.chmod(rtmp, 0o644)
         os.replace(rtmp, rec)
     finally:
-        for leftover in (tmp, tmp + ".o"):
+        for leftover in (tmp, *(f"{tmp}.{part}.o" for part in _PARTS)):
             if os.path.exists(leftover):
                 os.unlink(leftover)
 
@@ -299,8 +331,11 @@ def _compile(cxx: str, flags: list[str], gomp: str | None, out: Path, timeout: f
 def _load(path: Path, width: int, key: str) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    for suf in ("f32", "f64"):
-        getattr(lib, f"fa_eval_tanh_{suf}").argtypes = [i64, ptr, ptr, ptr]
+    u64 = ctypes.c_uint64
+    for suf, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        for name in ("linear", "relu", "tanh", "sigmoid"):
+            getattr(lib, f"fa_eval_{name}_{suf}").argtypes = [i64, ptr, ptr, ptr]
+        getattr(lib, f"fa_keep_scale_{suf}").argtypes = [u64, u64, real, i64, i64, i64, ptr]
     lib.fa_max_n.restype = i64
     lib.fa_vec_bytes.restype = i64
     lib.fa_panel.restype = i64
@@ -358,17 +393,18 @@ def _entry(lib: ctypes.CDLL, kind: str, act: Activation, suf: str):
     """The library's function ``fa_{kind}_{native}_{suf}`` for ``act``, typed."""
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn = getattr(lib, f"fa_{kind}_{act.native}_{suf}")
-    if kind == "forward":
-        fn.argtypes = [i64] * 3 + [ptr] * 4 + [ctypes.c_int]
-    else:
-        fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 8 + [ctypes.c_int]
+    if kind == "forward":  # k p n, Z beta, key thr scale (masks), u_units u, threads
+        fn.argtypes = [i64] * 3 + [ptr] * 2 + [ptr] * 3 + [ptr] * 2 + [ctypes.c_int]
+    else:  # k p n, Z A G, g_stride, ce fb_lr keep beta lr lam, masks (4), u_units u, threads
+        fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 6 + [ptr] * 4 + [ptr] * 2
+        fn.argtypes += [ctypes.c_int]
     return fn
 
 
 def why_not(act: Activation, X: torch.Tensor, n: int) -> str | None:
     """Why the kernels cannot run this fit, or None where they can: an activation that has
-    native kernels (``act.native``: ReLU, tanh), the CPU, X (n, d) shared or (K, n, d) one
-    per member, float32/64, n <= 1024 and a compiler."""
+    native kernels (``act.native``: linear, ReLU, tanh, sigmoid), the CPU, X (n, d) shared
+    or (K, n, d) one per member, float32/64, n <= 1024 and a compiler."""
     if act.native is None:
         return f"no native kernels for activation {act.name!r} (only {', '.join(with_native())})"
     if X.device.type != "cpu":
@@ -469,22 +505,40 @@ class RowSpaceKernels:
             self._scratch[("units", k, p)] = units
         return units, torch.empty(k, n, dtype=Z.dtype)
 
-    def forward(self, Z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p)."""
+    def _masks(self, masks, k: int, update: bool) -> list:
+        """The mask arguments' pointers: (key_now, key_next, thr, scale) as
+        :meth:`.dropout.Dropout.native_args` makes them (key_next None for a forward), or
+        four nulls (None: no dropout)."""
+        if masks is None:
+            return [None] * 4
+        now, nxt, thr, scale = masks
+        for name, t, dt in (("key_now", now, torch.int64), ("thr", thr, torch.int64),
+                            ("scale", scale, self.dtype),
+                            *((("key_next", nxt, torch.int64),) if update else ())):  # fmt: skip
+            _check(name, t, dt, (k,))
+        return [_ptr(now), _ptr(nxt) if update else None, _ptr(thr), _ptr(scale)]
+
+    def forward(self, Z: torch.Tensor, beta: torch.Tensor, masks=None) -> torch.Tensor:
+        """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p); with ``masks``
+        (:meth:`.dropout.Dropout.native_args`), psi(Z) times this step's scaled masks."""
         if Z.dim() != 3 or Z.shape[-1] != self.n:
             raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
         _check("Z", Z, self.dtype, (k, p, n), columns=True)
         _check("beta", beta, self.dtype, (k, p))
+        m = self._masks(masks, k, update=False)
         units, u = self._u_buffers(Z)
-        self._fwd(k, p, n, _ptr(Z), _ptr(beta), _ptr(units), _ptr(u), _threads(Z.numel()))
+        self._fwd(k, p, n, _ptr(Z), _ptr(beta), m[0], m[2], m[3], _ptr(units), _ptr(u),
+                  _threads(Z.numel()))  # fmt: skip
         return u
 
-    def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None) -> torch.Tensor:
+    def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None, masks=None):
         """One step in place: A <- keep A - M (A None: no A kept), Z <- keep Z - M G,
         beta <- beta - lr (psi(Z) ce + lam beta); returns the next step's beta^T psi(Z)
         (k, n), as :meth:`forward`. ``members`` (a slice) picks the members' G where
-        each has its own."""
+        each has its own. With ``masks`` (:meth:`.dropout.Dropout.native_args`), psi(Z)
+        and psi'(Z) are times this step's scaled masks and the next output's psi(Z)
+        times the next step's."""
         if Z.dim() != 3 or Z.shape[-1] != self.n:
             raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
@@ -520,6 +574,7 @@ class RowSpaceKernels:
             _ptr(beta),
             _ptr(lr),
             _ptr(lam),
+            *self._masks(masks, k, update=True),
             _ptr(units),
             _ptr(u),
             _threads(Z.numel()),
@@ -527,8 +582,9 @@ class RowSpaceKernels:
         return u
 
 
-def tanh(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """tanh and its derivative as the native kernels compute them (for the tests)."""
+def evaluate(activation: str | Activation, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """psi and psi' of ``z`` as the native kernels compute them (for the tests)."""
+    act = get_activation(activation)
     lib = library()
     lanes = lib.fa_vec_bytes() // z.element_size()
     flat = z.reshape(-1)
@@ -536,6 +592,19 @@ def tanh(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     padded[: flat.numel()] = flat
     psi, dpsi = torch.empty_like(padded), torch.empty_like(padded)
     suf = "f32" if z.dtype == torch.float32 else "f64"
-    getattr(lib, f"fa_eval_tanh_{suf}")(padded.numel(), _ptr(padded), _ptr(psi), _ptr(dpsi))
+    fn = getattr(lib, f"fa_eval_{act.native}_{suf}")
+    fn(padded.numel(), _ptr(padded), _ptr(psi), _ptr(dpsi))
     m = flat.numel()
     return psi[:m].view_as(z), dpsi[:m].view_as(z)
+
+
+def keep_scale(key: int, q_threshold: int, scale: float, p: int, j: int, dtype) -> torch.Tensor:
+    """The factors (scale or 0) the kernels multiply units [0, p) of sample j by, for the
+    step key ``key`` (for the tests: :mod:`..dropout` draws the same masks)."""
+    lib = library()
+    lanes = lib.fa_vec_bytes() // torch.empty(0, dtype=dtype).element_size()
+    out = torch.empty(-(-p // lanes) * lanes, dtype=dtype)
+    suf = "f32" if dtype == torch.float32 else "f64"
+    fn = getattr(lib, f"fa_keep_scale_{suf}")
+    fn(key, q_threshold, scale, (p + 1) // 2, j, out.numel(), _ptr(out))
+    return out[:p]

@@ -1,4 +1,5 @@
-// One step of the row-space path (ReLU or tanh), each number of Z and A touched once.
+// One step of the row-space path (linear, ReLU, tanh or sigmoid), each number of Z and A
+// touched once.
 //
 // Z holds the pre-activations W X^T, A the row-space coordinates of W - s W_b (or
 // nothing: A = null when the fit keeps no weights), both (k, p, n) in column layout:
@@ -15,13 +16,17 @@
 //             beta[row] <- beta[row] - lr (d + lam beta[row])
 //             u[member] = sum over rows of beta[row] psi(Z[row])  (the next forward)
 //
+// With dropout, psi and psi' are times this step's scaled masks and the next forward's
+// psi times the next step's; the kernels draw the masks where they use them (keep_scale).
+//
 // which is what paths.RowSpacePath and the engine do with torch ops (an in-place GEMM for
 // m G), in one pass over memory instead of nine. Every operation runs on vectors of
 // consecutive units (GCC vector extensions, so the compiler picks AVX-512, AVX2 or NEON
 // for the host): no padding of n to the vector length, and no sum across a vector's lanes
 // but one per column and unit block of rows. m G is done a block of units at a time in
 // registers. tanh is computed here as t / (t + 2), t = expm1(2|z|) (range reduction and
-// a Taylor polynomial, a few ulp from libm's), psi' = 1 - tanh^2 from the same t. Float
+// a Taylor polynomial, a few ulp from libm's), psi' = 1 - tanh^2 from the same t; sigmoid
+// from t = expm1(|z|) likewise. Float
 // rounding differs from the torch path only there and in the order of the sums. NaN stays
 // NaN through psi, as in torch, so a diverging run is still seen by its MSE.
 #include <omp.h>
@@ -47,6 +52,14 @@ namespace {
 #endif
 static_assert(FA_VEC_BYTES == 16 || FA_VEC_BYTES == 32 || FA_VEC_BYTES == 64,
               "FA_VEC_BYTES must be 16, 32 or 64");
+
+// The build compiles the float and the double kernels apart, side by side (FA_PART 32 and
+// 64: each half the time), and links them; FA_PART 0 (unset) compiles both.
+#ifndef FA_PART
+#define FA_PART 0
+#endif
+#define FA_WITH_F32 (FA_PART == 0 || FA_PART == 32)
+#define FA_WITH_F64 (FA_PART == 0 || FA_PART == 64)
 
 constexpr int kVecBytes = FA_VEC_BYTES;
 // The product's register block, for a block of kPanel vectors of units: kRows columns x
@@ -98,7 +111,7 @@ struct Bits<double> {
 #define FA_EXPM1_TERMS_F64 13
 #endif
 
-// expm1(x) for 0 <= x <= 64 (or NaN): x = k ln2 + r, |r| <= ln2 / 2, expm1(x) =
+// expm1(x) for 0 <= x <= 88 in float, 709 in double (or NaN): x = k ln2 + r, |r| <= ln2 / 2, expm1(x) =
 // 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series. k = rint(x / ln2) is taken
 // with the round-to-nearest of adding 1.5 2^mant (its low mantissa bits then hold k),
 // so there is no float-to-integer conversion (AVX2 has none for 64-bit integers: the
@@ -125,6 +138,14 @@ inline typename Vec<T>::type vexpm1(typename Vec<T>::type x) {
     return two_k * em1 + (two_k - T(1));
 }
 
+struct Linear {
+    template <typename V>
+    static inline void eval(V z, V& psi, V& dpsi) {
+        psi = z;
+        dpsi = V{} + 1;
+    }
+};
+
 struct ReLU {
     template <typename V>
     static inline void eval(V z, V& psi, V& dpsi) {
@@ -150,6 +171,76 @@ struct Tanh {
         dpsi = T(1) - th * th;
     }
 };
+
+struct Sigmoid {
+    // sigmoid(-|z|) = r = 1 / (t + 2) and sigmoid(|z|) = 1 - r, t = expm1(|z|),
+    // picked by z's sign; psi' = psi (1 - psi), as activations.py writes it. |z| is clamped
+    // where e^|z| would overflow (88 in float, 709 in double): below -88 (-709) psi is
+    // 1 / (e^88 + 1) = 6e-39 (1e-308) instead of smaller (torch's is subnormal there).
+    template <typename V>
+    static inline void eval(V z, V& psi, V& dpsi) {
+        typedef decltype(z[0] + 0) T;
+        typedef typename Bits<T>::I I;
+        constexpr T kMax = sizeof(T) == 4 ? T(88) : T(709);
+        const I sign = (I)z & Bits<T>::kSign;
+        V a = (V)((I)z ^ sign);             // |z|; NaN stays NaN
+        a = a > kMax ? V{} + kMax : a;      // NaN compares false: kept
+        const V t = vexpm1<T>(a);
+        const V r = T(1) / (t + T(2));      // <= 1/2, so 1 - r rounds once, at >= 1/2
+        psi = sign != 0 ? r : T(1) - r;
+        dpsi = psi * (T(1) - psi);
+    }
+};
+
+// ---- dropout masks (dropout.py: keep_bits): counter-based, so the kernels draw them where
+// they use them. A member's step has a 64-bit key; unit r of sample j is kept iff word
+// (r & 1) of mix64(key + (j ceil(p/2) + r / 2 + 1) gamma) (SplitMix64's output function)
+// is >= thr, and then scaled by 1 / (1 - q).
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "word 0 of a pair is its low half");
+constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;
+typedef uint64_t U64 __attribute__((vector_size(kVecBytes)));
+constexpr int kLanes64 = kVecBytes / 8;
+
+inline U64 mix64(U64 z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+inline U64 lane_index() {
+    U64 l;
+    for (int i = 0; i < kLanes64; ++i) l[i] = uint64_t(i);
+    return l;
+}
+
+// one member's masks at one step
+template <typename T>
+struct Drop {
+    uint64_t key, thr;
+    T scale;
+    int64_t half;  // ceil(p / 2): pairs of units per sample
+};
+
+// the masks' factors (scale or 0) of units r0 .. r0 + L - 1 (r0 even) of sample j
+template <typename T>
+inline typename Vec<T>::type keep_scale(const Drop<T>& d, int64_t j, int64_t r0) {
+    typedef typename Vec<T>::type V;
+    const uint64_t pair = uint64_t(j * d.half + r0 / 2) + 1;
+    const U64 lane = lane_index();
+    if constexpr (sizeof(T) == 4) {  // a lane per pair: its two words are two units
+        typedef uint32_t U32 __attribute__((vector_size(kVecBytes)));
+        typedef int32_t I32 __attribute__((vector_size(kVecBytes)));
+        const U64 w = mix64((U64{} + (d.key + pair * kGamma)) + lane * kGamma);
+        const I32 keep = (U32)w >= uint32_t(d.thr);
+        return (V)((I32)(V{} + d.scale) & keep);
+    } else {  // a lane per unit: word (r & 1) of its pair's
+        typedef int64_t I64 __attribute__((vector_size(kVecBytes)));
+        const U64 w = mix64(U64{} + d.key + (pair + (lane >> 1)) * kGamma);
+        const U64 bits = (w >> ((lane & 1) << 5)) & 0xFFFFFFFFull;
+        const I64 keep = bits >= d.thr;
+        return (V)((I64)(V{} + d.scale) & keep);
+    }
+}
 
 template <typename T>
 inline typename Vec<T>::type load(const T* x) {
@@ -189,111 +280,8 @@ Scratch<T>& scratch(int64_t n) {
     return s;
 }
 
-// A block: NV L consecutive hidden units of one member (NV = kPanel, fewer in a short
-// last block). z points at its first unit in column 0, column j at z + j ld (ld = p, or
-// NV L in a padded copy); a likewise (or null); f and beta at its first unit.
-
-// uacc[j] += beta psi(z[j]) for the block's columns j
-template <typename T, typename Act, int NV>
-inline void forward_block(int64_t n, int64_t ld, const T* z, const T* beta, T* uacc) {
-    typedef typename Vec<T>::type V;
-    constexpr int64_t L = kVecBytes / sizeof(T);
-    V b[NV];
-    for (int q = 0; q < NV; ++q) b[q] = load(beta + q * L);
-    for (int64_t j = 0; j < n; ++j) {
-        V acc = *reinterpret_cast<V*>(uacc + j * L);
-        for (int q = 0; q < NV; ++q) {
-            V psi, dpsi;
-            Act::eval(load(z + j * ld + q * L), psi, dpsi);
-            acc += b[q] * psi;
-        }
-        *reinterpret_cast<V*>(uacc + j * L) = acc;
-    }
-}
-
-// columns [j0, j0 + NR) of the block: z[j] <- keep z[j] - sum_i G[i, j] m[i], with NR x NV
-// accumulators in registers (each load of m serves NR columns, each broadcast of G NV
-// vectors); then, from the registers, the next output's share uacc[j] += beta psi(z[j])
-template <typename T, typename Act, int NV, int NR>
-inline void product(int64_t n, int64_t ld, int64_t j0, T* z, const T* G, const T* m, T kp,
-                    bool keep, const typename Vec<T>::type* b, T* uacc) {
-    typedef typename Vec<T>::type V;
-    constexpr int64_t L = kVecBytes / sizeof(T);
-    V s[NR][NV];
-    for (int c = 0; c < NR; ++c)
-        for (int q = 0; q < NV; ++q) {
-            const V zv = load(z + (j0 + c) * ld + q * L);
-            s[c][q] = keep ? kp * zv : zv;
-        }
-    for (int64_t i = 0; i < n; ++i) {
-        V mv[NV];
-        for (int q = 0; q < NV; ++q) mv[q] = *reinterpret_cast<const V*>(m + (i * NV + q) * L);
-        const T* g = G + i * n + j0;
-        for (int c = 0; c < NR; ++c) {
-            const T gc = g[c];
-            for (int q = 0; q < NV; ++q) s[c][q] -= gc * mv[q];
-        }
-    }
-    for (int c = 0; c < NR; ++c) {
-        V acc = *reinterpret_cast<V*>(uacc + (j0 + c) * L);
-        for (int q = 0; q < NV; ++q) {
-            store(z + (j0 + c) * ld + q * L, s[c][q]);
-            V psi, dpsi;
-            Act::eval(s[c][q], psi, dpsi);
-            acc += b[q] * psi;
-        }
-        *reinterpret_cast<V*>(uacc + (j0 + c) * L) = acc;
-    }
-}
-
-// the last n mod kRows columns, as one block of NR = that many
-template <typename T, typename Act, int NV, int NR = kRows - 1>
-inline void product_rest(int64_t rest, int64_t n, int64_t ld, int64_t j0, T* z, const T* G,
-                         const T* m, T kp, bool keep, const typename Vec<T>::type* b,
-                         T* uacc) {
-    if constexpr (NR > 0) {
-        if (rest == NR) return product<T, Act, NV, NR>(n, ld, j0, z, G, m, kp, keep, b, uacc);
-        product_rest<T, Act, NV, NR - 1>(rest, n, ld, j0, z, G, m, kp, keep, b, uacc);
-    }
-}
-
-// the step on one block (see the top of the file), and its share of the next output
-template <typename T, typename Act, int NV>
-inline void update_block(int64_t n, int64_t ld, T* z, T* a, const T* G, const T* ce,
-                         const T* f, T kp, bool keep, T* beta, T lr_m, T lam_m, T* m,
-                         T* uacc) {
-    typedef typename Vec<T>::type V;
-    constexpr int64_t L = kVecBytes / sizeof(T);
-    V fv[NV], d[NV];
-    for (int q = 0; q < NV; ++q) fv[q] = load(f + q * L), d[q] = V{};
-    // m = fb_lr psi'(z) ce, d = psi(z) . ce, a <- keep a - m: one pass over the block
-    for (int64_t j = 0; j < n; ++j) {
-        const T cj = ce[j];
-        for (int q = 0; q < NV; ++q) {
-            V psi, dpsi;
-            Act::eval(load(z + j * ld + q * L), psi, dpsi);
-            d[q] += psi * cj;
-            const V mv = (fv[q] * dpsi) * cj;
-            *reinterpret_cast<V*>(m + (j * NV + q) * L) = mv;
-            if (a) {
-                T* aj = a + j * ld + q * L;
-                store(aj, (keep ? kp * load(aj) : load(aj)) - mv);
-            }
-        }
-    }
-    V b[NV];
-    for (int q = 0; q < NV; ++q) {
-        const V bv = load(beta + q * L);
-        b[q] = bv - lr_m * (d[q] + lam_m * bv);
-        store(beta + q * L, b[q]);
-    }
-    int64_t j0 = 0;
-    for (; j0 + kRows <= n; j0 += kRows)
-        product<T, Act, NV, kRows>(n, ld, j0, z, G, m, kp, keep, b, uacc);
-    product_rest<T, Act, NV>(n - j0, n, ld, j0, z, G, m, kp, keep, b, uacc);
-}
-
-// What one unit's rows share: the member's columns and settings, the thread's scratch.
+// What the blocks of one work unit share: the member's columns and settings, its masks
+// (null without dropout: `Masked` false) and the thread's scratch.
 template <typename T>
 struct Rows {
     int64_t p, n;
@@ -302,27 +290,147 @@ struct Rows {
     T kp;
     bool keep;
     T *beta, lr_m, lam_m;
+    const Drop<T>*now, *next;  // this step's masks and the next's
     T *m, *uacc;
 };
 
-// the block of NV vectors at unit rr of the member (its index r among all rows)
-template <typename T, typename Act, bool Update, int NV>
-inline void full_block(const Rows<T>& w, int64_t rr, int64_t r) {
-    if (Update)
-        update_block<T, Act, NV>(w.n, w.p, w.Z + rr, w.A ? w.A + rr : nullptr, w.G, w.ce,
-                                 w.fb_lr + r, w.kp, w.keep, w.beta + r, w.lr_m, w.lam_m, w.m,
-                                 w.uacc);
-    else
-        forward_block<T, Act, NV>(w.n, w.p, w.Z + rr, w.beta + r, w.uacc);
+// A block: NV L consecutive hidden units of one member, from unit r0 (of the member). z
+// points at its first unit in column 0, column j at z + j ld (ld = p, or NV L in a padded
+// copy); a likewise (or null); f (fb_lr) and beta at its first unit.
+template <typename T>
+struct Block {
+    int64_t ld, r0, valid;  // valid: its real units (fewer than NV L in a padded copy)
+    T *z, *a;
+    const T* f;
+    T* beta;
+};
+
+// psi and psi' of z (units r0 + q L .. of sample j), times this step's masks if any
+template <typename T, typename Act, bool Masked>
+inline void eval_now(const Rows<T>& w, typename Vec<T>::type z, int64_t j, int64_t r,
+                     typename Vec<T>::type& psi, typename Vec<T>::type& dpsi) {
+    Act::eval(z, psi, dpsi);
+    if constexpr (Masked) {
+        const typename Vec<T>::type s = keep_scale(*w.now, j, r);
+        psi = psi * s, dpsi = dpsi * s;
+    }
 }
 
-// the last cnt < kPanel L units, in NV = ceil(cnt / L) vectors: run on a copy padded
-// with zero units (zero z, a, f and beta add 0 to d and to u), copied back
-template <typename T, typename Act, bool Update, int NV = kPanel>
-inline void short_block(const Rows<T>& w, Scratch<T>& s, int64_t rr, int64_t r, int64_t cnt) {
+// uacc[j] += beta psi(z[j]) for the block's columns j
+template <typename T, typename Act, int NV, bool Masked>
+inline void forward_block(const Rows<T>& w, const Block<T>& k) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    V b[NV];
+    for (int q = 0; q < NV; ++q) b[q] = load(k.beta + q * L);
+    for (int64_t j = 0; j < w.n; ++j) {
+        V acc = *reinterpret_cast<V*>(w.uacc + j * L);
+        for (int q = 0; q < NV; ++q) {
+            V psi, dpsi;
+            eval_now<T, Act, Masked>(w, load(k.z + j * k.ld + q * L), j, k.r0 + q * L, psi,
+                                     dpsi);
+            acc += b[q] * psi;
+        }
+        *reinterpret_cast<V*>(w.uacc + j * L) = acc;
+    }
+}
+
+// columns [j0, j0 + NR) of the block: z[j] <- keep z[j] - sum_i G[i, j] m[i], with NR x NV
+// accumulators in registers (each load of m serves NR columns, each broadcast of G NV
+// vectors); then, from the registers, the next output's share uacc[j] += beta psi(z[j])
+// (times the next step's masks if any)
+template <typename T, typename Act, int NV, int NR, bool Masked>
+inline void product(const Rows<T>& w, const Block<T>& k, int64_t j0,
+                    const typename Vec<T>::type* b) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    const int64_t n = w.n, ld = k.ld;
+    T* z = k.z;
+    V s[NR][NV];
+    for (int c = 0; c < NR; ++c)
+        for (int q = 0; q < NV; ++q) {
+            const V zv = load(z + (j0 + c) * ld + q * L);
+            s[c][q] = w.keep ? w.kp * zv : zv;
+        }
+    for (int64_t i = 0; i < n; ++i) {
+        V mv[NV];
+        for (int q = 0; q < NV; ++q) mv[q] = *reinterpret_cast<const V*>(w.m + (i * NV + q) * L);
+        const T* g = w.G + i * n + j0;
+        for (int c = 0; c < NR; ++c) {
+            const T gc = g[c];
+            for (int q = 0; q < NV; ++q) s[c][q] -= gc * mv[q];
+        }
+    }
+    for (int c = 0; c < NR; ++c) {
+        V acc = *reinterpret_cast<V*>(w.uacc + (j0 + c) * L);
+        for (int q = 0; q < NV; ++q) {
+            store(z + (j0 + c) * ld + q * L, s[c][q]);
+            V psi, dpsi;
+            Act::eval(s[c][q], psi, dpsi);
+            if constexpr (Masked) psi = psi * keep_scale(*w.next, j0 + c, k.r0 + q * L);
+            acc += b[q] * psi;
+        }
+        *reinterpret_cast<V*>(w.uacc + (j0 + c) * L) = acc;
+    }
+}
+
+// the step on one block (see the top of the file), and its share of the next output
+template <typename T, typename Act, int NV, bool Masked>
+inline void update_block(const Rows<T>& w, const Block<T>& k) {
+    typedef typename Vec<T>::type V;
+    constexpr int64_t L = kVecBytes / sizeof(T);
+    const int64_t n = w.n;
+    V fv[NV], d[NV];
+    for (int q = 0; q < NV; ++q) fv[q] = load(k.f + q * L), d[q] = V{};
+    // m = fb_lr psi'(z) ce, d = psi(z) . ce, a <- keep a - m: one pass over the block
+    for (int64_t j = 0; j < n; ++j) {
+        const T cj = w.ce[j];
+        for (int q = 0; q < NV; ++q) {
+            V psi, dpsi;
+            eval_now<T, Act, Masked>(w, load(k.z + j * k.ld + q * L), j, k.r0 + q * L, psi,
+                                     dpsi);
+            d[q] += psi * cj;
+            const V mv = (fv[q] * dpsi) * cj;
+            *reinterpret_cast<V*>(w.m + (j * NV + q) * L) = mv;
+            if (k.a) {
+                T* aj = k.a + j * k.ld + q * L;
+                store(aj, (w.keep ? w.kp * load(aj) : load(aj)) - mv);
+            }
+        }
+    }
+    V b[NV];
+    for (int q = 0; q < NV; ++q) {
+        const V bv = load(k.beta + q * L);
+        b[q] = bv - w.lr_m * (d[q] + w.lam_m * bv);
+        store(k.beta + q * L, b[q]);
+    }
+    // a padded copy's zero units: beta stays 0 in the next output's share (their d is
+    // psi(0) . ce, not 0 where psi(0) != 0: sigmoid)
+    for (int64_t c = k.valid; c < NV * L; ++c) b[c / L][c % L] = T(0);
+    // the columns in blocks of kRows, the last n mod kRows in pairs and a single: three
+    // register blocks to compile per block width, not one per rest size (which doubled
+    // the build time); n = 50 (the paper's) leaves one pair
+    int64_t j0 = 0;
+    for (; j0 + kRows <= n; j0 += kRows) product<T, Act, NV, kRows, Masked>(w, k, j0, b);
+    for (; j0 + 2 <= n; j0 += 2) product<T, Act, NV, 2, Masked>(w, k, j0, b);
+    if (j0 < n) product<T, Act, NV, 1, Masked>(w, k, j0, b);
+}
+
+template <typename T, typename Act, bool Update, int NV, bool Masked>
+inline void run_block(const Rows<T>& w, const Block<T>& k) {
+    if constexpr (Update)
+        update_block<T, Act, NV, Masked>(w, k);
+    else
+        forward_block<T, Act, NV, Masked>(w, k);
+}
+
+// the last cnt < kPanel L units, from unit rr, in NV = ceil(cnt / L) vectors: run on a
+// copy padded with zero units (zero z, a, f and beta: they add 0 to u), copied back
+template <typename T, typename Act, bool Update, bool Masked, int NV = kPanel>
+inline void short_block(const Rows<T>& w, Scratch<T>& s, int64_t rr, int64_t cnt) {
     constexpr int64_t L = kVecBytes / sizeof(T), U = NV * L;
     if constexpr (NV > 1) {
-        if (cnt <= (NV - 1) * L) return short_block<T, Act, Update, NV - 1>(w, s, rr, r, cnt);
+        if (cnt <= (NV - 1) * L) return short_block<T, Act, Update, Masked, NV - 1>(w, s, rr, cnt);
     }
     const int64_t n = w.n, p = w.p;
     T* zc = s.z.data();
@@ -333,36 +441,72 @@ inline void short_block(const Rows<T>& w, Scratch<T>& s, int64_t rr, int64_t r, 
             if (ac) ac[j * U + c] = c < cnt ? w.A[j * p + rr + c] : T(0);
         }
     for (int64_t c = 0; c < U; ++c) {
-        s.beta[c] = c < cnt ? w.beta[r + c] : T(0);
-        s.f[c] = c < cnt && Update ? w.fb_lr[r + c] : T(0);
+        s.beta[c] = c < cnt ? w.beta[rr + c] : T(0);
+        s.f[c] = c < cnt && Update ? w.fb_lr[rr + c] : T(0);
     }
-    if (!Update) return forward_block<T, Act, NV>(n, U, zc, s.beta.data(), w.uacc);
-    update_block<T, Act, NV>(n, U, zc, ac, w.G, w.ce, s.f.data(), w.kp, w.keep, s.beta.data(),
-                             w.lr_m, w.lam_m, w.m, w.uacc);
+    run_block<T, Act, Update, NV, Masked>(w,
+                                          Block<T>{U, rr, cnt, zc, ac, s.f.data(), s.beta.data()});
+    if (!Update) return;
     for (int64_t j = 0; j < n; ++j)
         for (int64_t c = 0; c < cnt; ++c) {
             w.Z[j * p + rr + c] = zc[j * U + c];
             if (ac) w.A[j * p + rr + c] = ac[j * U + c];
         }
-    for (int64_t c = 0; c < cnt; ++c) w.beta[r + c] = s.beta[c];
+    for (int64_t c = 0; c < cnt; ++c) w.beta[rr + c] = s.beta[c];
 }
+
+// The settings of one call, as the engine passes them (pointers to all members')
+template <typename T>
+struct Step {
+    int64_t k, p, n;
+    T *Z, *A;
+    const T* G;
+    int64_t g_stride;
+    const T *ce, *fb_lr, *keep;
+    T* beta;
+    const T *lr, *lam;
+    const uint64_t *key_now, *key_next, *thr;  // null: no dropout
+    const T* scale;
+};
 
 // rows [r0, r1), all of one member, in blocks of kPanel L units; uu is the unit's (n) slot
 // of u
-template <typename T, typename Act, bool Update>
-void run_rows(int64_t r0, int64_t r1, int64_t p, int64_t n, T* Z, T* A, const T* G,
-              const T* ce, const T* fb_lr, T kp, bool keep, T* beta, T lr_m, T lam_m, T* uu) {
+template <typename T, typename Act, bool Update, bool Masked>
+void run_rows(const Step<T>& c, int64_t r0, int64_t r1, T* uu) {
     constexpr int64_t L = kVecBytes / sizeof(T), U = kPanel * L;
+    const int64_t p = c.p, n = c.n, member = r0 / p;
     Scratch<T>& s = scratch<T>(n);
     std::fill(s.uacc.begin(), s.uacc.begin() + n, typename Scratch<T>::Lanes{});
-    const int64_t member = r0 / p;
-    const Rows<T> w{p,    n,    Z + member * n * p, A ? A + member * n * p : nullptr,
-                    G,    ce,   fb_lr,              kp,
-                    keep, beta, lr_m,               lam_m,
-                    reinterpret_cast<T*>(s.m.data()), reinterpret_cast<T*>(s.uacc.data())};
-    int64_t r = r0;
-    for (; r + U <= r1; r += U) full_block<T, Act, Update, kPanel>(w, r - member * p, r);
-    if (r < r1) short_block<T, Act, Update>(w, s, r - member * p, r, r1 - r);
+    Drop<T> now{}, next{};
+    if constexpr (Masked) {
+        const int64_t half = (p + 1) / 2;
+        now = Drop<T>{c.key_now[member], c.thr[member], c.scale[member], half};
+        if (Update) next = Drop<T>{c.key_next[member], c.thr[member], c.scale[member], half};
+    }
+    const Rows<T> w{p,
+                    n,
+                    c.Z + member * n * p,
+                    c.A ? c.A + member * n * p : nullptr,
+                    Update ? c.G + member * c.g_stride : nullptr,
+                    Update ? c.ce + member * n : nullptr,
+                    Update ? c.fb_lr + member * p : nullptr,
+                    c.keep ? c.keep[member] : T(1),
+                    c.keep != nullptr,
+                    c.beta + member * p,
+                    Update ? c.lr[member] : T(0),
+                    Update ? c.lam[member] : T(0),
+                    &now,
+                    &next,
+                    reinterpret_cast<T*>(s.m.data()),
+                    reinterpret_cast<T*>(s.uacc.data())};
+    int64_t rr = r0 - member * p;
+    const int64_t end = r1 - member * p;
+    for (; rr + U <= end; rr += U) {
+        T* a = w.A ? w.A + rr : nullptr;
+        const T* f = Update ? w.fb_lr + rr : nullptr;
+        run_block<T, Act, Update, kPanel, Masked>(w, Block<T>{p, rr, U, w.Z + rr, a, f, w.beta + rr});
+    }
+    if (rr < end) short_block<T, Act, Update, Masked>(w, s, rr, end - rr);
     for (int64_t j = 0; j < n; ++j) {  // the lanes' partial sums, in a fixed order
         T sum = T(0);
         for (int64_t l = 0; l < L; ++l) sum += w.uacc[j * L + l];
@@ -410,24 +554,14 @@ void for_each_unit(int64_t k, int64_t p, int64_t n, T* u_units, T* u, int thread
     }
 }
 
-template <typename T, typename Act>
-void forward_all(int64_t k, int64_t p, int64_t n, const T* Z, const T* beta, T* u_units, T* u,
-                 int threads) {
-    for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
-        run_rows<T, Act, false>(r0, r1, p, n, const_cast<T*>(Z), nullptr, nullptr, nullptr,
-                                nullptr, T(1), false, const_cast<T*>(beta), T(0), T(0), slot);
-    });
-}
-
-template <typename T, typename Act>
-void update_all(int64_t k, int64_t p, int64_t n, T* Z, T* A, const T* G, int64_t g_stride,
-                const T* ce, const T* fb_lr, const T* keep, T* beta, const T* lr, const T* lam,
-                T* u_units, T* u, int threads) {
-    for_each_unit<T>(k, p, n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
-        const int64_t member = r0 / p;  // a unit's rows are one member's
-        run_rows<T, Act, true>(r0, r1, p, n, Z, A, G + member * g_stride, ce + member * n,
-                               fb_lr, keep ? keep[member] : T(1), keep != nullptr, beta,
-                               lr[member], lam[member], slot);
+// forward (Update false: u = beta^T psi(Z), times this step's masks) or the step
+template <typename T, typename Act, bool Update>
+void run_all(const Step<T>& c, T* u_units, T* u, int threads) {
+    for_each_unit<T>(c.k, c.p, c.n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
+        if (c.key_now)
+            run_rows<T, Act, Update, true>(c, r0, r1, slot);
+        else
+            run_rows<T, Act, Update, false>(c, r0, r1, slot);
     });
 }
 
@@ -437,41 +571,77 @@ void update_all(int64_t k, int64_t p, int64_t n, T* Z, T* A, const T* G, int64_t
 // torch's own pool, not a second one competing for the cores.
 extern "C" {
 
+#if FA_WITH_F32  // the functions of the whole library: in one part only
 int64_t fa_max_n() { return kMaxN; }
 int64_t fa_vec_bytes() { return kVecBytes; }
 int64_t fa_panel() { return kPanel; }
 int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
+#endif
 
 // for the tests: psi and psi' of n values (n a multiple of the vector length)
-void fa_eval_tanh_f32(int64_t n, const float* z, float* psi, float* dpsi) {
-    typedef Vec<float>::type V;
-    for (int64_t i = 0; i < n; i += kVecBytes / 4)
-        Tanh::eval(*reinterpret_cast<const V*>(z + i), *reinterpret_cast<V*>(psi + i),
-                   *reinterpret_cast<V*>(dpsi + i));
-}
-void fa_eval_tanh_f64(int64_t n, const double* z, double* psi, double* dpsi) {
-    typedef Vec<double>::type V;
-    for (int64_t i = 0; i < n; i += kVecBytes / 8)
-        Tanh::eval(*reinterpret_cast<const V*>(z + i), *reinterpret_cast<V*>(psi + i),
-                   *reinterpret_cast<V*>(dpsi + i));
-}
+#define FA_EVAL(ACT, NAME, T, SUF)                                                          \
+    void fa_eval_##NAME##_##SUF(int64_t n, const T* z, T* psi, T* dpsi) {                 \
+        typedef Vec<T>::type V;                                                           \
+        for (int64_t i = 0; i < n; i += kVecBytes / sizeof(T))                            \
+            ACT::eval(*reinterpret_cast<const V*>(z + i), *reinterpret_cast<V*>(psi + i), \
+                      *reinterpret_cast<V*>(dpsi + i));                                   \
+    }
 
+// key_now, key_next, thr (uint64, k each) and scale (k): the members' dropout masks, or
+// all null (no dropout); key_next is the next step's, for the next output (update only)
 #define FA_KERNELS(ACT, NAME, T, SUF)                                                       \
     void fa_forward_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, const T* Z,             \
-                                   const T* beta, T* u_units, T* u, int threads) {          \
-        forward_all<T, ACT>(k, p, n, Z, beta, u_units, u, threads);                         \
+                                   const T* beta, const uint64_t* key_now,                  \
+                                   const uint64_t* thr, const T* scale, T* u_units, T* u,   \
+                                   int threads) {                                           \
+        const Step<T> c{k,       p,       n,       const_cast<T*>(Z), nullptr, nullptr, 0,  \
+                        nullptr, nullptr, nullptr, const_cast<T*>(beta), nullptr, nullptr,  \
+                        key_now, nullptr, thr,     scale};                                  \
+        run_all<T, ACT, false>(c, u_units, u, threads);                                     \
     }                                                                                       \
     void fa_update_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, T* Z, T* A, const T* G,  \
                                   int64_t g_stride, const T* ce, const T* fb_lr,            \
                                   const T* keep, T* beta, const T* lr, const T* lam,        \
-                                  T* u_units, T* u, int threads) {                          \
-        update_all<T, ACT>(k, p, n, Z, A, G, g_stride, ce, fb_lr, keep, beta, lr, lam,      \
-                           u_units, u, threads);                                            \
+                                  const uint64_t* key_now, const uint64_t* key_next,        \
+                                  const uint64_t* thr, const T* scale, T* u_units, T* u,    \
+                                  int threads) {                                            \
+        const Step<T> c{k,  p,   n,       Z,        A,   G,    g_stride, ce, fb_lr,         \
+                        keep, beta, lr,   lam,      key_now, key_next, thr, scale};         \
+        run_all<T, ACT, true>(c, u_units, u, threads);                                      \
     }
 
-FA_KERNELS(ReLU, relu, float, f32)
-FA_KERNELS(ReLU, relu, double, f64)
-FA_KERNELS(Tanh, tanh, float, f32)
-FA_KERNELS(Tanh, tanh, double, f64)
+
+#define FA_ALL(T, SUF)                      \
+    FA_EVAL(Linear, linear, T, SUF)         \
+    FA_EVAL(ReLU, relu, T, SUF)             \
+    FA_EVAL(Tanh, tanh, T, SUF)             \
+    FA_EVAL(Sigmoid, sigmoid, T, SUF)       \
+    FA_KERNELS(Linear, linear, T, SUF)      \
+    FA_KERNELS(ReLU, relu, T, SUF)          \
+    FA_KERNELS(Tanh, tanh, T, SUF)          \
+    FA_KERNELS(Sigmoid, sigmoid, T, SUF)
+#if FA_WITH_F32
+FA_ALL(float, f32)
+#endif
+#if FA_WITH_F64
+FA_ALL(double, f64)
+#endif
+
+// for the tests: the masks' factors (scale or 0) of units [0, count) of sample j, with
+// half = ceil(p / 2) (count a multiple of the vector length)
+#if FA_WITH_F32
+void fa_keep_scale_f32(uint64_t key, uint64_t thr, float scale, int64_t half, int64_t j,
+                       int64_t count, float* out) {
+    const Drop<float> d{key, thr, scale, half};
+    for (int64_t r = 0; r < count; r += kVecBytes / 4) store(out + r, keep_scale(d, j, r));
+}
+#endif
+#if FA_WITH_F64
+void fa_keep_scale_f64(uint64_t key, uint64_t thr, double scale, int64_t half, int64_t j,
+                       int64_t count, double* out) {
+    const Drop<double> d{key, thr, scale, half};
+    for (int64_t r = 0; r < count; r += kVecBytes / 8) store(out + r, keep_scale(d, j, r));
+}
+#endif
 
 }  // extern "C"
