@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 
 import torch
 
-import roofline
 from feedback_alignment.activations import paper_lr
 from feedback_alignment.reproduce.profiles import DROPOUTS
 from feedback_alignment.twolayer.data import random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
-from twolayer import cpu_flags, interleaved
+from twolayer import interleaved, machine, machine_line
 
 N, D, REPS = 50, 150, 2
 
@@ -74,22 +72,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     widths = args.widths or ([200, 800] if args.quick else [200, 800, 3200, 12800])
     rounds, block_s = (5, 0.15) if args.quick else (7, 0.5)
-    out: dict = {
-        "machine": platform.machine(),
-        **roofline.cpu(),
-        "cpu_flags": cpu_flags(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "n": N,
-        "d": D,
-        "rows": [],
-    }
-    print(
-        f"# {out['cpu_model']} ({out['machine']}; lscpu | grep -c avx512f = "
-        f"{out['lscpu_avx512f_lines']}; flags {out['cpu_flags']}) torch {out['torch']}, "
-        f"{out['threads']} threads, n={N} d={D}, float32, one X per repetition",
-        flush=True,
-    )
+    out: dict = {**machine(), "n": N, "d": D, "rows": []}
+    print(f"# {machine_line(out)}, n={N} d={D}, float32, one X per repetition", flush=True)
     for act in args.activations:
         q = [v for _ in range(REPS) for v in DROPOUTS[act]]
         for p in widths:

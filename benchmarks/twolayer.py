@@ -85,6 +85,26 @@ def cpu_flags() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def machine() -> dict:
+    """What every figure is named with: the CPU (model, avx512f count, vector flags),
+    torch and its thread count."""
+    return {
+        "machine": platform.machine(),
+        **roofline.cpu(),
+        "cpu_flags": cpu_flags(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def machine_line(m: dict) -> str:
+    return (
+        f"{m['cpu_model']} ({m['machine']}; lscpu | grep -c avx512f = "
+        f"{m['lscpu_avx512f_lines']}; flags {m['cpu_flags']}) torch {m['torch']}, "
+        f"{m['threads']} threads"
+    )
+
+
 def data(act: str, p: int, members: int, dtype: str):
     to = getattr(torch, dtype)
     if act == "linear":
@@ -264,24 +284,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     widths = args.widths or ([200, 3200, 12800] if args.quick else list(WIDTHS_E1))
     rounds, block_s = (5, 0.15) if args.quick else (7, 0.5)
-    out: dict = {
-        "machine": platform.machine(),
-        **roofline.cpu(),
-        "cpu_flags": cpu_flags(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "K": K,
-        "n": N,
-        "d": D,
-        "data": "one X per member",
-        "rows": [],
-    }
-    print(
-        f"# {out['cpu_model']} ({out['machine']}; lscpu | grep -c avx512f = "
-        f"{out['lscpu_avx512f_lines']}; flags {out['cpu_flags']}) torch {out['torch']}, "
-        f"{out['threads']} threads, K={K} n={N} d={D}, one X per member",
-        flush=True,
-    )
+    out: dict = {**machine(), "K": K, "n": N, "d": D, "data": "one X per member", "rows": []}
+    print(f"# {machine_line(out)}, K={K} n={N} d={D}, one X per member", flush=True)
     lim_before = roofline.limits(args.dtypes)
     print(f"# machine limits (before the rows): {roofline.describe(lim_before)}", flush=True)
     step32: dict[str, dict[int, float]] = {}

@@ -194,6 +194,14 @@ def test_native_tanh_is_tanh_to_a_few_ulp(dtype):
     assert torch.isnan(nan[0]).all()
 
 
+def _within_ulps(got, want, ulps, z):
+    """Every value of ``got`` within ``ulps`` units in the last place of ``want`` (the
+    float's bits as integers; the z where the most is reached named on failure)."""
+    bits = torch.int32 if got.dtype == torch.float32 else torch.int64
+    diff = (got.view(bits).long() - want.view(bits).long()).abs()
+    assert int(diff.max()) <= ulps, float(z[diff.argmax()])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_tanh_at_the_saturating_ends_and_near_zero(dtype):
     """Where tanh rounds to +-1 (and psi' to a few ulp or 0) and where it is z to the
@@ -205,9 +213,7 @@ def test_native_tanh_at_the_saturating_ends_and_near_zero(dtype):
     z = torch.cat([z, -z])
     t, d = native.evaluate("tanh", z)
     ref = torch.tanh(z)
-    bits = torch.int32 if dtype == torch.float32 else torch.int64
-    ulps = (t.view(bits).long() - ref.view(bits).long()).abs()
-    assert int(ulps.max()) <= 3, float(z[ulps.argmax()])
+    _within_ulps(t, ref, 3, z)
     eps = torch.finfo(dtype).eps
     assert float((d - (1 - ref * ref)).abs().max()) <= 2 * eps
     half = z.numel() // 2
@@ -225,9 +231,7 @@ def test_native_sigmoid_is_sigmoid_to_a_few_ulp(dtype):
     z = torch.cat([z, -z])
     s, d = native.evaluate("sigmoid", z)
     ref = torch.sigmoid(z)
-    bits = torch.int32 if dtype == torch.float32 else torch.int64
-    ulps = (s.view(bits).long() - ref.view(bits).long()).abs()
-    assert int(ulps.max()) <= 3, float(z[ulps.argmax()])
+    _within_ulps(s, ref, 3, z)
     eps = torch.finfo(dtype).eps
     assert float((d - ref * (1 - ref)).abs().max()) <= 4 * eps
     far = torch.tensor([-1e4, -2 * top, 2 * top, 1e4, float("inf"), -float("inf")], dtype=dtype)

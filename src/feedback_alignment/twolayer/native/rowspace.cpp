@@ -611,6 +611,16 @@ int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
     }
 
 
+// for the tests: the masks' factors (scale or 0) of units [0, count) of sample j, with
+// half = ceil(p / 2) (count a multiple of the vector length)
+#define FA_KEEP_SCALE(T, SUF)                                                                \
+    void fa_keep_scale_##SUF(uint64_t key, uint64_t thr, T scale, int64_t half, int64_t j,  \
+                             int64_t count, T* out) {                                       \
+        const Drop<T> d{key, thr, scale, half};                                             \
+        for (int64_t r = 0; r < count; r += kVecBytes / sizeof(T))                          \
+            store(out + r, keep_scale(d, j, r));                                            \
+    }
+
 #define FA_ALL(T, SUF)                      \
     FA_EVAL(Linear, linear, T, SUF)         \
     FA_EVAL(ReLU, relu, T, SUF)             \
@@ -619,7 +629,8 @@ int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
     FA_KERNELS(Linear, linear, T, SUF)      \
     FA_KERNELS(ReLU, relu, T, SUF)          \
     FA_KERNELS(Tanh, tanh, T, SUF)          \
-    FA_KERNELS(Sigmoid, sigmoid, T, SUF)
+    FA_KERNELS(Sigmoid, sigmoid, T, SUF)    \
+    FA_KEEP_SCALE(T, SUF)
 #if FA_WITH_F32
 FA_ALL(float, f32)
 #endif
@@ -627,21 +638,5 @@ FA_ALL(float, f32)
 FA_ALL(double, f64)
 #endif
 
-// for the tests: the masks' factors (scale or 0) of units [0, count) of sample j, with
-// half = ceil(p / 2) (count a multiple of the vector length)
-#if FA_WITH_F32
-void fa_keep_scale_f32(uint64_t key, uint64_t thr, float scale, int64_t half, int64_t j,
-                       int64_t count, float* out) {
-    const Drop<float> d{key, thr, scale, half};
-    for (int64_t r = 0; r < count; r += kVecBytes / 4) store(out + r, keep_scale(d, j, r));
-}
-#endif
-#if FA_WITH_F64
-void fa_keep_scale_f64(uint64_t key, uint64_t thr, double scale, int64_t half, int64_t j,
-                       int64_t count, double* out) {
-    const Drop<double> d{key, thr, scale, half};
-    for (int64_t r = 0; r < count; r += kVecBytes / 8) store(out + r, keep_scale(d, j, r));
-}
-#endif
 
 }  // extern "C"
