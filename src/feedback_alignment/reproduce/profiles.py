@@ -309,7 +309,7 @@ PROFILES: dict[str, Profile] = {
 # the CPU they ran on are in docs/reproduce.md
 CPU_TIMES = {
     "smoke": "1-4 min",
-    "quick": "~19 min",
+    "quick": "~16 min",
     "standard": "several hours",
     "full": "GPU or cluster",
 }
