@@ -165,11 +165,11 @@ def _run_all(cxx: str, compiles: list[list[str]], link: list[str], timeout: floa
     """Run the compiles side by side, then the link, all within ``timeout`` seconds; the
     first failure (with the compiler's first line) or the timeout is a RuntimeError."""
     deadline = time.monotonic() + timeout
-    procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for cmd in compiles
-    ]
-    try:
+    procs: list[subprocess.Popen] = []
+    try:  # (a compile that cannot start leaves none of the others running)
+        for cmd in compiles:
+            pipe = subprocess.PIPE
+            procs.append(subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True))
         for proc in procs:
             try:
                 _, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
