@@ -410,6 +410,9 @@ def test_the_cache_key_holds_the_compiler_and_its_version():
 def test_this_build_has_the_cpu_width():
     width, origin = native.vector_bytes()
     assert native.library().fa_vec_bytes() == width, origin
+    # the register block the docs give: 4 vectors of units with AVX-512's 32 registers,
+    # 2 with the 16 of AVX2, SSE and NEON
+    assert native.library().fa_panel() == (4 if width == 64 else 2)
 
 
 def _fresh_build(monkeypatch, tmp_path, **env):
