@@ -102,23 +102,25 @@ def _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam, S=None, S_next=Non
 
 
 def _masks(g, k, p, n, dtype):
-    """Random step keys and probabilities (one member at q = 0): the kernels' mask
-    arguments, and the scaled masks of this step and the next from dropout.keep_bits."""
-    keys = [dropout.mix64(int(v)) for v in torch.randint(0, 2**62, (2 * k,), generator=g)]
+    """Random member keys, a random step t and probabilities (one member at q = 0): the
+    kernels' mask arguments, and the scaled masks of step t and t + 1 from
+    dropout.step_key and dropout.keep_bits."""
+    keys = [dropout.mix64(int(v)) for v in torch.randint(0, 2**62, (k,), generator=g)]
+    t = int(torch.randint(0, 10**6, (1,), generator=g))
     qs = [0.0, 0.3, 0.7][:k]
 
     def scaled(key, q):
         keep = torch.from_numpy(dropout.keep_bits(key, p, n) >= dropout.threshold(q)).double()
         return keep * torch.tensor(1 / (1 - q), dtype=torch.float64).to(dtype).double()
 
-    S = torch.stack([scaled(keys[i], qs[i]) for i in range(k)])
-    S_next = torch.stack([scaled(keys[k + i], qs[i]) for i in range(k)])
+    S = torch.stack([scaled(dropout.step_key(keys[i], t), qs[i]) for i in range(k)])
+    S_next = torch.stack([scaled(dropout.step_key(keys[i], t + 1), qs[i]) for i in range(k)])
 
     def bits(values):
         return torch.from_numpy(np.array(values, dtype=np.uint64).view(np.int64))
 
     scale = torch.tensor([1 / (1 - q) for q in qs], dtype=torch.float64).to(dtype)
-    args = (bits(keys[:k]), bits(keys[k:]), bits([dropout.threshold(q) for q in qs]), scale)
+    args = (bits(keys), t, bits([dropout.threshold(q) for q in qs]), scale)
     return args, S, S_next
 
 
@@ -149,7 +151,7 @@ def test_the_update_is_the_plain_step_at_every_block_shape(dtype, act, n, shared
         args, S, S_next = _masks(g, k, p, n, dtype) if masked else (None, None, None)
         tol = 1e-12 if dtype == torch.float64 else 1e-5
         if masked:  # this step's output, from the same masks
-            u0 = kern.forward(Z, beta, (args[0], None, args[2], args[3]))
+            u0 = kern.forward(Z, beta, args)
             ref = (beta.double()[:, :, None] * get_activation(act)(Z.double()) * S).sum(1)
             assert float((u0.double() - ref).abs().max()) <= tol * (float(ref.abs().max()) + 1)
         want = _plain_step(act, Z, A, G, ce, fb_lr, keep, beta, lr, lam, S, S_next)
@@ -472,11 +474,11 @@ def test_the_kernels_refuse_what_they_cannot_read():
     with pytest.raises(ConfigError, match="float32 or float64, got torch.float16"):
         native.RowSpaceKernels(G.half(), "relu")
     i64 = torch.zeros(2, dtype=torch.int64)
-    kern.forward(Z, beta, (i64, None, i64, torch.ones(2, dtype=torch.float64)))  # masks
-    with pytest.raises(ConfigError, match=r"key_now must have shape \(2,\), got \(3,\)"):
-        kern.forward(Z, beta, (torch.zeros(3, dtype=torch.int64), None, i64, beta[:, 0]))
+    kern.forward(Z, beta, (i64, 0, i64, torch.ones(2, dtype=torch.float64)))  # masks
+    with pytest.raises(ConfigError, match=r"keys must have shape \(2,\), got \(3,\)"):
+        kern.forward(Z, beta, (torch.zeros(3, dtype=torch.int64), 0, i64, beta[:, 0]))
     with pytest.raises(ConfigError, match="scale must be torch.float64, got torch.float32"):
-        kern.forward(Z, beta, (i64, None, i64, torch.ones(2)))
+        kern.forward(Z, beta, (i64, 0, i64, torch.ones(2)))
 
 
 # ---------------------------------------------------------------- self-check

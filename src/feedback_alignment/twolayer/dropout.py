@@ -85,11 +85,15 @@ def keep_bits(key: int, p: int, n: int) -> np.ndarray:
     return ((w >> ((r & np.uint64(1)) << np.uint64(5))) & np.uint64(_WORD - 1)).astype(np.uint32)
 
 
+def _keep(key: int, thr: int, p: int, n: int) -> torch.Tensor:
+    """The 0/1 float64 keep mask (p, n) of the step with ``key``, threshold ``thr``."""
+    return torch.from_numpy(keep_bits(key, p, n) >= np.uint32(thr)).double()
+
+
 def keep_mask(seed: int, t: int, q: float, p: int, n: int) -> torch.Tensor:
     """The 0/1 float64 keep mask (p, n) of the member with ``seed`` at step ``t``: each
     element kept with probability 1 - q, as ``nn.Dropout`` keeps it."""
-    bits = keep_bits(step_key(member_key(seed), t), p, n)
-    return torch.from_numpy(bits >= np.uint32(threshold(q))).double()
+    return _keep(step_key(member_key(seed), t), threshold(q), p, n)
 
 
 class Dropout:
@@ -100,35 +104,34 @@ class Dropout:
 
     def __init__(self, act, q: np.ndarray, seeds: list[int]):
         self.act, self.q, self.seeds, self.t = act, q, seeds, 0
-        self.keys = [member_key(s) for s in seeds]
-        self.thr = [threshold(v) for v in q]
+        # per member, fixed for the fit: its key, threshold and scale 1 / (1 - q) (float64;
+        # the torch ops and the native kernels both take it from here)
+        self.keys = np.array([member_key(s) for s in seeds], dtype=np.uint64)
+        self._keys = torch.from_numpy(self.keys.view(np.int64))  # the bits, for the kernels
+        thr = np.array([threshold(v) for v in q], dtype=np.uint64)
+        self._thr = torch.from_numpy(thr.view(np.int64))  # the bits, as the kernels read them
+        self.scale = torch.tensor([1 / (1 - float(v)) for v in q], dtype=torch.float64)
+        self._scales: dict[torch.dtype, torch.Tensor] = {}
 
     def scaled_masks(self, sl: slice, p: int, n: int, like: torch.Tensor) -> torch.Tensor:
         """m / (1 - q) for members ``sl``, (k, p, n) (unit r, sample i), in ``like``'s dtype."""
         out = []
         for k in range(sl.start, sl.stop):
-            q = float(self.q[k])
-            if q == 0:
+            if self.q[k] == 0:
                 out.append(torch.ones(p, n, dtype=torch.float64))
             else:
-                bits = keep_bits(step_key(self.keys[k], self.t), p, n)
-                keep = torch.from_numpy(bits >= np.uint32(self.thr[k])).double()
-                out.append(keep / (1 - q))
+                key = step_key(int(self.keys[k]), self.t)
+                out.append(_keep(key, int(self._thr[k]), p, n) * self.scale[k])
         return torch.stack(out).to(dtype=like.dtype, device=like.device)
 
-    def native_args(self, sl: slice, dtype: torch.dtype, update: bool) -> tuple:
-        """(this step's keys, the next step's (``update``; else None), the thresholds (as
-        int64 tensors holding the uint64 bits), the scales 1 / (1 - q) (``dtype``)) of
-        members ``sl``: what the native kernels draw this step's masks from."""
-        members = range(sl.start, sl.stop)
-
-        def bits(values):
-            return torch.from_numpy(np.array(values, dtype=np.uint64).view(np.int64))
-
-        now = bits([step_key(self.keys[k], self.t) for k in members])
-        nxt = bits([step_key(self.keys[k], self.t + 1) for k in members]) if update else None
-        scale = torch.tensor([1 / (1 - float(self.q[k])) for k in members], dtype=torch.float64)
-        return now, nxt, bits([self.thr[k] for k in members]), scale.to(dtype)
+    def native_args(self, sl: slice, dtype: torch.dtype) -> tuple:
+        """(the members' keys and thresholds (int64 tensors holding the uint64 bits), the
+        step t, the scales 1 / (1 - q) in ``dtype``) of members ``sl``: what the native
+        kernels draw step t's masks from (and step t + 1's for the update's next output;
+        each step key by :func:`step_key`, in the kernels)."""
+        if dtype not in self._scales:
+            self._scales[dtype] = self.scale.to(dtype)
+        return self._keys[sl], self.t, self._thr[sl], self._scales[dtype][sl]
 
     def outputs(self, sl: slice, Z: torch.Tensor, beta: torch.Tensor):
         """u (k, n) of the dropped network and a cache in which H and D are psi(Z) and

@@ -232,11 +232,11 @@ class RowSpacePath(ExplicitPath):
     def preactivations(self, sl) -> torch.Tensor:
         return self.Z[sl]
 
-    def _masks(self, sl, update: bool):
+    def _masks(self, sl):
         """The native kernels' dropout arguments for members ``sl`` (None: no dropout)."""
         if self.dropout is None:
             return None
-        return self.dropout.native_args(sl, self.Z.dtype, update)
+        return self.dropout.native_args(sl, self.Z.dtype)
 
     def outputs(self, sl, beta: torch.Tensor):
         if self.native is None:
@@ -244,7 +244,7 @@ class RowSpacePath(ExplicitPath):
         Z = self.Z[sl]
         u = self._u_next.pop((sl.start, sl.stop), None)  # left by the last update
         if u is None:
-            u = self.native.forward(Z, beta, self._masks(sl, update=False))
+            u = self.native.forward(Z, beta, self._masks(sl))
         if self.dropout is None:
             return u / math.sqrt(Z.shape[1]), {"Z": Z}
         return u / math.sqrt(Z.shape[1]), _DroppedCache(self.dropout, sl, Z, beta)
@@ -268,7 +268,7 @@ class RowSpacePath(ExplicitPath):
             A = None if self.A is None else self.A[sl]
             self._u_next[(sl.start, sl.stop)] = self.native.update(
                 self.Z[sl], A, ce, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl,
-                self._masks(sl, update=True),
+                self._masks(sl),
             )  # fmt: skip
             if keep is not None:
                 self.s[sl] *= keep

@@ -393,10 +393,11 @@ def _entry(lib: ctypes.CDLL, kind: str, act: Activation, suf: str):
     """The library's function ``fa_{kind}_{native}_{suf}`` for ``act``, typed."""
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn = getattr(lib, f"fa_{kind}_{act.native}_{suf}")
-    if kind == "forward":  # k p n, Z beta, key thr scale (masks), u_units u, threads
-        fn.argtypes = [i64] * 3 + [ptr] * 2 + [ptr] * 3 + [ptr] * 2 + [ctypes.c_int]
-    else:  # k p n, Z A G, g_stride, ce fb_lr keep beta lr lam, masks (4), u_units u, threads
-        fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 6 + [ptr] * 4 + [ptr] * 2
+    masks = [ptr, i64, ptr, ptr]  # keys, t, thr, scale
+    if kind == "forward":  # k p n, Z beta, masks, u_units u, threads
+        fn.argtypes = [i64] * 3 + [ptr] * 2 + masks + [ptr] * 2 + [ctypes.c_int]
+    else:  # k p n, Z A G, g_stride, ce fb_lr keep beta lr lam, masks, u_units u, threads
+        fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 6 + masks + [ptr] * 2
         fn.argtypes += [ctypes.c_int]
     return fn
 
@@ -505,18 +506,16 @@ class RowSpaceKernels:
             self._scratch[("units", k, p)] = units
         return units, torch.empty(k, n, dtype=Z.dtype)
 
-    def _masks(self, masks, k: int, update: bool) -> list:
-        """The mask arguments' pointers: (key_now, key_next, thr, scale) as
-        :meth:`.dropout.Dropout.native_args` makes them (key_next None for a forward), or
-        four nulls (None: no dropout)."""
+    def _masks(self, masks, k: int) -> list:
+        """The mask arguments: (keys, t, thr, scale) as
+        :meth:`.dropout.Dropout.native_args` makes them, or nulls (None: no dropout)."""
         if masks is None:
-            return [None] * 4
-        now, nxt, thr, scale = masks
-        for name, t, dt in (("key_now", now, torch.int64), ("thr", thr, torch.int64),
-                            ("scale", scale, self.dtype),
-                            *((("key_next", nxt, torch.int64),) if update else ())):  # fmt: skip
-            _check(name, t, dt, (k,))
-        return [_ptr(now), _ptr(nxt) if update else None, _ptr(thr), _ptr(scale)]
+            return [None, 0, None, None]
+        keys, t, thr, scale = masks
+        for name, v, dt in (("keys", keys, torch.int64), ("thr", thr, torch.int64),
+                            ("scale", scale, self.dtype)):  # fmt: skip
+            _check(name, v, dt, (k,))
+        return [_ptr(keys), int(t), _ptr(thr), _ptr(scale)]
 
     def forward(self, Z: torch.Tensor, beta: torch.Tensor, masks=None) -> torch.Tensor:
         """beta^T psi(Z) per member, (k, n) (without the 1/sqrt p); with ``masks``
@@ -526,10 +525,9 @@ class RowSpaceKernels:
         k, p, n = Z.shape
         _check("Z", Z, self.dtype, (k, p, n), columns=True)
         _check("beta", beta, self.dtype, (k, p))
-        m = self._masks(masks, k, update=False)
+        m = self._masks(masks, k)
         units, u = self._u_buffers(Z)
-        self._fwd(k, p, n, _ptr(Z), _ptr(beta), m[0], m[2], m[3], _ptr(units), _ptr(u),
-                  _threads(Z.numel()))  # fmt: skip
+        self._fwd(k, p, n, _ptr(Z), _ptr(beta), *m, _ptr(units), _ptr(u), _threads(Z.numel()))
         return u
 
     def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None, masks=None):
@@ -574,7 +572,7 @@ class RowSpaceKernels:
             _ptr(beta),
             _ptr(lr),
             _ptr(lam),
-            *self._masks(masks, k, update=True),
+            *self._masks(masks, k),
             _ptr(units),
             _ptr(u),
             _threads(Z.numel()),

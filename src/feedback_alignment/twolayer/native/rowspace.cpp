@@ -193,7 +193,8 @@ struct Sigmoid {
 };
 
 // ---- dropout masks (dropout.py: keep_bits): counter-based, so the kernels draw them where
-// they use them. A member's step has a 64-bit key; unit r of sample j is kept iff word
+// they use them. Step t of a member with key K has the key mix64(K + (t + 1) gamma)
+// (step_key); unit r of sample j is kept iff word
 // (r & 1) of mix64(key + (j ceil(p/2) + r / 2 + 1) gamma) (SplitMix64's output function)
 // is >= thr, and then scaled by 1 / (1 - q).
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "word 0 of a pair is its low half");
@@ -201,11 +202,14 @@ constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;
 typedef uint64_t U64 __attribute__((vector_size(kVecBytes)));
 constexpr int kLanes64 = kVecBytes / 8;
 
-inline U64 mix64(U64 z) {
+template <typename U>  // uint64_t or U64
+inline U mix64(U z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+inline uint64_t step_key(uint64_t key, int64_t t) { return mix64(key + uint64_t(t + 1) * kGamma); }
 
 inline U64 lane_index() {
     U64 l;
@@ -465,7 +469,8 @@ struct Step {
     const T *ce, *fb_lr, *keep;
     T* beta;
     const T *lr, *lam;
-    const uint64_t *key_now, *key_next, *thr;  // null: no dropout
+    const uint64_t *keys, *thr;  // the members' keys and thresholds (null: no dropout)
+    int64_t t;                   // this step (the masks' counter)
     const T* scale;
 };
 
@@ -480,8 +485,9 @@ void run_rows(const Step<T>& c, int64_t r0, int64_t r1, T* uu) {
     Drop<T> now{}, next{};
     if constexpr (Masked) {
         const int64_t half = (p + 1) / 2;
-        now = Drop<T>{c.key_now[member], c.thr[member], c.scale[member], half};
-        if (Update) next = Drop<T>{c.key_next[member], c.thr[member], c.scale[member], half};
+        const uint64_t key = c.keys[member], thr = c.thr[member];
+        now = Drop<T>{step_key(key, c.t), thr, c.scale[member], half};
+        if (Update) next = Drop<T>{step_key(key, c.t + 1), thr, c.scale[member], half};
     }
     const Rows<T> w{p,
                     n,
@@ -558,7 +564,7 @@ void for_each_unit(int64_t k, int64_t p, int64_t n, T* u_units, T* u, int thread
 template <typename T, typename Act, bool Update>
 void run_all(const Step<T>& c, T* u_units, T* u, int threads) {
     for_each_unit<T>(c.k, c.p, c.n, u_units, u, threads, [&](int64_t r0, int64_t r1, T* slot) {
-        if (c.key_now)
+        if (c.keys)
             run_rows<T, Act, Update, true>(c, r0, r1, slot);
         else
             run_rows<T, Act, Update, false>(c, r0, r1, slot);
@@ -587,26 +593,25 @@ int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
                       *reinterpret_cast<V*>(dpsi + i));                                   \
     }
 
-// key_now, key_next, thr (uint64, k each) and scale (k): the members' dropout masks, or
-// all null (no dropout); key_next is the next step's, for the next output (update only)
+// keys, thr (uint64, k each), t and scale (k): the members' dropout masks at step t (the
+// update's next output takes step t + 1's), or keys null (no dropout)
 #define FA_KERNELS(ACT, NAME, T, SUF)                                                       \
     void fa_forward_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, const T* Z,             \
-                                   const T* beta, const uint64_t* key_now,                  \
+                                   const T* beta, const uint64_t* keys, int64_t t,          \
                                    const uint64_t* thr, const T* scale, T* u_units, T* u,   \
                                    int threads) {                                           \
         const Step<T> c{k,       p,       n,       const_cast<T*>(Z), nullptr, nullptr, 0,  \
                         nullptr, nullptr, nullptr, const_cast<T*>(beta), nullptr, nullptr,  \
-                        key_now, nullptr, thr,     scale};                                  \
+                        keys,    thr,     t,       scale};                                  \
         run_all<T, ACT, false>(c, u_units, u, threads);                                     \
     }                                                                                       \
     void fa_update_##NAME##_##SUF(int64_t k, int64_t p, int64_t n, T* Z, T* A, const T* G,  \
                                   int64_t g_stride, const T* ce, const T* fb_lr,            \
                                   const T* keep, T* beta, const T* lr, const T* lam,        \
-                                  const uint64_t* key_now, const uint64_t* key_next,        \
-                                  const uint64_t* thr, const T* scale, T* u_units, T* u,    \
-                                  int threads) {                                            \
-        const Step<T> c{k,  p,   n,       Z,        A,   G,    g_stride, ce, fb_lr,         \
-                        keep, beta, lr,   lam,      key_now, key_next, thr, scale};         \
+                                  const uint64_t* keys, int64_t t, const uint64_t* thr,     \
+                                  const T* scale, T* u_units, T* u, int threads) {          \
+        const Step<T> c{k,    p,    n,  Z,   A,    G,  g_stride, ce,   fb_lr,               \
+                        keep, beta, lr, lam, keys, thr, t,       scale};                    \
         run_all<T, ACT, true>(c, u_units, u, threads);                                      \
     }
 
