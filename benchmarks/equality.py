@@ -42,8 +42,24 @@ def _data(per_member: bool):
     return X, y
 
 
-def _cases():
+def _case(activation, path, rule, kernels, per_member, **over) -> dict:
+    """One case: 300 steps, four members' lambdas, no schedule, unless ``over`` says."""
     mixed = ["fa", "bp", "fa", "bp"]
+    case = {
+        "activation": activation,
+        "path": path,
+        "rule": mixed if rule == "mixed" else rule,
+        "kernels": kernels,
+        "per_member": per_member,
+        "stop": ("steps", 300),
+        "lam": [0.0, 0.01, 0.1, 0.0],
+        "w_decay": [0.0, 0.001, 0.0, 0.01],
+        "lam_schedule": None,
+    }
+    return case | over
+
+
+def _cases():
     for act in ("linear", "relu", "tanh", "sigmoid"):
         for path in ("explicit", "rowspace", "linear_fa"):
             for rule in ("fa", "bp", "mixed"):
@@ -54,63 +70,26 @@ def _cases():
                     kernels.append("native")
                 for kern in kernels:
                     for per_member in (False, True):
-                        yield {
-                            "activation": act,
-                            "path": path,
-                            "rule": mixed if rule == "mixed" else rule,
-                            "kernels": kern,
-                            "per_member": per_member,
-                            "stop": ("steps", 300),
-                            "lam": [0.0, 0.01, 0.1, 0.0],
-                            "w_decay": 0.0 if rule == "bp" else [0.0, 0.001, 0.0, 0.01],
-                            "lam_schedule": ("exp", 0.999) if rule == "mixed" else None,
-                        }
+                        yield _case(
+                            act, path, rule, kern, per_member,
+                            w_decay=0.0 if rule == "bp" else [0.0, 0.001, 0.0, 0.01],
+                            lam_schedule=("exp", 0.999) if rule == "mixed" else None,
+                        )  # fmt: skip
     # stopping rules: members stop at different steps, so the final record comes off a
     # recording step (the all-stopped record of every member's state)
     for act in ("relu", "tanh"):
         for rule in ("fa", "bp", "mixed"):
             for stop in (("after_min", 200), ("authors", 1500)):
-                yield {
-                    "activation": act,
-                    "path": "rowspace",
-                    "rule": mixed if rule == "mixed" else rule,
-                    "kernels": "torch",
-                    "per_member": True,
-                    "stop": stop,
-                    "lam": [0.0, 0.01, 0.1, 0.0],
-                    "w_decay": 0.0,
-                    "lam_schedule": None,
-                }
+                yield _case(act, "rowspace", rule, "torch", True, stop=stop, w_decay=0.0)
     # added later (the cases above keep their numbers): the native kernels of linear and
     # sigmoid, and dropout on every path and kernel that takes it
     for act in ("linear", "sigmoid"):
         for rule in ("fa", "bp", "mixed"):
             for per_member in (False, True):
-                yield {
-                    "activation": act,
-                    "path": "rowspace",
-                    "rule": mixed if rule == "mixed" else rule,
-                    "kernels": "native",
-                    "per_member": per_member,
-                    "stop": ("steps", 300),
-                    "lam": [0.0, 0.01, 0.1, 0.0],
-                    "w_decay": [0.0, 0.001, 0.0, 0.01],
-                    "lam_schedule": None,
-                }
+                yield _case(act, "rowspace", rule, "native", per_member)
     for act in ("linear", "relu", "tanh", "sigmoid"):
         for path, kern in (("explicit", "torch"), ("rowspace", "torch"), ("rowspace", "native")):
-            yield {
-                "activation": act,
-                "path": path,
-                "rule": mixed,
-                "kernels": kern,
-                "per_member": True,
-                "stop": ("steps", 300),
-                "lam": [0.0, 0.01, 0.1, 0.0],
-                "w_decay": [0.0, 0.001, 0.0, 0.01],
-                "lam_schedule": None,
-                "dropout": [0.0, 0.3, 0.5, 0.7],
-            }
+            yield _case(act, path, "mixed", kern, True, dropout=[0.0, 0.3, 0.5, 0.7])
 
 
 def _kernel_args(fit, kernels: str) -> dict:
