@@ -35,6 +35,7 @@ import time
 import torch
 
 import roofline
+from feedback_alignment import hardware
 from feedback_alignment.reproduce.e3 import run_rep
 from feedback_alignment.reproduce.profiles import E3_LAMS
 
@@ -116,11 +117,9 @@ def main(argv=None) -> dict:
         ap.error(f"--steps and --runs must be >= 1, got {args.steps} and {args.runs}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = {**roofline.cpu(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out = hardware.describe()
     print(
-        f"# {out['cpu_model']} (lscpu | grep -c avx512f = {out['lscpu_avx512f_lines']}), "
-        f"torch {out['torch']}, {out['threads']} threads; E3: L={L} lambdas, batch {B}, "
-        f"{D} -> {H} -> {C}, float32",
+        f"# {hardware.line(out)}; E3: L={L} lambdas, batch {B}, {D} -> {H} -> {C}, float32",
         flush=True,
     )
     before = roofline.limits(("float32",))

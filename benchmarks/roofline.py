@@ -13,16 +13,14 @@ A step whose useful work is F flops and which must move B bytes through memory t
 least max(F / matmul, B / copy) seconds; ``fraction`` = that bound / the measured time
 (1.0 = at the machine's limit). The bound is the larger of the two because a step that
 overlaps its arithmetic with its memory traffic perfectly is held by whichever is
-slower. Every figure carries the CPU it was taken on: ``cpu()`` gives the model name
-and the count of lines of ``lscpu`` naming avx512f (1 with AVX-512, 0 without).
+slower. Every figure carries the CPU it was taken on (``feedback_alignment.hardware``:
+its model name, the count of lines of ``lscpu`` naming avx512f, 1 with AVX-512, 0
+without, and the vector flags).
 """
 
 from __future__ import annotations
 
 import math
-import platform
-import shutil
-import subprocess
 import time
 
 import torch
@@ -82,27 +80,6 @@ def bound_seconds(flops: float, bytes_moved: float, lim: dict, dtype: str) -> di
         "bytes_s": t_bytes,
         "binding": "flops" if t_flops >= t_bytes else "bytes",
     }
-
-
-def cpu() -> dict:
-    """The CPU's model name and ``lscpu | grep -c avx512f`` (1 with AVX-512, 0 without)."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.startswith("model name"):
-                    model = ln.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    avx512 = None
-    if shutil.which("lscpu"):
-        try:
-            res = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30)
-            avx512 = sum("avx512f" in ln for ln in res.stdout.splitlines())
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return {"cpu_model": model, "lscpu_avx512f_lines": avx512}
 
 
 def describe(lim: dict) -> str:

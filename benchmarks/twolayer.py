@@ -42,13 +42,13 @@ import copy
 import itertools
 import json
 import math
-import platform
 import sys
 import time
 
 import torch
 
 import roofline
+from feedback_alignment import hardware
 from feedback_alignment.activations import paper_lr
 from feedback_alignment.twolayer.data import linear_teacher, random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
@@ -72,37 +72,9 @@ def paper_steps(p: int) -> int:
     return int(5000 * math.sqrt(p) // 14)
 
 
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.startswith(("flags", "Features")):
-                    have = set(ln.split(":", 1)[1].split())
-                    keep = ("avx512f", "avx2", "fma", "avx", "sse4_2", "asimd")
-                    return " ".join(x for x in keep if x in have)
-    except OSError:
-        pass
-    return torch.backends.cpu.get_cpu_capability()
-
-
-def machine() -> dict:
-    """What every figure is named with: the CPU (model, avx512f count, vector flags),
-    torch and its thread count."""
-    return {
-        "machine": platform.machine(),
-        **roofline.cpu(),
-        "cpu_flags": cpu_flags(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-
-
-def machine_line(m: dict) -> str:
-    return (
-        f"{m['cpu_model']} ({m['machine']}; lscpu | grep -c avx512f = "
-        f"{m['lscpu_avx512f_lines']}; flags {m['cpu_flags']}) torch {m['torch']}, "
-        f"{m['threads']} threads"
-    )
+# what every figure is named with: the CPU (model, avx512f count, vector flags, torch's
+# dispatch), torch and its thread count
+machine, machine_line = hardware.describe, hardware.line
 
 
 def data(act: str, p: int, members: int, dtype: str):

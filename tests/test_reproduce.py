@@ -145,6 +145,8 @@ def test_smoke_report_and_verdicts(smoke):
     assert "E3 beside the paper's final values" in md and "91.6 %" in md
     assert "E4 beside the authors' run" in md and "85.43 %" in md and "0.869" in md
     assert "Reduced relative to the paper" in md and "Wall times" in md and "torch" in md
+    assert "lscpu | grep -c avx512f = " in md and "torch dispatch " in md  # the CPU, named
+    assert "native kernels: " in md
     assert "E5: dropout instead of weight decay" in md and "E5 runs capped at 300 steps" in md
     # self-contained: figures embedded, no external references
     assert html.count("data:image/png;base64,") == 6  # E1, E2, E2 conservation, E3, E4, E5

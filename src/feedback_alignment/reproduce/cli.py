@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import hardware
 from ..cli import keywords
 from ..errors import ConfigError, choice, need
 from ..executors import add_flags as add_executor_flags
@@ -131,7 +132,9 @@ def _versions() -> dict:
     import torch
 
     from .. import __version__
+    from ..twolayer.native import vector_bytes
 
+    width, origin = vector_bytes()
     return {
         "feedback-alignment": __version__,
         "python": platform.python_version(),
@@ -140,7 +143,8 @@ def _versions() -> dict:
         "scipy": scipy.__version__,
         "matplotlib": matplotlib.__version__,
         "platform": platform.platform(),
-        "cpu threads": str(torch.get_num_threads()),
+        "cpu": hardware.line(),
+        "native kernels": f"{width * 8}-bit vectors ({origin})" if width else f"none ({origin})",
     }
 
 

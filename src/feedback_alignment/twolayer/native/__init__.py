@@ -56,6 +56,8 @@ import torch
 
 from ...activations import Activation, get_activation, with_native
 from ...errors import ConfigError, need
+from ...hardware import cpu_flags as _cpu_flags
+from ...hardware import cpu_id as _cpu_id
 
 _SOURCE = Path(__file__).with_name("rowspace.cpp")
 _PARTS = (32, 64)  # FA_PART: the float and the double kernels, compiled apart
@@ -68,26 +70,6 @@ _MIN_PARALLEL = 1 << 14
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
-
-
-def _cpu_id() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
-def _cpu_flags() -> set[str] | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.startswith(("flags", "Features")):
-                    return set(ln.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
 
 
 def vector_bytes() -> tuple[int | None, str]:
