@@ -352,8 +352,7 @@ def main(argv=None) -> dict:
     lines = summary(out["rows"])
     if lines:
         print(
-            f"# against issue 24's targets, float32, on {out['cpu_model']} "
-            f"(avx512f lines: {out['lscpu_avx512f_lines']}), {out['threads']} threads:",
+            f"# against issue 24's targets, float32, on {machine_line(out)}:",
             flush=True,
         )
         print("\n".join(lines), flush=True)
