@@ -147,33 +147,26 @@ def _run_all(cxx: str, compiles: list[list[str]], link: list[str], timeout: floa
     """Run the compiles side by side, then the link, all within ``timeout`` seconds; the
     first failure (with the compiler's first line) or the timeout is a RuntimeError."""
     deadline = time.monotonic() + timeout
-    procs: list[subprocess.Popen] = []
-    try:  # (a compile that cannot start leaves none of the others running)
-        for cmd in compiles:
-            pipe = subprocess.PIPE
-            procs.append(subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True))
-        for proc in procs:
-            try:
-                _, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(
-                    f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
-                ) from None
-            if proc.returncode != 0:
-                raise RuntimeError(f"{cxx} failed: {err.strip().splitlines()[:1]}")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    try:
-        res = subprocess.run(
-            link, capture_output=True, text=True, timeout=max(0.0, deadline - time.monotonic())
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)") from None
-    if res.returncode != 0:
-        raise RuntimeError(f"{cxx} failed: {res.stderr.strip().splitlines()[:1]}")
+    for stage in (compiles, [link]):
+        procs: list[subprocess.Popen] = []
+        try:  # (a command that cannot start leaves none of the others running)
+            for cmd in stage:
+                pipe = subprocess.PIPE
+                procs.append(subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True))
+            for proc in procs:
+                try:
+                    _, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(
+                        f"{cxx} took over {timeout:g} s (FA_NATIVE_BUILD_TIMEOUT)"
+                    ) from None
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{cxx} failed: {err.strip().splitlines()[:1]}")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 
 def _build_timeout() -> float:
