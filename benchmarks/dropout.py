@@ -28,11 +28,12 @@ import sys
 
 import torch
 
+from feedback_alignment import hardware
 from feedback_alignment.activations import paper_lr
 from feedback_alignment.reproduce.profiles import DROPOUTS
 from feedback_alignment.twolayer.data import random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
-from twolayer import interleaved, machine, machine_line
+from twolayer import interleaved
 
 N, D, REPS = 50, 150, 2
 
@@ -72,8 +73,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     widths = args.widths or ([200, 800] if args.quick else [200, 800, 3200, 12800])
     rounds, block_s = (5, 0.15) if args.quick else (7, 0.5)
-    out: dict = {**machine(), "n": N, "d": D, "rows": []}
-    print(f"# {machine_line(out)}, n={N} d={D}, float32, one X per repetition", flush=True)
+    out: dict = {**hardware.describe(), "n": N, "d": D, "rows": []}
+    print(f"# {hardware.line(out)}, n={N} d={D}, float32, one X per repetition", flush=True)
     for act in args.activations:
         q = [v for _ in range(REPS) for v in DROPOUTS[act]]
         for p in widths:

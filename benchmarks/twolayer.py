@@ -72,11 +72,6 @@ def paper_steps(p: int) -> int:
     return int(5000 * math.sqrt(p) // 14)
 
 
-# what every figure is named with: the CPU (model, avx512f count, vector flags, torch's
-# dispatch), torch and its thread count
-machine, machine_line = hardware.describe, hardware.line
-
-
 def data(act: str, p: int, members: int, dtype: str):
     to = getattr(torch, dtype)
     if act == "linear":
@@ -256,8 +251,9 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     widths = args.widths or ([200, 3200, 12800] if args.quick else list(WIDTHS_E1))
     rounds, block_s = (5, 0.15) if args.quick else (7, 0.5)
-    out: dict = {**machine(), "K": K, "n": N, "d": D, "data": "one X per member", "rows": []}
-    print(f"# {machine_line(out)}, K={K} n={N} d={D}, one X per member", flush=True)
+    out: dict = {**hardware.describe(), "K": K, "n": N, "d": D, "data": "one X per member"}
+    out["rows"] = []
+    print(f"# {hardware.line(out)}, K={K} n={N} d={D}, one X per member", flush=True)
     lim_before = roofline.limits(args.dtypes)
     print(f"# machine limits (before the rows): {roofline.describe(lim_before)}", flush=True)
     step32: dict[str, dict[int, float]] = {}
@@ -352,7 +348,7 @@ def main(argv=None) -> dict:
     lines = summary(out["rows"])
     if lines:
         print(
-            f"# against issue 24's targets, float32, on {machine_line(out)}:",
+            f"# against issue 24's targets, float32, on {hardware.line(out)}:",
             flush=True,
         )
         print("\n".join(lines), flush=True)
