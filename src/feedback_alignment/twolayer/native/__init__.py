@@ -466,7 +466,7 @@ class RowSpaceKernels:
         self.shared = G.dim() == 2
         self.G = G.contiguous()
         self.g_stride = 0 if self.shared else self.n * self.n
-        self.suf = "f32" if G.dtype == torch.float32 else "f64"
+        self.suf = _suffix(G.dtype)
         self._fwd = _entry(self.lib, "forward", activation, self.suf)
         self._upd = _entry(self.lib, "update", activation, self.suf)
         self._scratch: dict = {}  # buffers the kernels only write and read within a call
@@ -555,17 +555,27 @@ class RowSpaceKernels:
         return u
 
 
+def _suffix(dtype: torch.dtype) -> str:
+    """The kernels' name suffix for ``dtype`` (float32 or float64)."""
+    return "f32" if dtype == torch.float32 else "f64"
+
+
+def _whole_vectors(lib: ctypes.CDLL, count: int, dtype: torch.dtype) -> int:
+    """``count`` rounded up to whole vectors of the library's width (the test entries
+    work a vector at a time)."""
+    lanes = lib.fa_vec_bytes() // torch.empty(0, dtype=dtype).element_size()
+    return -(-count // lanes) * lanes
+
+
 def evaluate(activation: str | Activation, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """psi and psi' of ``z`` as the native kernels compute them (for the tests)."""
     act = get_activation(activation)
     lib = library()
-    lanes = lib.fa_vec_bytes() // z.element_size()
     flat = z.reshape(-1)
-    padded = torch.zeros(-(-flat.numel() // lanes) * lanes, dtype=z.dtype)
+    padded = torch.zeros(_whole_vectors(lib, flat.numel(), z.dtype), dtype=z.dtype)
     padded[: flat.numel()] = flat
     psi, dpsi = torch.empty_like(padded), torch.empty_like(padded)
-    suf = "f32" if z.dtype == torch.float32 else "f64"
-    fn = getattr(lib, f"fa_eval_{act.native}_{suf}")
+    fn = getattr(lib, f"fa_eval_{act.native}_{_suffix(z.dtype)}")
     fn(padded.numel(), _ptr(padded), _ptr(psi), _ptr(dpsi))
     m = flat.numel()
     return psi[:m].view_as(z), dpsi[:m].view_as(z)
@@ -575,9 +585,7 @@ def keep_scale(key: int, q_threshold: int, scale: float, p: int, j: int, dtype) 
     """The factors (scale or 0) the kernels multiply units [0, p) of sample j by, for the
     step key ``key`` (for the tests: :mod:`..dropout` draws the same masks)."""
     lib = library()
-    lanes = lib.fa_vec_bytes() // torch.empty(0, dtype=dtype).element_size()
-    out = torch.empty(-(-p // lanes) * lanes, dtype=dtype)
-    suf = "f32" if dtype == torch.float32 else "f64"
-    fn = getattr(lib, f"fa_keep_scale_{suf}")
+    out = torch.empty(_whole_vectors(lib, p, dtype), dtype=dtype)
+    fn = getattr(lib, f"fa_keep_scale_{_suffix(dtype)}")
     fn(key, q_threshold, scale, (p + 1) // 2, j, out.numel(), _ptr(out))
     return out[:p]
