@@ -573,3 +573,22 @@ def test_a_study_name_with_control_characters_is_printed_escaped(tmp_path, capsy
         return
     assert rc == 0
     assert "\x1b" not in out.out and "evil\\x1b[2Jname" in out.out
+
+
+def test_a_write_killed_inside_its_manifest_leaves_a_reusable_directory(tmp_path):
+    """previous_output: a leftover temporary file of the manifest's own atomic write (a
+    kill inside it) is the command's, as those of its listed files are; a look-alike of
+    no name it writes is still foreign."""
+    from feedback_alignment.errors import ConfigError
+    from feedback_alignment.outputs import previous_output, sha256, write_manifest
+
+    (tmp_path / "a.csv").write_text("1,2\n")
+    write_manifest(tmp_path, ".m.json", "tool", {"a.csv": sha256(tmp_path / "a.csv")})
+    (tmp_path / "..m.json.ab12cd34.tmp").write_text('{"tool": "to')
+    (tmp_path / ".a.csv.ef56gh78.tmp").write_text("1,")
+    got = previous_output(tmp_path, ".m.json", "tool")
+    assert got == {"a.csv": sha256(tmp_path / "a.csv"), "..m.json.ab12cd34.tmp": "",
+                   ".a.csv.ef56gh78.tmp": ""}  # fmt: skip
+    (tmp_path / ".other.x.tmp").write_text("not ours")
+    with pytest.raises(ConfigError, match="other.x.tmp"):
+        previous_output(tmp_path, ".m.json", "tool")

@@ -272,6 +272,8 @@ def test_interrupted_run_directory_is_recognised(tmp_path):
     (out / "E1").mkdir(parents=True)
     (out / "E1" / "alignment.csv").write_text("partial")
     (out / "E1" / ".alignment.png.x1y2.tmp").write_bytes(b"partial")
+    # killed inside the manifest's own atomic write (seen in CI's SIGKILL test)
+    (out / f".{MANIFEST}.d7zc5ocz.tmp").write_bytes(b'{"tool": "fa rep')
     # killed after report.md landed but before the manifest moved it from pending to hashes
     (out / "report.md").write_text("new")
     hashes = {"E1/alignment.csv": sha256(out / "E1" / "alignment.csv")}

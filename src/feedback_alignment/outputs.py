@@ -428,7 +428,7 @@ def previous_output(root, name: str, tool: str, *, what: str = "--out") -> dict[
         )
     names: list[str] = []
     hashes = read_manifest(root, name, tool, planned=names)
-    names += list(hashes)
+    names += [*hashes, name]  # the manifest's own interrupted write leaves a temp file too
     proven: dict[str, str] = {}
     for rel, entry in [first, *entries]:
         if rel == name:

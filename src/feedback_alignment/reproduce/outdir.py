@@ -118,7 +118,8 @@ def inspect(out, want: dict) -> dict[str, str]:
                 "wrote; accepted: a regular file (nothing was touched)"
             )
     check_store(out / STORE, want)
-    names = planned + list(hashes) + list(pending)
+    # the manifest's own atomic write leaves a temporary file too, if killed in it
+    names = [MANIFEST, *planned, *hashes, *pending]
     for rel, entry in [first, *entries]:
         regular = entry.is_file(follow_symlinks=False)
         if rel == MANIFEST or rel in LIVE or (regular and _own_temp(rel, names)):
