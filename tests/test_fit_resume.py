@@ -19,12 +19,15 @@ class Killed(Exception):
 
 
 class MemoryCheckpoint:
-    """Saves every ``every`` steps into bytes (through torch.save/torch.load with
-    weights_only=True, as a file would); raises Killed at the ``kill_after``-th save."""
+    """Saves into bytes (through torch.save/torch.load with weights_only=True, as a file
+    would) at the first chance at or past every ``every`` steps; raises Killed at the
+    ``kill_after``-th save. The engine asks ``due`` after every step, or after a run of
+    steps with nothing to record or check (taken in one call, engine.py), so the step is
+    read from the state: ``killed_at`` is the step of the killing save."""
 
     def __init__(self, every: int, kill_after: int | None = None):
         self.every, self.kill_after = every, kill_after
-        self.blob, self.saves, self.calls = None, 0, 0
+        self.blob, self.saves, self.next, self.killed_at = None, 0, every, None
 
     def load(self):
         if self.blob is None:
@@ -32,15 +35,18 @@ class MemoryCheckpoint:
         return torch.load(io.BytesIO(self.blob), weights_only=True)
 
     def due(self) -> bool:
-        self.calls += 1
-        return self.calls % self.every == 0
+        return True  # save() picks the steps
 
     def save(self, state: dict) -> None:
+        if state["t"] < self.next:
+            return
+        self.next = (state["t"] // self.every + 1) * self.every
         buf = io.BytesIO()
         torch.save(state, buf)
         self.blob = buf.getvalue()
         self.saves += 1
         if self.kill_after is not None and self.saves >= self.kill_after:
+            self.killed_at = state["t"]
             raise Killed
 
 
@@ -64,7 +70,9 @@ def _killed_and_resumed(make, X, y, every: int, kill_after: int, **kw):
     with pytest.raises(Killed):
         _fit(make, X, y, checkpoint=ck, **kw)
     ck.kill_after = None
-    return _fit(make, X, y, **kw), _fit(make, X, y, checkpoint=ck, **kw)
+    whole, resumed = _fit(make, X, y, **kw), _fit(make, X, y, checkpoint=ck, **kw)
+    assert resumed[1].extra["resumed_at"] == ck.killed_at
+    return whole, resumed
 
 
 def _same(a, b):
@@ -116,7 +124,7 @@ def test_killed_and_resumed_fit_equals_uninterrupted(case, dtype):
         "metrics": metrics,
         **opts,
     }
-    whole, resumed = _killed_and_resumed(make, X, y, 37, 3, **kw)  # killed at step 111
+    whole, resumed = _killed_and_resumed(make, X, y, 37, 3, **kw)  # killed past 111
     _same(whole, resumed)
     if opts.get("keep_weights", True):
         assert torch.equal(whole[0].W, resumed[0].W)

@@ -270,7 +270,31 @@ class TwoLayerEnsemble:
             kernels_why = saved["kernels_why"]
         t_resumed = t
         rates = _rates(lr_t, mon.active, lam_now, wd_t)
+
+        def advance(t: int, steps: int) -> int:
+            """Past ``steps`` applied steps: the step count, and a checkpoint if due."""
+            t += steps
+            self.t += steps
+            if checkpoint is not None and checkpoint.due():
+                state = fitstate.capture(key, self, fl, mon, rec, t, fl.kernel_kind, kernels_why)
+                checkpoint.save(state)
+            return t
+
+        # a run of steps with nothing to record or check in between, in one native call
+        # a chunk, where fb does not change (fixed feedback) nor lam (constant schedule)
+        runs = fl.takes_runs and feedback.linear_fa and constant_schedule
+        run_most = max(1, _RUN_ELEMENTS // (K * o.n))  # every step's e is returned
         while True:
+            count = runs and _quiet_steps(mon, rec, t, run_most)
+            if count:
+                for sl in chunks:
+                    beta = self.beta[sl]
+                    lr_eff, lr, lam, keep = (None if r is None else r[sl] for r in rates)
+                    fb_lr = feedback(sl, beta) * lr
+                    e = fl.run(sl, count, beta, y[sl], c_p, fb_lr, lr_eff, keep, lam)
+                    mon.record_run(sl, t, e)
+                t = advance(t, count)
+                continue
             if not constant_schedule:
                 lam_now = lam_t * torch.as_tensor(o.lam_schedule(self.t), **to)
                 rates = _rates(lr_t, mon.active, lam_now, wd_t)
@@ -309,12 +333,7 @@ class TwoLayerEnsemble:
                 if not recording:
                     rec.record_all(t, chunks, y, feedback, lam_now)
                 break
-            t += 1
-            self.t += 1
-            if checkpoint is not None and checkpoint.due():
-                checkpoint.save(
-                    fitstate.capture(key, self, fl, mon, rec, t, fl.kernel_kind, kernels_why)
-                )
+            t = advance(t, 1)
         final = rec.final()
         status, messages = mon.outcome(self.seeds, o.lr, final.get("mse"))
         return rec.history(
@@ -388,6 +407,19 @@ class TwoLayerEnsemble:
                 budget = _CHUNK_BYTES_COMPILED if fl.kernels.compiled else _CHUNK_BYTES
                 chunk_members = max(1, int(budget // per_member))
         return [slice(k, min(k + chunk_members, K)) for k in range(0, K, chunk_members)]
+
+
+_RUN_ELEMENTS = 1 << 20  # most numbers of e a run of quiet steps returns (4-8 MB)
+
+
+def _quiet_steps(mon: Monitor, rec: Recorder, t: int, most: int) -> int:
+    """How many steps from t on have nothing to record and no event of the monitor: the
+    engine takes them as one run (:meth:`.paths.RowSpacePath.run`)."""
+    count = mon.quiet(t, most)
+    for i in range(count):
+        if rec.records(t + i, False):
+            return i
+    return count
 
 
 def _rates(lr_t, active, lam_now, wd_t):

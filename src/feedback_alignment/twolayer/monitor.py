@@ -147,32 +147,52 @@ class Monitor:
         self.mse_buf = torch.empty(self.window, K, **to)
         self.last_sync = -1
 
-    def begin(self, t: int) -> None:
-        """Decide the events of step t (t updates applied so far)."""
+    def _events(self, t: int) -> tuple[bool, bool, bool, bool, bool]:
+        """(last, checkpoint, auth_stop, auth_check, sync) of step t, the last sync so far."""
         stop, authors = self.stop, self.authors
-        self.t = t
-        self.last = t >= self.max_steps
-        self.checkpoint = (
+        last = t >= self.max_steps
+        checkpoint = (
             stop is not None
             and not authors
             and t >= stop.min_steps
             and (t - stop.min_steps) % stop.check_every == 0
         )
         # authors' rule: a settled member stops at min_steps or just after a check
-        self.auth_stop = (
+        auth_stop = (
             authors and t >= stop.min_steps and (t == stop.min_steps or t % stop.check_every == 0)
         )
-        self.auth_check = authors and t % stop.check_every == stop.check_every - 1
-        self.sync = (
-            self.last
-            or self.checkpoint
-            or self.auth_stop
+        auth_check = authors and t % stop.check_every == stop.check_every - 1
+        sync = (
+            last
+            or checkpoint
+            or auth_stop
             or t % self.divergence_every == 0
             or t - self.last_sync >= self.window
         )
+        return last, checkpoint, auth_stop, auth_check, sync
+
+    def begin(self, t: int) -> None:
+        """Decide the events of step t (t updates applied so far)."""
+        self.t = t
+        self.last, self.checkpoint, self.auth_stop, self.auth_check, self.sync = self._events(t)
         if self.sync:  # the steps since the last sync, oldest first, as ring-buffer rows
             self.since = torch.arange(self.last_sync + 1, t + 1, device=self.active.device)
             self.rows = self.since % self.window
+
+    def quiet(self, t: int, most: int) -> int:
+        """How many steps from t on (at most ``most``) have no event: at such a step
+        :meth:`observe` and :meth:`end` do nothing, and :meth:`record_run` stands for
+        :meth:`mse`. There are fewer than ``window`` (a sync comes by then)."""
+        count = 0
+        while count < most and not any(self._events(t + count)):
+            count += 1
+        return count
+
+    def record_run(self, sl: slice, t: int, e: torch.Tensor) -> None:
+        """The MSEs of members ``sl`` at steps t, t + 1, ... (quiet ones, :meth:`quiet`),
+        from their errors e (steps, k, n): each row as :meth:`mse` would store it."""
+        rows = torch.arange(t, t + e.shape[0], device=e.device) % self.window
+        self.mse_buf[rows, sl] = torch.mean(e * e, -1)
 
     def mse(self, sl: slice, e: torch.Tensor) -> torch.Tensor:
         """The MSE of members ``sl`` at this step, kept in the ring buffer."""

@@ -53,6 +53,12 @@ class ExplicitPath:
     keeps_weights = True  # False: W can no longer be formed (RowSpacePath without A)
     dropout = None  # the fit's masks (.dropout.Dropout), which then run the element-wise work
 
+    @property
+    def takes_runs(self) -> bool:
+        """Whether :meth:`RowSpacePath.run` can take a run of the engine's steps in one
+        call: on the native kernels, without dropout."""
+        return self.native is not None and self.dropout is None
+
     def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, kernels="torch"):
         """``kernels``: what runs the element-wise work, "torch" or "compiled" here (and
         "native" on the row-space path), as :func:`.kernels.choose` picked it."""
@@ -285,6 +291,27 @@ class RowSpacePath(ExplicitPath):
         self._move_Z(sl, M, keep)
         self._W = None
         return direction
+
+    def run(self, sl, count, beta, y, c_p, fb_lr, lr_eff, keep, lam) -> torch.Tensor:
+        """``count`` of the engine's steps of members ``sl`` in one native call (see
+        :attr:`takes_runs`), each with the same fb_lr, lr, lam and keep: e = u - y from the
+        outputs u, then :meth:`step` with ce = e ``c_p``. The numbers are the engine's
+        step by step. Returns every step's e, (count, k, n)."""
+        Z = self.Z[sl]
+        u = self._u_next.pop((sl.start, sl.stop), None)
+        if u is None:
+            u = self.native.forward(Z, beta)
+        A = None if self.A is None else self.A[sl]
+        u, e = self.native.steps(
+            count, Z, A, u, y, c_p, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl
+        )
+        self._u_next[(sl.start, sl.stop)] = u
+        if keep is not None:
+            s = self.s[sl]
+            for _ in range(count):  # one rounding a step, as step() does
+                s *= keep
+        self._W = None
+        return e
 
     def _apply(self, sl, M, keep) -> None:
         if keep is not None:

@@ -83,11 +83,15 @@ class Recorder:
         self.rows: dict[str, list[torch.Tensor]] = {m: [] for m in names}
         self.row: dict[str, torch.Tensor] | None = None
 
+    def records(self, t: int, last: bool) -> bool:
+        """Whether step t is recorded: multiples of ``every``, ``at_steps``, the last."""
+        return bool(last or (self.every and t % self.every == 0) or t in self.at_steps)
+
     def begin(self, t: int, last: bool) -> bool:
-        """Open a row if step t is recorded (multiples of ``every``, ``at_steps``, the last)."""
-        on = last or (self.every and t % self.every == 0) or t in self.at_steps
+        """Open a row if step t is recorded (:meth:`records`)."""
+        on = self.records(t, last)
         self.row = {m: self._empty() for m in self.names} if on else None
-        return bool(on)
+        return on
 
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.ens.K, dtype=self.ens.dtype, device=self.ens.device)

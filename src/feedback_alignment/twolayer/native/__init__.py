@@ -27,6 +27,11 @@ threads, not a second pool competing with them for the cores (the kernels are li
 against the libgomp file torch loaded, whatever it is called). Sums are cut into fixed
 blocks of rows, so the numbers depend neither on the thread count nor on chunking.
 
+:meth:`RowSpaceKernels.steps` takes a run of steps in one call (the engine's runs of
+steps with nothing to record or check between them, rule ``fa``, no dropout): the error
+and its scaled form are made in C++ with the roundings of the engine's torch ops, so the
+numbers are those of :meth:`~RowSpaceKernels.update` step by step, without Python between.
+
 Which activations have kernels here is theirs to say (``Activation.native``, the name of
 their functions in ``rowspace.cpp``). Whether the kernels can run a fit is :func:`why_not`
 (activation, CPU, dtype, n <= 1024,
@@ -41,6 +46,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -371,6 +377,10 @@ def _entry(lib: ctypes.CDLL, kind: str, act: Activation, suf: str):
     masks = [ptr, i64, ptr, ptr]  # keys, t, thr, scale
     if kind == "forward":  # k p n, Z beta, masks, u_units u, threads
         fn.argtypes = [i64] * 3 + [ptr] * 2 + masks + [ptr] * 2 + [ctypes.c_int]
+    elif kind == "steps":  # steps k p n, Z A G, g_stride, y, sqrt_p c_p, fb_lr keep beta lr
+        real = ctypes.c_float if suf == "f32" else ctypes.c_double  # lam, e u_units u, threads
+        fn.argtypes = [i64] * 4 + [ptr] * 3 + [i64, ptr, real, real] + [ptr] * 8
+        fn.argtypes += [ctypes.c_int]
     else:  # k p n, Z A G, g_stride, ce fb_lr keep beta lr lam, masks, u_units u, threads
         fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 6 + masks + [ptr] * 2
         fn.argtypes += [ctypes.c_int]
@@ -469,6 +479,7 @@ class RowSpaceKernels:
         self.suf = _suffix(G.dtype)
         self._fwd = _entry(self.lib, "forward", activation, self.suf)
         self._upd = _entry(self.lib, "update", activation, self.suf)
+        self._steps = _entry(self.lib, "steps", activation, self.suf)
         self._scratch: dict = {}  # buffers the kernels only write and read within a call
 
     def _u_buffers(self, Z: torch.Tensor):
@@ -505,13 +516,9 @@ class RowSpaceKernels:
         self._fwd(k, p, n, _ptr(Z), _ptr(beta), *m, _ptr(units), _ptr(u), _threads(Z.numel()))
         return u
 
-    def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None, masks=None):
-        """One step in place: A <- keep A - M (A None: no A kept), Z <- keep Z - M G,
-        beta <- beta - lr (psi(Z) ce + lam beta); returns the next step's beta^T psi(Z)
-        (k, n), as :meth:`forward`. ``members`` (a slice) picks the members' G where
-        each has its own. With ``masks`` (:meth:`.dropout.Dropout.native_args`), psi(Z)
-        and psi'(Z) are times this step's scaled masks and the next output's psi(Z)
-        times the next step's."""
+    def _checked(self, Z, A, members, **vectors):
+        """(G, the vectors made contiguous) for a step on Z (and A) of members ``members``,
+        every tensor checked: ``vectors`` maps a name to (tensor or None, its shape)."""
         if Z.dim() != 3 or Z.shape[-1] != self.n:
             raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
         k, p, n = Z.shape
@@ -521,38 +528,58 @@ class RowSpaceKernels:
         _check("Z", Z, dt, (k, p, n), columns=True)
         if A is not None:
             _check("A", A, dt, (k, p, n), columns=True)
-        ce, fb_lr, lr, lam = ce.contiguous(), fb_lr.contiguous(), lr.contiguous(), lam.contiguous()
-        keep = None if keep is None else keep.contiguous()
-        for name, t, shape in (
-            ("ce", ce, (k, n)),
-            ("fb_lr", fb_lr, (k, p)),
-            ("beta", beta, (k, p)),
-            ("lr", lr, (k,)),
-            ("lam", lam, (k,)),
-            *((("keep", keep, (k,)),) if keep is not None else ()),
-        ):
-            _check(name, t, dt, shape)
+        out = {}
+        for name, (t, shape) in vectors.items():
+            if t is not None:
+                t = t.contiguous()
+                _check(name, t, dt, shape)
+            out[name] = t
+        return G, out
+
+    def update(self, Z, A, ce, fb_lr, keep, beta, lr, lam, members=None, masks=None):
+        """One step in place: A <- keep A - M (A None: no A kept), Z <- keep Z - M G,
+        beta <- beta - lr (psi(Z) ce + lam beta); returns the next step's beta^T psi(Z)
+        (k, n), as :meth:`forward`. ``members`` (a slice) picks the members' G where
+        each has its own. With ``masks`` (:meth:`.dropout.Dropout.native_args`), psi(Z)
+        and psi'(Z) are times this step's scaled masks and the next output's psi(Z)
+        times the next step's."""
+        k, p, n = Z.shape
+        G, v = self._checked(
+            Z, A, members, ce=(ce, (k, n)), fb_lr=(fb_lr, (k, p)), keep=(keep, (k,)),
+            lr=(lr, (k,)), lam=(lam, (k,)),
+        )  # fmt: skip
+        _check("beta", beta, self.dtype, (k, p))  # updated in place: never a copy
         units, u = self._u_buffers(Z)
         self._upd(
-            k,
-            p,
-            n,
-            _ptr(Z),
-            _ptr(A),
-            _ptr(G),
-            self.g_stride,
-            _ptr(ce),
-            _ptr(fb_lr),
-            _ptr(keep),
-            _ptr(beta),
-            _ptr(lr),
-            _ptr(lam),
-            *self._masks(masks, k),
-            _ptr(units),
-            _ptr(u),
-            _threads(Z.numel()),
-        )
+            k, p, n, _ptr(Z), _ptr(A), _ptr(G), self.g_stride, _ptr(v["ce"]), _ptr(v["fb_lr"]),
+            _ptr(v["keep"]), _ptr(beta), _ptr(v["lr"]), _ptr(v["lam"]), *self._masks(masks, k),
+            _ptr(units), _ptr(u), _threads(Z.numel()),
+        )  # fmt: skip
         return u
+
+    def steps(self, count, Z, A, u, y, c_p, fb_lr, keep, beta, lr, lam, members=None):
+        """``count`` steps in one call (no dropout), each the engine's: e = u / sqrt p - y
+        from the raw output u (k, n) the last :meth:`update` or :meth:`forward` returned,
+        then :meth:`update` with ce = e c_p. The same roundings as the engine's torch ops,
+        so the same numbers, without a call from Python a step. ``u`` is read, not
+        changed. Returns (the raw output after the last step, (k, n); every step's e,
+        (count, k, n))."""
+        k, p, n = Z.shape
+        need(isinstance(count, int) and count >= 1, "steps count", count, "an integer >= 1")
+        G, v = self._checked(
+            Z, A, members, u=(u, (k, n)), y=(y, (k, n)), fb_lr=(fb_lr, (k, p)),
+            keep=(keep, (k,)), lr=(lr, (k,)), lam=(lam, (k,)),
+        )  # fmt: skip
+        _check("beta", beta, self.dtype, (k, p))
+        units, u_out = self._u_buffers(Z)
+        u_out.copy_(v["u"])
+        e = torch.empty(count, k, n, dtype=self.dtype)
+        self._steps(
+            count, k, p, n, _ptr(Z), _ptr(A), _ptr(G), self.g_stride, _ptr(v["y"]),
+            math.sqrt(p), c_p, _ptr(v["fb_lr"]), _ptr(v["keep"]), _ptr(beta), _ptr(v["lr"]),
+            _ptr(v["lam"]), _ptr(e), _ptr(units), _ptr(u_out), _threads(Z.numel()),
+        )  # fmt: skip
+        return u_out, e
 
 
 def _suffix(dtype: torch.dtype) -> str:
