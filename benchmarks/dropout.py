@@ -33,7 +33,7 @@ from feedback_alignment.activations import paper_lr
 from feedback_alignment.reproduce.profiles import DROPOUTS
 from feedback_alignment.twolayer.data import random_teacher, stack
 from feedback_alignment.twolayer.engine import TwoLayerEnsemble
-from twolayer import interleaved
+from twolayer import FIT_MIN_STEPS, interleaved
 
 N, D, REPS = 50, 150, 2
 
@@ -60,6 +60,7 @@ def fit_timer(act: str, p: int, q: list[float], kernels: str, X, y):
         timer.ran = h.kernels
         return h.seconds / steps
 
+    timer.min_steps = FIT_MIN_STEPS
     return timer
 
 

@@ -28,7 +28,9 @@ width this measures, in one run on one machine:
   run the linear-FA path, O(K n^2) a step whatever p: no roofline there.
 
 The variants of one width are timed in interleaved rounds: every round runs one block of
-each (about 0.15 s in quick mode, 0.5 s otherwise), in a rotating order, and each time is
+each (about 0.15 s in quick mode, 0.5 s otherwise, and a fit at least ``FIT_MIN_STEPS``
+steps, so that its first step's extra pass over Z is about 1 % of the time), in a
+rotating order, and each time is
 the minimum over the rounds (five quick, seven otherwise). The minimum is the least noisy
 estimate on a shared machine, and interleaving lets a slow spell hit every variant alike;
 ratios, not absolute times, are the figures. The last
@@ -81,6 +83,12 @@ def data(act: str, p: int, members: int, dtype: str):
     return X.to(to), y.to(to)
 
 
+# A fit's first step computes the outputs from scratch (one more pass over Z) and its last
+# records: blocks of at least this many steps keep that to about 1 % of a step. At p =
+# 12800 (ReLU, float32, Intel Xeon) a fit of 5 steps read 15.1 ms a step, of 100 11.8 ms.
+FIT_MIN_STEPS = 100
+
+
 def engine_timer(act: str, p: int, dtype: str, kernels: str, X, y):
     """A timer of the ensemble as the engine runs it: ``timer(steps)`` fits a fresh copy of
     one K-member ensemble (each member its own X) for ``steps`` steps and returns the
@@ -103,6 +111,7 @@ def engine_timer(act: str, p: int, dtype: str, kernels: str, X, y):
         timer.ran = f"{h.path}+{h.kernels}"
         return h.seconds / steps
 
+    timer.min_steps = FIT_MIN_STEPS
     return timer
 
 
@@ -167,11 +176,13 @@ def interleaved(timers: dict, rounds: int, block_s: float) -> dict[str, float]:
     """Seconds per step of each timer: the minimum over ``rounds`` rounds in which every
     timer runs one block of about ``block_s`` seconds, in an order that rotates from round
     to round (a slow spell of a shared machine then hits every timer alike). A first,
-    untimed block of each warms up (build, self-check, page faults) and sizes the blocks."""
+    untimed block of each warms up (build, self-check, page faults) and sizes the blocks,
+    to at least a timer's ``min_steps`` (2 where it has none)."""
     steps = {}
     for name, timer in timers.items():
         t = timer(2)
-        steps[name] = max(2, min(2000, math.ceil(block_s / t)))
+        least = getattr(timer, "min_steps", 2)
+        steps[name] = max(least, min(2000, math.ceil(block_s / t)))
     best = dict.fromkeys(timers, math.inf)
     names = list(timers)
     for r in range(rounds):

@@ -114,30 +114,36 @@ struct Bits<double> {
 #define FA_EXPM1_TERMS_F64 13
 #endif
 
-// expm1(x) for 0 <= x <= 88 in float, 709 in double (or NaN): x = k ln2 + r, |r| <= ln2 / 2, expm1(x) =
-// 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series. k = rint(x / ln2) is taken
-// with the round-to-nearest of adding 1.5 2^mant (its low mantissa bits then hold k),
+// expm1(S a) for 0 <= S a <= 88 in float, 709 in double (or NaN), S = 1 or 2 (tanh takes
+// expm1(2 |z|)): S a = k ln2 + r, |r| <= ln2 / 2, expm1(S a) = 2^k expm1(r) + (2^k - 1),
+// expm1(r) by its Taylor series. k = rint(S a / ln2) is taken with the round-to-nearest of
+// adding 1.5 2^mant + bias (its low mantissa bits then hold bias + k: no tie in this range),
 // so there is no float-to-integer conversion (AVX2 has none for 64-bit integers: the
-// compiler went lane by lane there) and 2^k is made from those bits by a shift.
-template <typename T>
-inline typename Vec<T>::type vexpm1(typename Vec<T>::type x) {
+// compiler went lane by lane there) and 2^k is those bits shifted into the exponent field.
+// S is folded into the constants, never multiplied in: h = r / S is reduced from a, and
+// expm1(r) = h P(h) with P's terms times powers of S, so every rounding is that of the
+// same steps on x = S a scaled by a power of two (the same numbers as S a formed first,
+// two operations fewer a vector).
+template <typename T, int S = 1>
+inline typename Vec<T>::type vexpm1(typename Vec<T>::type a) {
+    static_assert(S == 1 || S == 2, "S is 1 or 2");
     typedef typename Vec<T>::type V;
     typedef typename Bits<T>::I I;
     const T ln2_hi = T(0.693145751953125), ln2_lo = T(1.42860682030941723212e-6);
-    const T magic = T(1.5) * T(int64_t(1) << Bits<T>::kMant);
-    const V s = x * T(1.44269504088896340736) + magic;  // magic + rint(x / ln2)
+    const T magic = T(1.5) * T(int64_t(1) << Bits<T>::kMant) + T(Bits<T>::kBias);
+    const V s = a * (T(S) * T(1.44269504088896340736)) + magic;  // magic + rint(S a / ln2)
     const V kf = s - magic;
-    const V r = (x - kf * ln2_hi) - kf * ln2_lo;
+    const V h = (a - kf * (ln2_hi / T(S))) - kf * (ln2_lo / T(S));  // r / S
     constexpr int kTerms = sizeof(T) == 4 ? FA_EXPM1_TERMS_F32 : FA_EXPM1_TERMS_F64;
-    T coef = T(1);
-    T coefs[kTerms];  // 1/1!, 1/2!, ..., 1/kTerms!
-    for (int i = 1; i <= kTerms; ++i) coefs[i - 1] = (coef /= T(i));
-    V poly = V{} + coefs[kTerms - 1];  // 1/1! + r/2! + ... + r^(kTerms-1)/kTerms!
-    for (int i = kTerms - 2; i >= 0; --i) poly = poly * r + coefs[i];
-    const V em1 = r * poly;  // expm1(r)
-    // the low bits of s are k (0 <= k < 2^(exponent bits - 1)): shifted into the
-    // exponent field, with the bias, they are 2^k; the bits above shift out
-    const V two_k = (V)(((I)s + Bits<T>::kBias) << Bits<T>::kMant);
+    T coef = T(1), scale = T(1);
+    T coefs[kTerms];  // S/1!, S^2/2!, ..., S^kTerms/kTerms!
+    for (int i = 1; i <= kTerms; ++i) coefs[i - 1] = (coef /= T(i)) * (scale *= T(S));
+    V poly = V{} + coefs[kTerms - 1];  // S/1! + S^2 h/2! + ... (S times expm1's in r)
+    for (int i = kTerms - 2; i >= 0; --i) poly = poly * h + coefs[i];
+    const V em1 = h * poly;  // expm1(r)
+    // the low bits of s are bias + k (0 <= k < 2^(exponent bits - 1)): shifted into the
+    // exponent field they are 2^k; the bits above shift out
+    const V two_k = (V)((I)s << Bits<T>::kMant);
     return two_k * em1 + (two_k - T(1));
 }
 
@@ -168,7 +174,7 @@ struct Tanh {
         const I sign = (I)z & Bits<T>::kSign;
         V a = (V)((I)z ^ sign);            // |z|; NaN stays NaN
         a = a > T(20) ? V{} + T(20) : a;   // NaN compares false: kept
-        const V t = vexpm1<T>(a + a);
+        const V t = vexpm1<T, 2>(a);  // expm1(2 |z|)
         const V th = t / (t + T(2));
         psi = (V)((I)th ^ sign);
         dpsi = T(1) - th * th;
