@@ -72,6 +72,13 @@ CASES = {
     "plateau, authors": {"stop": Plateau(90, 30, 1e-3, 400, "authors"), "steps": None},
     "plateau, after_min": {"stop": Plateau(90, 30, 1e-3, 400, "after_min"), "steps": None},
     "divergence checks": {"divergence_every": 7},
+    "dropout": {"dropout": [0.0, 0.3, 0.6]},
+    "dropout, tanh float32, shared X": {
+        "dropout": 0.5,
+        "act": "tanh",
+        "dtype": "float32",
+        "shared": True,
+    },
 }
 
 
@@ -96,7 +103,7 @@ def test_a_member_diverging_inside_a_run_is_found_at_its_step(monkeypatch):
 def test_no_runs_where_fb_or_lam_change_every_step(monkeypatch):
     from feedback_alignment.twolayer.schedules import ExpDecay
 
-    for kw in ({"rule": ["fa", "bp", "fa"]}, {"lam_schedule": ExpDecay(0.99)}, {"dropout": 0.2}):
+    for kw in ({"rule": ["fa", "bp", "fa"]}, {"lam_schedule": ExpDecay(0.99)}):
         _, h, calls = _fit(False, monkeypatch, **kw)
         assert h.kernels == "native" and not calls, kw
 

@@ -287,6 +287,8 @@ class TwoLayerEnsemble:
         while True:
             count = runs and _quiet_steps(mon, rec, t, run_most)
             if count:
+                if fl.dropout is not None:
+                    fl.dropout.t = self.t  # the run's first step's masks
                 for sl in chunks:
                     beta = self.beta[sl]
                     lr_eff, lr, lam, keep = (None if r is None else r[sl] for r in rates)

@@ -56,8 +56,8 @@ class ExplicitPath:
     @property
     def takes_runs(self) -> bool:
         """Whether :meth:`RowSpacePath.run` can take a run of the engine's steps in one
-        call: on the native kernels, without dropout."""
-        return self.native is not None and self.dropout is None
+        call: on the native kernels."""
+        return self.native is not None
 
     def __init__(self, W: torch.Tensor, W0: torch.Tensor, act: Activation, kernels="torch"):
         """``kernels``: what runs the element-wise work, "torch" or "compiled" here (and
@@ -295,15 +295,16 @@ class RowSpacePath(ExplicitPath):
     def run(self, sl, count, beta, y, c_p, fb_lr, lr_eff, keep, lam) -> torch.Tensor:
         """``count`` of the engine's steps of members ``sl`` in one native call (see
         :attr:`takes_runs`), each with the same fb_lr, lr, lam and keep: e = u - y from the
-        outputs u, then :meth:`step` with ce = e ``c_p``. The numbers are the engine's
-        step by step. Returns every step's e, (count, k, n)."""
-        Z = self.Z[sl]
+        outputs u, then :meth:`step` with ce = e ``c_p``; with dropout, the first step's
+        masks are those of ``dropout.t``. The numbers are the engine's step by step.
+        Returns every step's e, (count, k, n)."""
+        Z, masks = self.Z[sl], self._masks(sl)
         u = self._u_next.pop((sl.start, sl.stop), None)
         if u is None:
-            u = self.native.forward(Z, beta)
+            u = self.native.forward(Z, beta, masks)
         A = None if self.A is None else self.A[sl]
         u, e = self.native.steps(
-            count, Z, A, u, y, c_p, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl
+            count, Z, A, u, y, c_p, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl, masks
         )
         self._u_next[(sl.start, sl.stop)] = u
         if keep is not None:

@@ -16,7 +16,7 @@
 //             beta[row] <- beta[row] - lr (d + lam beta[row])
 //             u[member] = sum over rows of beta[row] psi(Z[row])  (the next forward)
 //
-// fa_steps_* takes several such steps in one call (no dropout), forming each step's
+// fa_steps_* takes several such steps in one call, forming each step's
 // error e = u / sqrt p - y and ce = e c_p from the output as the engine does (run_steps).
 //
 // With dropout, psi and psi' are times this step's scaled masks and the next forward's
@@ -589,15 +589,16 @@ void run_all(const Step<T>& c, T* u_units, T* u, int threads) {
     });
 }
 
-// `steps` steps from the raw output u (k, n: beta^T psi(Z), as an update leaves it): at
-// each, e = u / sqrt_p - y (written to e_out, (steps, k, n)) and ce = e c_p, then the update
-// with ce, which leaves the next raw output in u. The engine's loop takes these steps one
-// at a time with the same three roundings in torch ops (u / sqrt p, - y, * c_p), so the
-// numbers are the same; here they cost no call from Python a step (no dropout: c.keys null).
+// `steps` steps from the raw output u (k, n: beta^T psi(Z), as an update leaves it), the
+// first step c.t: at each, e = u / sqrt_p - y (written to e_out, (steps, k, n)) and ce =
+// e c_p, then the update with ce (and that step's masks, if c.keys), which leaves the next
+// raw output in u. The engine's loop takes these steps one at a time with the same three
+// roundings in torch ops (u / sqrt p, - y, * c_p), so the numbers are the same; here they
+// cost no call from Python a step.
 template <typename T, typename Act>
 void run_steps(int64_t steps, Step<T> c, const T* y, T sqrt_p, T c_p, T* e_out, T* u_units,
                T* u, int threads) {
-    const int64_t kn = c.k * c.n;
+    const int64_t kn = c.k * c.n, t0 = c.t;
     std::vector<T> ce(kn);
     c.ce = ce.data();
     for (int64_t s = 0; s < steps; ++s) {
@@ -606,6 +607,7 @@ void run_steps(int64_t steps, Step<T> c, const T* y, T sqrt_p, T c_p, T* e_out, 
             e[i] = u[i] / sqrt_p - y[i];
             ce[i] = e[i] * c_p;
         }
+        c.t = t0 + s;
         run_all<T, Act, true>(c, u_units, u, threads);
     }
 }
@@ -656,9 +658,11 @@ int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
     void fa_steps_##NAME##_##SUF(int64_t steps, int64_t k, int64_t p, int64_t n, T* Z, T* A, \
                                  const T* G, int64_t g_stride, const T* y, T sqrt_p, T c_p, \
                                  const T* fb_lr, const T* keep, T* beta, const T* lr,       \
-                                 const T* lam, T* e_out, T* u_units, T* u, int threads) {  \
-        const Step<T> c{k,    p,    n,  Z,   A,       G,       g_stride, nullptr, fb_lr,    \
-                        keep, beta, lr, lam, nullptr, nullptr, 0,        nullptr};          \
+                                 const T* lam, const uint64_t* keys, int64_t t,             \
+                                 const uint64_t* thr, const T* scale, T* e_out, T* u_units, \
+                                 T* u, int threads) {                                       \
+        const Step<T> c{k,    p,    n,  Z,   A,    G,   g_stride, nullptr, fb_lr,           \
+                        keep, beta, lr, lam, keys, thr, t,        scale};                   \
         run_steps<T, ACT>(steps, c, y, sqrt_p, c_p, e_out, u_units, u, threads);            \
     }
 
