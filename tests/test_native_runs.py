@@ -153,6 +153,10 @@ def test_the_kernels_steps_refuse_a_bad_count():
 
     one = torch.ones(1, dtype=torch.float64)
     args = (Z, None, zeros(1, 4), zeros(1, 4), 0.5, zeros(1, 8), None, zeros(1, 8), one, one)
-    for bad in (0, -3, 2.5):
+    for bad in (0, -3, 2.5, True, 2**21):
         with pytest.raises(ConfigError, match="steps count"):
             kern.steps(bad, *args)
+    with pytest.raises(ConfigError, match=r"Z must be \(k, p, 4\), got \(8, 4\)"):
+        kern.steps(1, Z[0], *args[1:])
+    with pytest.raises(ConfigError, match="Z must be"):
+        kern.update(Z[0], None, *args[2:4], None, *args[7:])

@@ -61,6 +61,7 @@ from pathlib import Path
 import torch
 
 from ...activations import Activation, get_activation, with_native
+from ...bounds import check_memory, is_int
 from ...errors import ConfigError, need
 from ...hardware import cpu_flags as _cpu_flags
 from ...hardware import cpu_id as _cpu_id
@@ -73,6 +74,7 @@ _BUILD_TIMEOUT = 120.0  # seconds; a compiler that hangs must not hang the fit
 # below this many elements a kernel runs on one thread (waking the others costs more)
 _MIN_PARALLEL = 1 << 14
 
+_MAX_RUN = 1 << 20  # most steps in one call of RowSpaceKernels.steps
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
@@ -516,12 +518,17 @@ class RowSpaceKernels:
         self._fwd(k, p, n, _ptr(Z), _ptr(beta), *m, _ptr(units), _ptr(u), _threads(Z.numel()))
         return u
 
+    def _dims(self, Z) -> tuple[int, int, int]:
+        """(k, p, n) of Z, which must be (k, p, n) with this G's n."""
+        if not isinstance(Z, torch.Tensor) or Z.dim() != 3 or Z.shape[-1] != self.n:
+            got = tuple(Z.shape) if isinstance(Z, torch.Tensor) else type(Z).__name__
+            raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {got}")
+        return tuple(Z.shape)
+
     def _checked(self, Z, A, members, **vectors):
         """(G, the vectors made contiguous) for a step on Z (and A) of members ``members``,
         every tensor checked: ``vectors`` maps a name to (tensor or None, its shape)."""
-        if Z.dim() != 3 or Z.shape[-1] != self.n:
-            raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {tuple(Z.shape)}")
-        k, p, n = Z.shape
+        k, p, n = self._dims(Z)
         G = self.G if self.shared else self.G[members if members is not None else slice(None)]
         dt = self.dtype
         _check("G", G, dt, (n, n) if self.shared else (k, n, n))
@@ -543,7 +550,7 @@ class RowSpaceKernels:
         each has its own. With ``masks`` (:meth:`.dropout.Dropout.native_args`), psi(Z)
         and psi'(Z) are times this step's scaled masks and the next output's psi(Z)
         times the next step's."""
-        k, p, n = Z.shape
+        k, p, n = self._dims(Z)
         G, v = self._checked(
             Z, A, members, ce=(ce, (k, n)), fb_lr=(fb_lr, (k, p)), keep=(keep, (k,)),
             lr=(lr, (k,)), lam=(lam, (k,)),
@@ -565,8 +572,15 @@ class RowSpaceKernels:
         same numbers, without a call from Python a step. ``u`` is read, not changed.
         Returns (the raw output after the last step, (k, n); every step's e,
         (count, k, n))."""
-        k, p, n = Z.shape
-        need(isinstance(count, int) and count >= 1, "steps count", count, "an integer >= 1")
+        k, p, n = self._dims(Z)
+        need(
+            is_int(count) and 1 <= count <= _MAX_RUN,
+            "steps count",
+            count,
+            f"an integer from 1 to {_MAX_RUN}",
+        )
+        count = int(count)
+        check_memory(count * k * n * Z.element_size(), "the run's errors", "fewer steps a call")
         G, v = self._checked(
             Z, A, members, u=(u, (k, n)), y=(y, (k, n)), fb_lr=(fb_lr, (k, p)),
             keep=(keep, (k,)), lr=(lr, (k,)), lam=(lam, (k,)),
