@@ -1,6 +1,7 @@
 """Runs of quiet steps in one native call (engine.py, RowSpacePath.run) give, to the bit,
 the numbers of the same fit taken a step at a time: every array, metric, stop and
-divergence step, in float32 and float64."""
+divergence step, in float32 and float64, for FA, backprop (fb = beta, formed in the run)
+and both mixed."""
 
 import numpy as np
 import pytest
@@ -72,6 +73,9 @@ CASES = {
     "plateau, authors": {"stop": Plateau(90, 30, 1e-3, 400, "authors"), "steps": None},
     "plateau, after_min": {"stop": Plateau(90, 30, 1e-3, 400, "after_min"), "steps": None},
     "divergence checks": {"divergence_every": 7},
+    "bp": {"rule": "bp"},
+    "fa, bp and fa, float32": {"rule": ["fa", "bp", "fa"], "dtype": "float32"},
+    "bp with dropout and weight decay": {"rule": "bp", "dropout": 0.3, "w_decay": 0.05},
     "dropout": {"dropout": [0.0, 0.3, 0.6]},
     "dropout, tanh float32, shared X": {
         "dropout": 0.5,
@@ -100,12 +104,18 @@ def test_a_member_diverging_inside_a_run_is_found_at_its_step(monkeypatch):
     assert runs[1].diverged_at[1] % 100 != 0  # inside a run, not at a check
 
 
-def test_no_runs_where_fb_or_lam_change_every_step(monkeypatch):
+def test_no_runs_where_the_kernels_cannot_form_fb_or_lam_changes(monkeypatch):
+    """A rule of one's own (fb neither b nor beta) and a lam schedule: a step at a time."""
+    from feedback_alignment.twolayer.rules import register_rule, unregister_rule
     from feedback_alignment.twolayer.schedules import ExpDecay
 
-    for kw in ({"rule": ["fa", "bp", "fa"]}, {"lam_schedule": ExpDecay(0.99)}):
-        _, h, calls = _fit(False, monkeypatch, **kw)
-        assert h.kernels == "native" and not calls, kw
+    register_rule("half_b", lambda b, beta: b / 2)
+    try:
+        for kw in ({"rule": ["fa", "half_b", "bp"]}, {"lam_schedule": ExpDecay(0.99)}):
+            _, h, calls = _fit(False, monkeypatch, **kw)
+            assert h.kernels == "native" and not calls, kw
+    finally:
+        unregister_rule("half_b")
 
 
 def test_no_run_is_longer_than_the_monitor_allows(monkeypatch):
@@ -113,9 +123,12 @@ def test_no_run_is_longer_than_the_monitor_allows(monkeypatch):
     assert max(calls) == 8 and sum(calls) + 12 == 100  # 11 checks (0, 9, ..., 90) and the last
 
 
-def test_the_kernels_steps_equal_their_updates():
-    """RowSpaceKernels.steps against update() called count times with the engine's e."""
+@pytest.mark.parametrize("fb_beta", [None, [False, True, False]])
+def test_the_kernels_steps_equal_their_updates(fb_beta):
+    """RowSpaceKernels.steps against update() called count times with the engine's e (and
+    fb_lr = beta lr afresh for the members flagged in fb_beta, as backprop's)."""
     torch.manual_seed(0)
+    flags = None if fb_beta is None else torch.tensor(fb_beta)
     for dt in (torch.float32, torch.float64):
         k, p, n, count = 3, 37, 9, 5
         X = torch.randn(k, n, 20, dtype=dt)
@@ -134,11 +147,13 @@ def test_the_kernels_steps_equal_their_updates():
         for _ in range(count):
             e = u / p**0.5 - y
             es.append(e)
-            u = kern.update(Z, None, e * c_p, fb_lr, keep, beta, lr, lam)
+            f = fb_lr if flags is None else torch.where(flags[:, None], beta * lr[:, None], fb_lr)
+            u = kern.update(Z, None, e * c_p, f, keep, beta, lr, lam)
         Z2, beta2 = Z0.clone(), beta0.clone()
         u2, e2 = kern.steps(
-            count, Z2, None, kern.forward(Z2, beta2), y, c_p, fb_lr, keep, beta2, lr, lam
-        )
+            count, Z2, None, kern.forward(Z2, beta2), y, c_p, fb_lr, keep, beta2, lr, lam,
+            fb_beta=flags,
+        )  # fmt: skip
         assert torch.equal(torch.stack(es), e2) and torch.equal(u, u2)
         assert torch.equal(Z, Z2) and torch.equal(beta, beta2)
 

@@ -281,8 +281,8 @@ class TwoLayerEnsemble:
             return t
 
         # a run of steps with nothing to record or check in between, in one native call
-        # a chunk, where fb does not change (fixed feedback) nor lam (constant schedule)
-        runs = fl.takes_runs and feedback.linear_fa and constant_schedule
+        # a chunk, where fb is b or beta (formed in the run) and lam does not change
+        runs = fl.takes_runs and feedback.b_or_beta and constant_schedule
         run_most = max(1, _RUN_ELEMENTS // (K * o.n))  # every step's e is returned
         while True:
             count = runs and _quiet_steps(mon, rec, t, run_most)
@@ -293,7 +293,8 @@ class TwoLayerEnsemble:
                     beta = self.beta[sl]
                     lr_eff, lr, lam, keep = (None if r is None else r[sl] for r in rates)
                     fb_lr = feedback(sl, beta) * lr
-                    e = fl.run(sl, count, beta, y[sl], c_p, fb_lr, lr_eff, keep, lam)
+                    fb_beta = feedback.is_beta(sl)
+                    e = fl.run(sl, count, beta, y[sl], c_p, fb_lr, lr_eff, keep, lam, fb_beta)
                     mon.record_run(sl, t, e)
                 t = advance(t, count)
                 continue

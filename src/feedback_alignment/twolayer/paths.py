@@ -292,20 +292,22 @@ class RowSpacePath(ExplicitPath):
         self._W = None
         return direction
 
-    def run(self, sl, count, beta, y, c_p, fb_lr, lr_eff, keep, lam) -> torch.Tensor:
+    def run(self, sl, count, beta, y, c_p, fb_lr, lr_eff, keep, lam, fb_beta) -> torch.Tensor:
         """``count`` of the engine's steps of members ``sl`` in one native call (see
-        :attr:`takes_runs`), each with the same fb_lr, lr, lam and keep: e = u - y from the
-        outputs u, then :meth:`step` with ce = e ``c_p``; with dropout, the first step's
-        masks are those of ``dropout.t``. The numbers are the engine's step by step.
-        Returns every step's e, (count, k, n)."""
+        :attr:`takes_runs`), each with the same lr, lam and keep: e = u - y from the
+        outputs u, then :meth:`step` with ce = e ``c_p`` and fb_lr, which the members
+        flagged in ``fb_beta`` (k,) take as beta lr afresh at each step; with dropout, the
+        first step's masks are those of ``dropout.t``. The numbers are the engine's step by
+        step. Returns every step's e, (count, k, n)."""
         Z, masks = self.Z[sl], self._masks(sl)
         u = self._u_next.pop((sl.start, sl.stop), None)
         if u is None:
             u = self.native.forward(Z, beta, masks)
         A = None if self.A is None else self.A[sl]
         u, e = self.native.steps(
-            count, Z, A, u, y, c_p, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl, masks
-        )
+            count, Z, A, u, y, c_p, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl, masks,
+            fb_beta if bool(fb_beta.any()) else None,
+        )  # fmt: skip
         self._u_next[(sl.start, sl.stop)] = u
         if keep is not None:
             s = self.s[sl]

@@ -29,17 +29,22 @@ class Rule:
     element-wise on any leading shape ((p,) for one network, (k, p) for k members).
     ``linear_fa``: fb is b itself, which the closed-form linear path
     (:class:`~.paths.LinearFAPath`, holding the first layer as b a^T) needs.
+    ``feedback_is_beta``: fb is beta itself (backprop). The native kernels take runs of
+    steps in one call where every member's fb is b or beta (engine.py).
     """
 
     name: str
     feedback: Feedback
     linear_fa: bool = False
+    feedback_is_beta: bool = False
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register_rule(name: str, feedback: Feedback, *, linear_fa: bool = False) -> Rule:
+def register_rule(
+    name: str, feedback: Feedback, *, linear_fa: bool = False, feedback_is_beta: bool = False
+) -> Rule:
     """Add a two-layer rule under ``name`` (see :class:`Rule`); returns it."""
     need(
         isinstance(name, str) and name.isidentifier(),
@@ -49,7 +54,11 @@ def register_rule(name: str, feedback: Feedback, *, linear_fa: bool = False) -> 
     )
     check(name not in RULES, f"rule {name!r} is already registered")
     check(callable(feedback), f"rule {name!r}: feedback must be callable, got {feedback!r}")
-    RULES[name] = Rule(name, feedback, bool(linear_fa))
+    check(
+        not (linear_fa and feedback_is_beta),
+        f"rule {name!r}: fb cannot be both b (linear_fa) and beta (feedback_is_beta)",
+    )
+    RULES[name] = Rule(name, feedback, bool(linear_fa), bool(feedback_is_beta))
     return RULES[name]
 
 
@@ -60,7 +69,7 @@ def unregister_rule(name: str) -> None:
     del RULES[name]
 
 
-register_rule("bp", lambda b, beta: beta)
+register_rule("bp", lambda b, beta: beta, feedback_is_beta=True)
 register_rule("fa", lambda b, beta: b, linear_fa=True)
 
 
@@ -92,6 +101,19 @@ class MemberFeedback:
     def linear_fa(self) -> bool:
         """Whether the closed-form linear path applies to every member."""
         return all(rule.linear_fa for rule in self.rules)
+
+    @property
+    def b_or_beta(self) -> bool:
+        """Whether every member's fb is b or beta, which the native runs form themselves."""
+        return all(rule.linear_fa or rule.feedback_is_beta for rule in self.rules)
+
+    def is_beta(self, sl: slice) -> torch.Tensor:
+        """(k,) bool: which of members ``sl`` feed back through beta (backprop)."""
+        out = torch.zeros(sl.stop - sl.start, dtype=torch.bool, device=self.b.device)
+        for rule, mask in zip(self.rules, self.masks, strict=True):
+            if rule.feedback_is_beta:
+                out |= mask[sl]
+        return out
 
     def __call__(self, sl: slice, beta: torch.Tensor) -> torch.Tensor:
         b = self.b[sl]

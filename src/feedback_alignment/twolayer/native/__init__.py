@@ -28,7 +28,7 @@ against the libgomp file torch loaded, whatever it is called). Sums are cut into
 blocks of rows, so the numbers depend neither on the thread count nor on chunking.
 
 :meth:`RowSpaceKernels.steps` takes a run of steps in one call (the engine's runs of
-steps with nothing to record or check between them, rule ``fa``): the error
+steps with nothing to record or check between them, rules ``fa`` and ``bp``): the error
 and its scaled form are made in C++ with the roundings of the engine's torch ops, so the
 numbers are those of :meth:`~RowSpaceKernels.update` step by step, without Python between.
 
@@ -380,9 +380,9 @@ def _entry(lib: ctypes.CDLL, kind: str, act: Activation, suf: str):
     if kind == "forward":  # k p n, Z beta, masks, u_units u, threads
         fn.argtypes = [i64] * 3 + [ptr] * 2 + masks + [ptr] * 2 + [ctypes.c_int]
     elif kind == "steps":  # steps k p n, Z A G, g_stride, y, sqrt_p c_p, fb_lr keep beta lr
-        real = ctypes.c_float if suf == "f32" else ctypes.c_double  # lam, masks, e u_units u
+        real = ctypes.c_float if suf == "f32" else ctypes.c_double  # lam, masks, fb_beta,
         fn.argtypes = [i64] * 4 + [ptr] * 3 + [i64, ptr, real, real] + [ptr] * 5 + masks
-        fn.argtypes += [ptr] * 3 + [ctypes.c_int]  # threads
+        fn.argtypes += [ptr] * 4 + [ctypes.c_int]  # e u_units u, threads
     else:  # k p n, Z A G, g_stride, ce fb_lr keep beta lr lam, masks, u_units u, threads
         fn.argtypes = [i64] * 3 + [ptr] * 3 + [i64] + [ptr] * 6 + masks + [ptr] * 2
         fn.argtypes += [ctypes.c_int]
@@ -564,14 +564,18 @@ class RowSpaceKernels:
         )  # fmt: skip
         return u
 
-    def steps(self, count, Z, A, u, y, c_p, fb_lr, keep, beta, lr, lam, members=None, masks=None):
+    def steps(
+        self, count, Z, A, u, y, c_p, fb_lr, keep, beta, lr, lam, members=None, masks=None,
+        fb_beta=None,
+    ):  # fmt: skip
         """``count`` steps in one call, each the engine's: e = u / sqrt p - y from the raw
         output u (k, n) the last :meth:`update` or :meth:`forward` returned, then
         :meth:`update` with ce = e c_p (and ``masks``, whose t is the first step's, the
-        next steps' following it). The same roundings as the engine's torch ops, so the
-        same numbers, without a call from Python a step. ``u`` is read, not changed.
-        Returns (the raw output after the last step, (k, n); every step's e,
-        (count, k, n))."""
+        next steps' following it). The members where ``fb_beta`` (bool, (k,)) is set
+        (backprop) take fb_lr = beta lr afresh at each step, the others ``fb_lr``'s rows.
+        The same roundings as the engine's torch ops, so the same numbers, without a call
+        from Python a step. ``u`` is read, not changed. Returns (the raw output after the
+        last step, (k, n); every step's e, (count, k, n))."""
         k, p, n = self._dims(Z)
         need(
             is_int(count) and 1 <= count <= _MAX_RUN,
@@ -586,14 +590,17 @@ class RowSpaceKernels:
             keep=(keep, (k,)), lr=(lr, (k,)), lam=(lam, (k,)),
         )  # fmt: skip
         _check("beta", beta, self.dtype, (k, p))
+        if fb_beta is not None:
+            fb_beta = fb_beta.contiguous()
+            _check("fb_beta", fb_beta, torch.bool, (k,))
         units, u_out = self._u_buffers(Z)
         u_out.copy_(v["u"])
         e = torch.empty(count, k, n, dtype=self.dtype)
         self._steps(
             count, k, p, n, _ptr(Z), _ptr(A), _ptr(G), self.g_stride, _ptr(v["y"]),
             math.sqrt(p), c_p, _ptr(v["fb_lr"]), _ptr(v["keep"]), _ptr(beta), _ptr(v["lr"]),
-            _ptr(v["lam"]), *self._masks(masks, k), _ptr(e), _ptr(units), _ptr(u_out),
-            _threads(Z.numel()),
+            _ptr(v["lam"]), *self._masks(masks, k), _ptr(fb_beta), _ptr(e), _ptr(units),
+            _ptr(u_out), _threads(Z.numel()),
         )  # fmt: skip
         return u_out, e
 

@@ -592,20 +592,33 @@ void run_all(const Step<T>& c, T* u_units, T* u, int threads) {
 // `steps` steps from the raw output u (k, n: beta^T psi(Z), as an update leaves it), the
 // first step c.t: at each, e = u / sqrt_p - y (written to e_out, (steps, k, n)) and ce =
 // e c_p, then the update with ce (and that step's masks, if c.keys), which leaves the next
-// raw output in u. The engine's loop takes these steps one at a time with the same three
-// roundings in torch ops (u / sqrt p, - y, * c_p), so the numbers are the same; here they
-// cost no call from Python a step.
+// raw output in u. A member whose fb_beta flag is set (backprop) takes fb_lr = beta lr,
+// formed afresh each step from its beta; the others keep c.fb_lr's rows. The engine's
+// loop takes these steps one at a time with the same roundings in torch ops (u / sqrt p,
+// - y, * c_p; beta * lr), so the numbers are the same; here they cost no call from Python
+// a step.
 template <typename T, typename Act>
-void run_steps(int64_t steps, Step<T> c, const T* y, T sqrt_p, T c_p, T* e_out, T* u_units,
-               T* u, int threads) {
-    const int64_t kn = c.k * c.n, t0 = c.t;
-    std::vector<T> ce(kn);
+void run_steps(int64_t steps, Step<T> c, const T* y, T sqrt_p, T c_p, const uint8_t* fb_beta,
+               T* e_out, T* u_units, T* u, int threads) {
+    const int64_t kn = c.k * c.n, t0 = c.t, p = c.p;
+    std::vector<T> ce(kn), fb_lr;
     c.ce = ce.data();
+    if (fb_beta) {
+        fb_lr.assign(c.fb_lr, c.fb_lr + c.k * p);
+        c.fb_lr = fb_lr.data();
+    }
     for (int64_t s = 0; s < steps; ++s) {
         T* e = e_out + s * kn;
         for (int64_t i = 0; i < kn; ++i) {
             e[i] = u[i] / sqrt_p - y[i];
             ce[i] = e[i] * c_p;
+        }
+        if (fb_beta) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+            for (int64_t m = 0; m < c.k; ++m) {
+                if (!fb_beta[m]) continue;
+                for (int64_t r = 0; r < p; ++r) fb_lr[m * p + r] = c.beta[m * p + r] * c.lr[m];
+            }
         }
         c.t = t0 + s;
         run_all<T, Act, true>(c, u_units, u, threads);
@@ -659,11 +672,12 @@ int64_t fa_units_per_member(int64_t p) { return units_per_member(p); }
                                  const T* G, int64_t g_stride, const T* y, T sqrt_p, T c_p, \
                                  const T* fb_lr, const T* keep, T* beta, const T* lr,       \
                                  const T* lam, const uint64_t* keys, int64_t t,             \
-                                 const uint64_t* thr, const T* scale, T* e_out, T* u_units, \
-                                 T* u, int threads) {                                       \
+                                 const uint64_t* thr, const T* scale,                       \
+                                 const uint8_t* fb_beta, T* e_out, T* u_units, T* u,        \
+                                 int threads) {                                             \
         const Step<T> c{k,    p,    n,  Z,   A,    G,   g_stride, nullptr, fb_lr,           \
                         keep, beta, lr, lam, keys, thr, t,        scale};                   \
-        run_steps<T, ACT>(steps, c, y, sqrt_p, c_p, e_out, u_units, u, threads);            \
+        run_steps<T, ACT>(steps, c, y, sqrt_p, c_p, fb_beta, e_out, u_units, u, threads);   \
     }
 
 
