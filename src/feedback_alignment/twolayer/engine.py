@@ -293,7 +293,7 @@ class TwoLayerEnsemble:
                     beta = self.beta[sl]
                     lr_eff, lr, lam, keep = (None if r is None else r[sl] for r in rates)
                     fb_lr = feedback(sl, beta) * lr
-                    fb_beta = feedback.is_beta(sl)
+                    fb_beta = None if feedback.beta_members is None else feedback.beta_members[sl]
                     e = fl.run(sl, count, beta, y[sl], c_p, fb_lr, lr_eff, keep, lam, fb_beta)
                     mon.record_run(sl, t, e)
                 t = advance(t, count)

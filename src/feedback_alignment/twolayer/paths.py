@@ -296,9 +296,9 @@ class RowSpacePath(ExplicitPath):
         """``count`` of the engine's steps of members ``sl`` in one native call (see
         :attr:`takes_runs`), each with the same lr, lam and keep: e = u - y from the
         outputs u, then :meth:`step` with ce = e ``c_p`` and fb_lr, which the members
-        flagged in ``fb_beta`` (k,) take as beta lr afresh at each step; with dropout, the
-        first step's masks are those of ``dropout.t``. The numbers are the engine's step by
-        step. Returns every step's e, (count, k, n)."""
+        flagged in ``fb_beta`` ((k,) bool, or None: none) take as beta lr afresh at each
+        step; with dropout, the first step's masks are those of ``dropout.t``. The numbers
+        are the engine's step by step. Returns every step's e, (count, k, n)."""
         Z, masks = self.Z[sl], self._masks(sl)
         u = self._u_next.pop((sl.start, sl.stop), None)
         if u is None:
@@ -306,7 +306,7 @@ class RowSpacePath(ExplicitPath):
         A = None if self.A is None else self.A[sl]
         u, e = self.native.steps(
             count, Z, A, u, y, c_p, fb_lr, keep, beta, lr_eff, lam.reshape(-1), sl, masks,
-            fb_beta if bool(fb_beta.any()) else None,
+            fb_beta,
         )  # fmt: skip
         self._u_next[(sl.start, sl.stop)] = u
         if keep is not None:

@@ -96,6 +96,9 @@ class MemberFeedback:
         self.masks = [
             torch.as_tensor([r == rule.name for r in names], device=b.device) for rule in self.rules
         ]
+        # (K,) bool, which members feed back through beta (backprop); None where none does
+        beta = [RULES[r].feedback_is_beta for r in names]
+        self.beta_members = torch.as_tensor(beta, device=b.device) if any(beta) else None
 
     @property
     def linear_fa(self) -> bool:
@@ -106,14 +109,6 @@ class MemberFeedback:
     def b_or_beta(self) -> bool:
         """Whether every member's fb is b or beta, which the native runs form themselves."""
         return all(rule.linear_fa or rule.feedback_is_beta for rule in self.rules)
-
-    def is_beta(self, sl: slice) -> torch.Tensor:
-        """(k,) bool: which of members ``sl`` feed back through beta (backprop)."""
-        out = torch.zeros(sl.stop - sl.start, dtype=torch.bool, device=self.b.device)
-        for rule, mask in zip(self.rules, self.masks, strict=True):
-            if rule.feedback_is_beta:
-                out |= mask[sl]
-        return out
 
     def __call__(self, sl: slice, beta: torch.Tensor) -> torch.Tensor:
         b = self.b[sl]

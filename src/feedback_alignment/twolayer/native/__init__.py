@@ -525,10 +525,11 @@ class RowSpaceKernels:
             raise ConfigError(f"native kernels: Z must be (k, p, {self.n}), got {got}")
         return tuple(Z.shape)
 
-    def _checked(self, Z, A, members, **vectors):
+    def _checked(self, dims, Z, A, members, **vectors):
         """(G, the vectors made contiguous) for a step on Z (and A) of members ``members``,
-        every tensor checked: ``vectors`` maps a name to (tensor or None, its shape)."""
-        k, p, n = self._dims(Z)
+        every tensor checked: ``dims`` is (k, p, n) from :meth:`_dims`, ``vectors`` maps a
+        name to (tensor or None, its shape)."""
+        k, p, n = dims
         G = self.G if self.shared else self.G[members if members is not None else slice(None)]
         dt = self.dtype
         _check("G", G, dt, (n, n) if self.shared else (k, n, n))
@@ -550,9 +551,9 @@ class RowSpaceKernels:
         each has its own. With ``masks`` (:meth:`.dropout.Dropout.native_args`), psi(Z)
         and psi'(Z) are times this step's scaled masks and the next output's psi(Z)
         times the next step's."""
-        k, p, n = self._dims(Z)
+        k, p, n = dims = self._dims(Z)
         G, v = self._checked(
-            Z, A, members, ce=(ce, (k, n)), fb_lr=(fb_lr, (k, p)), keep=(keep, (k,)),
+            dims, Z, A, members, ce=(ce, (k, n)), fb_lr=(fb_lr, (k, p)), keep=(keep, (k,)),
             lr=(lr, (k,)), lam=(lam, (k,)),
         )  # fmt: skip
         _check("beta", beta, self.dtype, (k, p))  # updated in place: never a copy
@@ -586,7 +587,7 @@ class RowSpaceKernels:
         count = int(count)
         check_memory(count * k * n * Z.element_size(), "the run's errors", "fewer steps a call")
         G, v = self._checked(
-            Z, A, members, u=(u, (k, n)), y=(y, (k, n)), fb_lr=(fb_lr, (k, p)),
+            (k, p, n), Z, A, members, u=(u, (k, n)), y=(y, (k, n)), fb_lr=(fb_lr, (k, p)),
             keep=(keep, (k,)), lr=(lr, (k,)), lam=(lam, (k,)),
         )  # fmt: skip
         _check("beta", beta, self.dtype, (k, p))
